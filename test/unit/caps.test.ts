@@ -1,0 +1,54 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { assessHost, HostProbe } from "../../vmm/host/caps";
+
+const system = {
+  vmTypes: 1, guestMemfd: 1, guestMemfdFlags: 3, memoryAttributes: 0, userMemory2: 1, memoryFaultInfo: 1,
+  exitHypercall: 0x1000, syncRegs: 7, nrMemslots: 32764, immediateExit: 1, userSpaceMsr: 1, preFaultMemory: 0, maxVcpus: 1024,
+};
+const vmDefault = { guestMemfd: 1, guestMemfdFlags: 3, memoryAttributes: 0, exitHypercall: 0x1000, userMemory2: 1 };
+
+// Measured on this project's development machines (host-kvm.md).
+const pvm: HostProbe = { device: "/dev/kvm", vendorModule: "kvm_pvm", tdp: null, apiVersion: 12, system, vmTypes: { default: vmDefault } };
+// The nested lab with the sw-protected kernel.
+const labSw: HostProbe = {
+  device: "/dev/kvm", vendorModule: "kvm_amd", tdp: true, apiVersion: 12,
+  system: { ...system, vmTypes: 3, memoryAttributes: 8 },
+  vmTypes: { default: vmDefault, "sw-protected": { ...vmDefault, guestMemfdFlags: 1, memoryAttributes: 8 } },
+};
+
+test("kvm_pvm: runs guests emulated on guest_memfd RAM, refuses private memory and points to the lab", () => {
+  const v = assessHost(pvm);
+  assert.equal(v.canRun, true);
+  assert.equal(v.execution, "emulated");
+  assert.equal(v.ramBacking, "guest_memfd");
+  assert.equal(v.backends.attributes.available, false);
+  assert.equal(v.backends.memslots.available, false);
+  assert.match(v.backends.memslots.reason, /tsvmm lab/);
+  assert.equal(v.hypercallExit, false);
+  assert.equal(v.memoryFaultExit, false);
+  assert.match(v.lines.join("\n"), /never produces KVM_EXIT_MEMORY_FAULT/);
+});
+
+test("the lab's sw-protected kernel offers both backends, hypercall and memory-fault exits", () => {
+  const v = assessHost(labSw);
+  assert.equal(v.execution, "native");
+  assert.equal(v.backends.attributes.available, true);
+  assert.equal(v.backends.memslots.available, true);
+  assert.equal(v.hypercallExit, true);
+  assert.equal(v.memoryFaultExit, true);
+});
+
+test("a stock kernel: memslots only, and the attributes refusal names the kernel option", () => {
+  const v = assessHost({ ...labSw, system: { ...labSw.system, vmTypes: 1 }, vmTypes: { default: vmDefault } });
+  assert.equal(v.backends.memslots.available, true);
+  assert.equal(v.backends.attributes.available, false);
+  assert.match(v.backends.attributes.reason, /CONFIG_KVM_SW_PROTECTED_VM/);
+});
+
+test("a kernel before 6.18 falls back to memfd RAM", () => {
+  const v = assessHost({ ...labSw, vmTypes: { default: { ...vmDefault, guestMemfdFlags: 0 } } });
+  assert.equal(v.ramBacking, "memfd");
+  assert.match(v.ramBackingReason, /6\.18/);
+  assert.equal(v.backends.memslots.available, false);
+});

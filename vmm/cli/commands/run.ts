@@ -1,0 +1,95 @@
+import type { CommandModule } from "yargs";
+import { ConsoleMode, DEFAULT_MEM, runGuest } from "../../run";
+import { parseCount, parseSeconds, parseSize } from "../parse";
+import { MAX_CPUS } from "../../machine/abi";
+import { ExitStatus } from "../../errors";
+import { attachTerminalInput } from "../terminal";
+
+export interface RunArgs {
+  guest: string;
+  mem: string;
+  cpus: number;
+  timeout: number;
+  console: ConsoleMode;
+  trace?: string;
+  cmdline: string;
+  quiet: boolean;
+}
+
+export const runCommand: CommandModule<object, RunArgs> = {
+  command: "run <guest>",
+  describe: "Boot a test guest (or any ELF) with guest_memfd RAM and its console on COM1",
+  builder: (y) =>
+    y
+      .positional("guest", {
+        type: "string",
+        demandOption: true,
+        describe: "a shipped guest (see `tsvmm guests`) or a path to a static x86-64 ELF linked at 1 MiB",
+      })
+      .option("mem", { type: "string", default: `${DEFAULT_MEM >> 20n}M`, describe: "guest RAM size (K/M/G suffix; 2M to 3G)" })
+      .option("cpus", { type: "number", default: 1, describe: `vCPUs, each started at the firmware entry with its index (1 to ${MAX_CPUS})` })
+      .option("timeout", { type: "number", default: 60, describe: "stop the guest after this many seconds and exit 124 (0 = no limit)" })
+      .option("console", {
+        choices: ["raw", "screen"] as const,
+        default: "raw" as const,
+        describe: "raw streams the guest's bytes to stdout; screen renders them through a headless terminal and prints the final screen",
+      })
+      .option("trace", { type: "string", describe: "write every event (exits handled in TypeScript, halts, start, end) as NDJSON to this file" })
+      .option("cmdline", { type: "string", default: "", describe: "text for the guest's boot page, e.g. fault=pf" })
+      .option("quiet", { type: "boolean", default: false, alias: "q", describe: "print only the guest's console (and failures)" })
+      .example("$0 run hello", "boot the default test guest")
+      .example("$0 run smp --cpus 4", "every vCPU reports in")
+      .example("$0 run fault --cmdline fault=pf", "take a page fault; the firmware reports it and tsvmm exits 71")
+      .example("$0 run spin --timeout 2", "a guest that never exits is stopped after 2 s with its registers (exit 124)")
+      .epilog(
+        [
+          "Exit status: the guest's own status (0-63, written to port 0xf4), or",
+          "  64 bad command line, 65 bad guest image, 69 host lacks a capability, 70 VMM error,",
+          "  71 guest exception, 72 triple fault, 73 KVM internal/emulation error, 74 unhandled exit,",
+          "  75 memory fault, 124 timeout, 130 interrupted (Ctrl-C, or Ctrl-A x on a terminal).",
+          "With a terminal on stdin, what you type reaches the guest's COM1 receiver.",
+        ].join("\n"),
+      )
+      .strict(),
+  handler: async (args) => {
+    const memSize = parseSize("--mem", args.mem);
+    const cpus = parseCount("--cpus", args.cpus, 1, MAX_CPUS);
+    const timeout = parseSeconds("--timeout", args.timeout);
+    const log = (line: string) => {
+      if (!args.quiet) process.stderr.write(`tsvmm: ${line}\n`);
+    };
+    const abort = new AbortController();
+    const onSigint = () => abort.abort();
+    process.once("SIGINT", onSigint);
+    let detachInput: (() => void) | undefined;
+    try {
+      const result = await runGuest({
+        guest: args.guest,
+        memSize,
+        cpus,
+        timeout,
+        cmdline: args.cmdline,
+        console: args.console,
+        output: process.stdout,
+        trace: args.trace,
+        log,
+        signal: abort.signal,
+        onInput: (send) => (detachInput = attachTerminalInput(send, () => abort.abort())),
+      });
+      detachInput?.();
+      if (result.screen !== undefined) process.stdout.write(result.screen + "\n");
+      const failed = result.status !== ExitStatus.OK;
+      const e = result.exits;
+      const summary = `${args.guest}: ${result.reason} after ${result.seconds.toFixed(3)} s (${e.total} exits: ${e.native} handled natively, ${e.typescript} in TypeScript)`;
+      if (failed) {
+        process.stderr.write(`tsvmm: ${summary}\n`);
+        if (result.report) process.stderr.write(result.report + "\n");
+        if (result.lastLine) process.stderr.write(`  last console line: ${JSON.stringify(result.lastLine)}\n`);
+      } else log(summary);
+      process.exitCode = result.status;
+    } finally {
+      detachInput?.();
+      process.removeListener("SIGINT", onSigint);
+    }
+  },
+};

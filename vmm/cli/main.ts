@@ -1,0 +1,46 @@
+// tsvmm's command line: one yargs command per file under ./commands.
+import yargs from "yargs";
+import { runCommand } from "./commands/run";
+import { capsCommand } from "./commands/caps";
+import { guestsCommand } from "./commands/guests";
+import { ExitStatus, TsvmmError } from "../errors";
+
+export async function main(argv: string[]): Promise<void> {
+  const cli = yargs(argv)
+    .scriptName("tsvmm")
+    .usage(
+      [
+        "tsvmm: a minimal KVM VMM whose guest RAM is guest_memfd.",
+        "Boot small test guests over a serial console, provoke private/shared exits, debug conversion flows.",
+        "",
+        "Usage: $0 <command> [options]",
+      ].join("\n"),
+    )
+    .command(runCommand)
+    .command(capsCommand)
+    .command(guestsCommand)
+    .demandCommand(1, "Name a command (try `tsvmm run hello`).")
+    .recommendCommands()
+    .strict()
+    .strictCommands()
+    .help()
+    .alias("h", "help")
+    .version()
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail((message, err) => {
+      if (err) throw err;
+      process.stderr.write(`tsvmm: ${message}\nRun \`tsvmm --help\` (or \`tsvmm <command> --help\`) for usage.\n`);
+      process.exit(ExitStatus.USAGE);
+    });
+  try {
+    await cli.parseAsync();
+  } catch (err) {
+    if (err instanceof TsvmmError) {
+      process.stderr.write(`tsvmm: ${err.describe()}\n`);
+      process.exitCode = err.status;
+      return;
+    }
+    process.stderr.write(`tsvmm: internal error: ${(err as Error).stack ?? err}\n`);
+    process.exitCode = ExitStatus.INTERNAL;
+  }
+}

@@ -1,0 +1,31 @@
+// Typed input for the guest: with a terminal on stdin, raw mode, bytes to COM1. Ctrl-A x quits.
+export function attachTerminalInput(send: (bytes: Uint8Array) => void, quit: () => void): (() => void) | undefined {
+  const stdin = process.stdin;
+  if (!stdin.isTTY) return undefined;
+  stdin.setRawMode(true);
+  let escape = false;
+  const onData = (data: Buffer) => {
+    for (const b of data) {
+      if (escape) {
+        escape = false;
+        if (b === 0x78 /* x */) return quit();
+        if (b !== 0x01) send(Uint8Array.of(0x01));
+      } else if (b === 0x01 /* Ctrl-A */) {
+        escape = true;
+        continue;
+      }
+      if (b === 0x03 /* Ctrl-C in raw mode */) return quit();
+      send(Uint8Array.of(b));
+    }
+  };
+  stdin.on("data", onData);
+  stdin.resume();
+  let detached = false;
+  return () => {
+    if (detached) return;
+    detached = true;
+    stdin.off("data", onData);
+    stdin.setRawMode(false);
+    stdin.pause();
+  };
+}

@@ -1,0 +1,204 @@
+// What the host's KVM offers, and what tsvmm can do with it. probeHost() asks the kernel;
+// assessHost() is pure and turns the answers into a verdict.
+import * as fs from "node:fs";
+import { loadAddon, NativeKvm } from "../native";
+import { Cap, GuestMemfdFlag, MEMORY_ATTRIBUTE_PRIVATE, HC_MAP_GPA_RANGE, VM_TYPE_NAMES } from "../kvm/uapi";
+
+export type VendorModule = "kvm_intel" | "kvm_amd" | "kvm_pvm" | "unknown";
+
+export interface VmScopeCaps {
+  guestMemfd: number;
+  guestMemfdFlags: number;
+  memoryAttributes: number;
+  exitHypercall: number;
+  userMemory2: number;
+}
+
+export interface HostProbe {
+  device: string;
+  vendorModule: VendorModule;
+  /** Two-dimensional paging module parameter (ept/npt), when the vendor module has one */
+  tdp: boolean | null;
+  apiVersion: number;
+  system: {
+    vmTypes: number;
+    guestMemfd: number;
+    guestMemfdFlags: number;
+    memoryAttributes: number;
+    userMemory2: number;
+    memoryFaultInfo: number;
+    exitHypercall: number;
+    syncRegs: number;
+    nrMemslots: number;
+    immediateExit: number;
+    userSpaceMsr: number;
+    preFaultMemory: number;
+    maxVcpus: number;
+  };
+  /** VM-scope answers for every VM type the host lists */
+  vmTypes: Record<string, VmScopeCaps | { error: string }>;
+}
+
+export type Backend = "attributes" | "memslots";
+
+export interface Verdict {
+  canRun: boolean;
+  execution: "native" | "emulated" | "unknown";
+  executionBasis: string;
+  ramBacking: "guest_memfd" | "memfd";
+  ramBackingReason: string;
+  backends: Record<Backend, { available: boolean; reason: string }>;
+  hypercallExit: boolean;
+  memoryFaultExit: boolean;
+  lines: string[];
+}
+
+function detectVendor(): { vendorModule: VendorModule; tdp: boolean | null } {
+  const param = (mod: string, name: string): boolean | null => {
+    try {
+      const v = fs.readFileSync(`/sys/module/${mod}/parameters/${name}`, "utf8").trim();
+      return v === "Y" || v === "1";
+    } catch {
+      return null;
+    }
+  };
+  if (fs.existsSync("/sys/module/kvm_pvm")) return { vendorModule: "kvm_pvm", tdp: null };
+  if (fs.existsSync("/sys/module/kvm_intel")) return { vendorModule: "kvm_intel", tdp: param("kvm_intel", "ept") };
+  if (fs.existsSync("/sys/module/kvm_amd")) return { vendorModule: "kvm_amd", tdp: param("kvm_amd", "npt") };
+  return { vendorModule: "unknown", tdp: null };
+}
+
+export function probeHost(device = "/dev/kvm", kvm?: NativeKvm): HostProbe {
+  const own = !kvm;
+  const k = kvm ?? new (loadAddon().Kvm)(device);
+  try {
+    const c = (cap: number) => k.checkExtension(cap);
+    const system = {
+      vmTypes: c(Cap.VM_TYPES),
+      guestMemfd: c(Cap.GUEST_MEMFD),
+      guestMemfdFlags: c(Cap.GUEST_MEMFD_FLAGS),
+      memoryAttributes: c(Cap.MEMORY_ATTRIBUTES),
+      userMemory2: c(Cap.USER_MEMORY2),
+      memoryFaultInfo: c(Cap.MEMORY_FAULT_INFO),
+      exitHypercall: c(Cap.EXIT_HYPERCALL),
+      syncRegs: c(Cap.SYNC_REGS),
+      nrMemslots: c(Cap.NR_MEMSLOTS),
+      immediateExit: c(Cap.IMMEDIATE_EXIT),
+      userSpaceMsr: c(Cap.X86_USER_SPACE_MSR),
+      preFaultMemory: c(Cap.PRE_FAULT_MEMORY),
+      maxVcpus: c(Cap.MAX_VCPUS),
+    };
+    const vmTypes: HostProbe["vmTypes"] = {};
+    const mask = system.vmTypes || 1;
+    for (let type = 0; type < 32; type++) {
+      if (!(mask & (1 << type))) continue;
+      const name = VM_TYPE_NAMES[type] ?? `type-${type}`;
+      try {
+        const vm = k.createVm(type);
+        try {
+          vmTypes[name] = {
+            guestMemfd: vm.checkExtension(Cap.GUEST_MEMFD),
+            guestMemfdFlags: vm.checkExtension(Cap.GUEST_MEMFD_FLAGS),
+            memoryAttributes: vm.checkExtension(Cap.MEMORY_ATTRIBUTES),
+            exitHypercall: vm.checkExtension(Cap.EXIT_HYPERCALL),
+            userMemory2: vm.checkExtension(Cap.USER_MEMORY2),
+          };
+        } finally {
+          vm.close();
+        }
+      } catch (err) {
+        vmTypes[name] = { error: (err as Error).message };
+      }
+    }
+    return { device, ...detectVendor(), apiVersion: k.apiVersion(), system, vmTypes };
+  } finally {
+    if (own) k.close();
+  }
+}
+
+const BOTH_FLAGS = Number(GuestMemfdFlag.MMAP | GuestMemfdFlag.INIT_SHARED);
+
+export function assessHost(p: HostProbe): Verdict {
+  const lines: string[] = [];
+  let execution: Verdict["execution"] = "unknown";
+  let executionBasis = "no vendor module found under /sys/module";
+  if (p.vendorModule === "kvm_pvm") {
+    execution = "emulated";
+    executionBasis =
+      "kvm_pvm: guests run, but every instruction is emulated and the guest only sees each slot's userspace_addr";
+  } else if (p.vendorModule === "kvm_intel" || p.vendorModule === "kvm_amd") {
+    const param = p.vendorModule === "kvm_intel" ? "ept" : "npt";
+    execution = p.tdp === false ? "emulated" : "native";
+    executionBasis =
+      p.tdp === false
+        ? `${p.vendorModule} with ${param}=N: shadow paging, no guest_memfd faults`
+        : `${p.vendorModule} with ${param}=Y: hardware virtualization with two-dimensional paging`;
+  }
+
+  const defaultVm = p.vmTypes["default"];
+  const defaultFlags = defaultVm && !("error" in defaultVm) ? defaultVm.guestMemfdFlags : 0;
+  const gmemRam = (defaultFlags & BOTH_FLAGS) === BOTH_FLAGS && p.system.userMemory2 > 0;
+  const ramBacking = gmemRam ? "guest_memfd" : "memfd";
+  const ramBackingReason = gmemRam
+    ? "guest_memfd with MMAP|INIT_SHARED on a default VM (KVM_CAP_GUEST_MEMFD_FLAGS = " + defaultFlags + ")"
+    : "KVM_CAP_GUEST_MEMFD_FLAGS lacks MMAP|INIT_SHARED on a default VM (needs Linux 6.18+): RAM is a memfd";
+
+  const real = execution === "native";
+  const sw = p.vmTypes["sw-protected"];
+  const swAttrs = sw && !("error" in sw) ? BigInt(sw.memoryAttributes) & MEMORY_ATTRIBUTE_PRIVATE : 0n;
+  const attributes = {
+    available: real && swAttrs !== 0n,
+    reason: !real
+      ? `private memory needs a KVM that runs guests natively with nested/two-dimensional paging; this host is ${execution} (${p.vendorModule}). Try \`tsvmm lab\``
+      : !sw
+        ? "VM type 1 (KVM_X86_SW_PROTECTED_VM) is not offered: the kernel needs CONFIG_KVM_SW_PROTECTED_VM=y and the TDP MMU (try `tsvmm lab --kernel sw-protected`)"
+        : swAttrs === 0n
+          ? "VM type 1 exists but KVM_CAP_MEMORY_ATTRIBUTES lacks PRIVATE"
+          : "VM type 1 with KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)",
+  };
+  const memslots = {
+    available: real && gmemRam,
+    reason: !real
+      ? `private memory needs a KVM that runs guests natively; on this host (${p.vendorModule}) the guest reads memory through userspace_addr, so a page could not be kept from the host. Try \`tsvmm lab\``
+      : !gmemRam
+        ? "guest_memfd MMAP|INIT_SHARED is missing on a default VM (needs Linux 6.18+)"
+        : "default VM with guest_memfd-only memslots (MMAP with and without INIT_SHARED)",
+  };
+  const hypercallExit = real && (BigInt(p.system.exitHypercall) & (1n << BigInt(HC_MAP_GPA_RANGE))) !== 0n;
+  const memoryFaultExit = real && p.system.memoryFaultInfo > 0;
+  const canRun = p.apiVersion === 12;
+
+  lines.push(
+    canRun
+      ? `tsvmm can boot its test guests here (${execution} execution, RAM backed by ${ramBacking}).`
+      : `tsvmm cannot run here: KVM API version ${p.apiVersion}, expected 12.`,
+  );
+  lines.push(
+    attributes.available || memslots.available
+      ? `Private memory: ${[attributes.available && "attributes", memslots.available && "memslots"].filter(Boolean).join(" and ")} backend available.`
+      : `Private memory: not available. ${memslots.reason}.`,
+  );
+  lines.push(
+    hypercallExit
+      ? "Conversions by KVM_HC_MAP_GPA_RANGE hypercall reach tsvmm."
+      : real
+        ? "KVM_CAP_EXIT_HYPERCALL lacks KVM_HC_MAP_GPA_RANGE: guests convert through the port doorbell."
+        : "Hypercalls never reach userspace on this KVM (the vCPU would spin): guests use the port doorbell.",
+  );
+  lines.push(
+    memoryFaultExit
+      ? "KVM_EXIT_MEMORY_FAULT (exit 39) can be produced and handled here."
+      : "This KVM never produces KVM_EXIT_MEMORY_FAULT; backing failures come back as MMIO exits.",
+  );
+  return {
+    canRun,
+    execution,
+    executionBasis,
+    ramBacking,
+    ramBackingReason,
+    backends: { attributes, memslots },
+    hypercallExit,
+    memoryFaultExit,
+    lines,
+  };
+}

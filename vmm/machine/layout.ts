@@ -1,0 +1,59 @@
+// Guest-physical layout: where the boot page, firmware, stacks and guest go, checked for overlap
+// against each other and against RAM before anything is created.
+import { BadImageError, UsageError } from "../errors";
+import { BOOT_INFO_GPA, MAX_CPUS, STACKS_BASE, STACK_SIZE } from "./abi";
+import type { ElfImage } from "./elf";
+
+export const PAGE_SIZE = 0x1000n;
+export const MIN_RAM = 2n << 20n;
+/** RAM stays below the 32-bit MMIO hole, inside the firmware's 4 GiB identity map. */
+export const MAX_RAM = 3n << 30n;
+
+export interface Region {
+  name: string;
+  start: bigint;
+  end: bigint;
+}
+
+export interface Layout {
+  ramSize: bigint;
+  cpus: number;
+  regions: Region[];
+  freeBase: bigint;
+}
+
+export const alignUp = (v: bigint, a: bigint) => ((v + a - 1n) / a) * a;
+const hex = (v: bigint) => "0x" + v.toString(16);
+
+export function computeLayout(ramSize: bigint, cpus: number, firmware: ElfImage, guest: ElfImage): Layout {
+  if (ramSize < MIN_RAM || ramSize > MAX_RAM)
+    throw new UsageError(`--mem ${ramSize} bytes is out of range`, `use between 2M and 3G`);
+  if (ramSize % PAGE_SIZE !== 0n) throw new UsageError(`--mem must be a multiple of 4 KiB`);
+  if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS)
+    throw new UsageError(`--cpus ${cpus} is out of range`, `use 1 to ${MAX_CPUS}`);
+
+  const fixed: Region[] = [
+    { name: "boot-information page", start: BigInt(BOOT_INFO_GPA), end: BigInt(BOOT_INFO_GPA) + PAGE_SIZE },
+    { name: "vCPU stacks", start: BigInt(STACKS_BASE), end: BigInt(STACKS_BASE + MAX_CPUS * STACK_SIZE) },
+  ];
+  const images: Region[] = [];
+  for (const image of [firmware, guest]) {
+    for (const s of image.segments) {
+      const region = { name: `${image.name} segment at ${hex(s.gpa)}`, start: s.gpa, end: s.gpa + s.memSize };
+      if (region.end > ramSize)
+        throw new BadImageError(image.name, `segment [${hex(region.start)}, ${hex(region.end)}) lies outside RAM (${hex(ramSize)} bytes; raise --mem)`);
+      for (const other of [...fixed, ...images]) {
+        if (region.start < other.end && other.start < region.end)
+          throw new BadImageError(
+            image.name,
+            `segment [${hex(region.start)}, ${hex(region.end)}) overlaps the ${other.name} at [${hex(other.start)}, ${hex(other.end)})`,
+          );
+      }
+      images.push(region);
+    }
+  }
+  const guestEnd = guest.segments.reduce((m, s) => (s.gpa + s.memSize > m ? s.gpa + s.memSize : m), 0n);
+  const freeBase = alignUp(guestEnd, PAGE_SIZE);
+  if (freeBase >= ramSize) throw new BadImageError(guest.name, `leaves no free RAM (raise --mem)`);
+  return { ramSize, cpus, regions: [...fixed, ...images].sort((a, b) => (a.start < b.start ? -1 : 1)), freeBase };
+}

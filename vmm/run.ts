@@ -1,0 +1,93 @@
+// The programmatic way to boot a guest: the CLI's `run` and the tests both come through here.
+import * as fs from "node:fs";
+import { Machine, RunResult } from "./machine/machine";
+import { loadFirmware, loadGuest } from "./guests";
+import { ConsoleScreen } from "./console/screen";
+import { ExitStatus, TsvmmError } from "./errors";
+
+export type ConsoleMode = "raw" | "screen" | "capture";
+
+export interface RunOptions {
+  /** A shipped guest name or an ELF path */
+  guest: string;
+  memSize?: bigint;
+  cpus?: number;
+  /** Seconds; 0 or undefined = no limit */
+  timeout?: number;
+  cmdline?: string;
+  /** raw: stream bytes to `output`; screen: render through xterm and print the final screen; capture: only collect */
+  console?: ConsoleMode;
+  output?: NodeJS.WritableStream;
+  /** Run-log lines (stderr in the CLI) */
+  log?: (line: string) => void;
+  /** NDJSON event trace file */
+  trace?: string;
+  signal?: AbortSignal;
+  device?: string;
+  /** Called once the VM is running with a function that feeds bytes to the guest's COM1 */
+  onInput?: (send: (bytes: Uint8Array) => void) => void;
+}
+
+export interface GuestRun extends RunResult {
+  /** Everything the guest printed (UTF-8, at most the last 1 MiB) */
+  console: string;
+  /** The final screen (console: "screen" only) */
+  screen?: string;
+  lastLine: string;
+}
+
+const CAPTURE_LIMIT = 1 << 20;
+
+export const DEFAULT_MEM = 64n << 20n;
+
+export async function runGuest(opts: RunOptions): Promise<GuestRun> {
+  const firmware = loadFirmware();
+  const guest = loadGuest(opts.guest);
+  const mode = opts.console ?? "capture";
+  const screen = mode === "screen" ? new ConsoleScreen() : undefined;
+  const chunks: Buffer[] = [];
+  let captured = 0;
+  let traceFd: number | undefined;
+  if (opts.trace) {
+    try {
+      traceFd = fs.openSync(opts.trace, "w");
+    } catch (err) {
+      throw new TsvmmError(`--trace ${opts.trace}: cannot open for writing (${(err as NodeJS.ErrnoException).code})`, ExitStatus.USAGE);
+    }
+  }
+  const machine = new Machine({
+    firmware,
+    guest,
+    memSize: opts.memSize ?? DEFAULT_MEM,
+    cpus: opts.cpus ?? 1,
+    cmdline: opts.cmdline ?? "",
+    device: opts.device,
+    log: opts.log,
+    trace: traceFd === undefined ? undefined : (e) => fs.writeSync(traceFd!, JSON.stringify(e) + "\n"),
+    onConsole: (bytes) => {
+      const copy = Buffer.from(bytes);
+      chunks.push(copy);
+      captured += copy.length;
+      while (captured > CAPTURE_LIMIT && chunks.length > 1) captured -= chunks.shift()!.length;
+      if (mode === "raw") opts.output?.write(copy);
+      screen?.write(copy);
+    },
+  });
+  try {
+    machine.create();
+    opts.onInput?.((bytes) => machine.serial.receive(bytes));
+    const result = await machine.run(opts.timeout, opts.signal);
+    const unclaimed = [...machine.unclaimedPorts].map(([p, n]) => `0x${p.toString(16)} (${n.reads} reads, ${n.writes} writes)`);
+    if (unclaimed.length) opts.log?.(`ports no device claims were touched: ${unclaimed.join(", ")}`);
+    return {
+      ...result,
+      console: Buffer.concat(chunks).toString("utf8"),
+      screen: screen ? await screen.text() : undefined,
+      lastLine: machine.lastConsoleLine,
+    };
+  } finally {
+    machine.close();
+    screen?.dispose();
+    if (traceFd !== undefined) fs.closeSync(traceFd);
+  }
+}
