@@ -1,0 +1,95 @@
+// Boots every shipped guest on the host's /dev/kvm and checks what it prints and its status.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { tsvmm } from "../support/cli";
+import { requireKvm } from "../support/host";
+
+const T = { timeout: 60000 };
+
+test("hello prints its banner and RAM map from guest_memfd RAM and exits 0", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const r = await tsvmm(["run", "hello"]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /tsvmm hello: booted on vCPU 0 of 1/);
+  assert.match(r.stdout, /0x0*0\b.*0x0*4000000/i, "the RAM map shows the 64 MiB range");
+  assert.doesNotMatch(r.stdout, /^not ok/m);
+  assert.match(r.stderr, /RAM 64 MiB backed by (guest_memfd|memfd)/);
+  assert.match(r.stderr, /guest exited with status 0/);
+});
+
+test("--mem changes the RAM map the guest reports", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const r = await tsvmm(["run", "hello", "--mem", "32M", "--quiet"]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /0x0*2000000/i);
+  assert.equal(r.stderr, "", "--quiet keeps the run log off stderr");
+});
+
+test("smp: every vCPU reports in", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const r = await tsvmm(["run", "smp", "--cpus", "4"]);
+  assert.equal(r.status, 0, r.stderr);
+  for (let i = 0; i < 4; i++) assert.match(r.stdout, new RegExp(`cpu ${i} of 4 reporting`));
+  assert.match(r.stdout, /all 4 vCPUs reported/);
+});
+
+for (const [kind, vector] of [["ud", "6 \\(#UD\\)"], ["de", "0 \\(#DE\\)"], ["gp", "13 \\(#GP\\)"], ["pf", "14 \\(#PF\\)"], ["bp", "3 \\(#BP\\)"]] as const) {
+  test(`fault=${kind}: the firmware reports the exception and tsvmm exits 71`, T, async (t) => {
+    if (!requireKvm(t)) return;
+    const r = await tsvmm(["run", "fault", "--cmdline", `fault=${kind}`]);
+    assert.equal(r.status, 71, r.stderr);
+    assert.match(r.stdout, new RegExp(`exception ${vector}.*rip=0x`));
+  });
+}
+
+test("a triple fault is reported with registers and exits 72", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const r = await tsvmm(["run", "fault", "--cmdline", "fault=triple"]);
+  assert.equal(r.status, 72, r.stderr);
+  assert.match(r.stderr, /triple fault \(KVM_EXIT_SHUTDOWN\)/);
+  assert.match(r.stderr, /rip=[0-9a-f]{16}/);
+  assert.match(r.stderr, /last console line: /);
+});
+
+test("--timeout stops a guest that never exits, reports where it was, and exits 124", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const started = Date.now();
+  const r = await tsvmm(["run", "spin", "--timeout", "1.5"]);
+  assert.equal(r.status, 124, r.stderr);
+  assert.match(r.stdout, /spinning/);
+  assert.match(r.stderr, /timed out after 1\.5 s/);
+  assert.match(r.stderr, /vCPU 0 registers \(64-bit long mode\)/);
+  assert.ok(Date.now() - started < 15000);
+});
+
+test("SIGINT stops the VM cleanly and exits 130", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const r = await tsvmm(["run", "spin", "--cpus", "2", "--timeout", "30"], { waitFor: /spinning/, signalAfterMs: 200 });
+  assert.equal(r.signal, null, "the process exits by itself, not killed by the signal");
+  assert.equal(r.status, 130, r.stderr);
+  assert.match(r.stderr, /interrupted/);
+});
+
+test("--console screen prints the final screen as a person would have seen it", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const r = await tsvmm(["run", "hello", "--console", "screen", "--quiet"]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /tsvmm hello: booted on vCPU 0 of 1/);
+  assert.doesNotMatch(r.stdout, /\r/, "the screen is text lines, not raw bytes");
+});
+
+test("--trace writes NDJSON events from start to end", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "tsvmm-trace-")), "trace.ndjson");
+  const r = await tsvmm(["run", "hello", "--trace", file, "--quiet"]);
+  assert.equal(r.status, 0, r.stderr);
+  const events = fs.readFileSync(file, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  assert.equal(events[0].kind, "start");
+  assert.equal(events.at(-1).kind, "end");
+  assert.equal(events.at(-1).status, 0);
+  events.forEach((e, i) => assert.equal(e.seq, i));
+  fs.rmSync(path.dirname(file), { recursive: true, force: true });
+});
