@@ -1,0 +1,113 @@
+// The authoritative private/shared state of every 4 KiB RAM page (KVM has no getter), and the
+// validation of conversion requests against it. Pure logic: no KVM here.
+
+export const PAGE_SHIFT = 12n;
+export const PAGE = 1n << PAGE_SHIFT;
+
+export type PageState = "shared" | "private";
+
+export interface Run {
+  /** first page number */
+  first: number;
+  /** pages in the run */
+  count: number;
+  state: PageState;
+}
+
+export class PageStateMap {
+  /** 1 = private, 0 = shared */
+  private readonly bits: Uint8Array;
+  private privateCount = 0;
+
+  constructor(
+    readonly base: bigint,
+    readonly size: bigint,
+    initial: PageState = "shared",
+  ) {
+    if (base % PAGE !== 0n || size % PAGE !== 0n || size <= 0n) throw new RangeError("RAM must be whole pages");
+    this.bits = new Uint8Array(Number(size >> PAGE_SHIFT));
+    if (initial === "private") {
+      this.bits.fill(1);
+      this.privateCount = this.bits.length;
+    }
+  }
+
+  get pages(): number {
+    return this.bits.length;
+  }
+
+  get privatePages(): number {
+    return this.privateCount;
+  }
+
+  get sharedPages(): number {
+    return this.bits.length - this.privateCount;
+  }
+
+  pageOf(gpa: bigint): number {
+    return Number((gpa - this.base) >> PAGE_SHIFT);
+  }
+
+  stateOf(gpa: bigint): PageState {
+    return this.bits[this.pageOf(gpa)] ? "private" : "shared";
+  }
+
+  /** Set pages [first, first + count) and return the runs that actually changed state. */
+  set(first: number, count: number, state: PageState): Run[] {
+    const want = state === "private" ? 1 : 0;
+    const changed: Run[] = [];
+    for (let p = first; p < first + count; p++) {
+      if (this.bits[p] === want) continue;
+      this.bits[p] = want;
+      this.privateCount += want ? 1 : -1;
+      const last = changed[changed.length - 1];
+      if (last && last.first + last.count === p) last.count++;
+      else changed.push({ first: p, count: 1, state });
+    }
+    return changed;
+  }
+
+  /** Maximal runs of equal state covering pages [first, first + count). */
+  runs(first = 0, count = this.bits.length): Run[] {
+    const out: Run[] = [];
+    for (let p = first; p < first + count; p++) {
+      const state: PageState = this.bits[p] ? "private" : "shared";
+      const last = out[out.length - 1];
+      if (last && last.state === state) last.count++;
+      else out.push({ first: p, count: 1, state });
+    }
+    return out;
+  }
+}
+
+/** KVM_HC_MAP_GPA_RANGE attribute bits: 3:0 page size (0 4K, 1 2M, 2 1G), 4 encrypted. */
+export const MAP_GPA_RANGE_ENCRYPTED = 0x10n;
+const PAGE_SIZE_FIELD = 0xfn;
+const VALID_ATTRS = 0x1fn;
+
+export interface ConversionRequest {
+  gpa: bigint;
+  pages: bigint;
+  attrs: bigint;
+}
+
+export type Validated =
+  | { ok: true; first: number; count: number; to: PageState }
+  | { ok: false; errno: "EINVAL"; reason: string };
+
+const hex = (v: bigint) => "0x" + v.toString(16);
+
+/** Check a guest's request against the RAM the map covers; a refusal says why. */
+export function validateRequest(map: PageStateMap, r: ConversionRequest): Validated {
+  const refuse = (reason: string): Validated => ({ ok: false, errno: "EINVAL", reason });
+  if (r.attrs & ~VALID_ATTRS) return refuse(`reserved attribute bits ${hex(r.attrs & ~VALID_ATTRS)} are set`);
+  if ((r.attrs & PAGE_SIZE_FIELD) > 2n) return refuse(`page-size field ${r.attrs & PAGE_SIZE_FIELD} is not 0 (4K), 1 (2M) or 2 (1G)`);
+  if (r.gpa % PAGE !== 0n) return refuse(`gpa ${hex(r.gpa)} is not page aligned`);
+  if (r.pages === 0n) return refuse("the page count is zero");
+  const size = r.pages << PAGE_SHIFT;
+  const end = r.gpa + size;
+  if (r.pages >= 1n << 52n || end > 1n << 64n) return refuse(`gpa ${hex(r.gpa)} + ${r.pages} pages overflows`);
+  if (r.gpa < map.base || end > map.base + map.size)
+    return refuse(`[${hex(r.gpa)}, ${hex(end)}) is outside RAM [${hex(map.base)}, ${hex(map.base + map.size)})`);
+  return { ok: true, first: map.pageOf(r.gpa), count: Number(r.pages), to: r.attrs & MAP_GPA_RANGE_ENCRYPTED ? "private" : "shared" };
+}
