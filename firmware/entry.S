@@ -20,7 +20,11 @@
 
 #define PTE_P       (1 << 0)
 #define PTE_RW      (1 << 1)
+#define PTE_A       (1 << 5)
+#define PTE_D       (1 << 6)
 #define PTE_PS      (1 << 7)
+#define PTE_TABLE   (PTE_P | PTE_RW | PTE_A)
+#define PTE_2M      (PTE_P | PTE_RW | PTE_A | PTE_D | PTE_PS)
 
 #define PERCPU_SIZE 64          /* must match struct fw_percpu in main.c */
 
@@ -135,23 +139,26 @@ isr_common:
 	.section .data.tables, "aw"
 /*
  * Page tables: PML4[0] -> PDPT, PDPT[0..3] -> four page directories of 512 2 MiB pages
- * each, identity-mapping [0, 4 GiB). Static and never written, hence SMP-safe.
+ * each, identity-mapping [0, 4 GiB). Static, and with the accessed/dirty bits preset the
+ * page walks of concurrently booting vCPUs never need to write them: SMP-safe.
  */
 	.p2align 12
 	.globl pml4
 pml4:
-	.quad	pdpt + (PTE_P | PTE_RW)
+	.quad	pdpt + PTE_TABLE
 	.fill	511, 8, 0
+	.globl pdpt
 pdpt:
-	.quad	pd + 0 * 4096 + (PTE_P | PTE_RW)
-	.quad	pd + 1 * 4096 + (PTE_P | PTE_RW)
-	.quad	pd + 2 * 4096 + (PTE_P | PTE_RW)
-	.quad	pd + 3 * 4096 + (PTE_P | PTE_RW)
+	.quad	pd + 0 * 4096 + PTE_TABLE
+	.quad	pd + 1 * 4096 + PTE_TABLE
+	.quad	pd + 2 * 4096 + PTE_TABLE
+	.quad	pd + 3 * 4096 + PTE_TABLE
 	.fill	508, 8, 0
+	.globl pd
 pd:
 	.set	page, 0
 	.rept	4 * 512
-	.quad	(page << 21) | (PTE_P | PTE_RW | PTE_PS)
+	.quad	(page << 21) | PTE_2M
 	.set	page, page + 1
 	.endr
 
