@@ -42,6 +42,19 @@ _start:
 	 */
 	cli
 	cld
+
+	/* Long mode needs CPUID.80000001h:EDX.LM, i.e. the VMM must have set CPUID (KVM_SET_CPUID2) */
+	movl	%ebx, %edi		/* cpuid clobbers EBX */
+	movl	$0x80000000, %eax
+	cpuid
+	cmpl	$0x80000001, %eax
+	jb	no_long_mode
+	movl	$0x80000001, %eax
+	cpuid
+	btl	$29, %edx
+	jnc	no_long_mode
+	movl	%edi, %ebx
+
 	lgdt	gdt_desc
 
 	movl	%cr4, %eax
@@ -61,6 +74,35 @@ _start:
 	movl	%eax, %cr0
 
 	ljmp	$TSVMM_GDT_CODE64, $long_mode
+
+/* 32-bit: the first vCPU here prints no_lm_msg on COM1 and exits with TSVMM_STATUS_INTERNAL */
+no_long_mode:
+	movl	$1, %eax
+	xchgl	%eax, no_lm_once
+	testl	%eax, %eax
+	jnz	9f
+	movl	$no_lm_msg, %esi
+5:	movb	(%esi), %cl
+	testb	%cl, %cl
+	jz	7f
+	movl	$100000, %edi
+6:	movw	$(TSVMM_CONSOLE_PORT + 5), %dx	/* LSR: wait (bounded) for THR empty */
+	inb	%dx, %al
+	testb	$0x20, %al
+	jnz	8f
+	pause
+	decl	%edi
+	jnz	6b
+8:	movw	$TSVMM_CONSOLE_PORT, %dx
+	movb	%cl, %al
+	outb	%al, %dx
+	incl	%esi
+	jmp	5b
+7:	movl	$TSVMM_STATUS_INTERNAL, %eax
+	movw	$TSVMM_EXIT_PORT, %dx
+	outl	%eax, %dx
+9:	hlt
+	jmp	9b
 
 	.code64
 long_mode:
@@ -162,6 +204,10 @@ pd:
 	.set	page, page + 1
 	.endr
 
+	.section .rodata, "a"
+no_lm_msg:
+	.asciz	"tsvmm-firmware: this vCPU has no long mode (CPUID 0x80000001 EDX.LM=0): the VMM must set CPUID with KVM_SET_CPUID2\r\n"
+
 	.section .data, "aw"
 	.p2align 4
 /* GDT: null, 64-bit code (0x08), data (0x10). Accessed bits preset: never written. */
@@ -197,6 +243,9 @@ idt_desc:
 	.quad	idt
 
 	.section .bss, "aw", @nobits
+	.p2align 2
+no_lm_once:
+	.skip	4
 	.p2align 6
 	.globl fw_percpu
 fw_percpu:
