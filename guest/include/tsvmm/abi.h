@@ -41,6 +41,7 @@
 #define TSVMM_CONSOLE_PORT       0x3f8   /* COM1, 16550 */
 #define TSVMM_EXIT_PORT          0xf4    /* 32-bit out: the VMM exits with this status */
 #define TSVMM_CONVERT_PORT       0xf8    /* 32-bit out: conversion doorbell (see below) */
+/* (the doorbell `out` takes its port as an immediate because RDX carries attrs: keep it < 0x100) */
 
 /* "TSVMMBI1" little-endian */
 #define TSVMM_BOOT_MAGIC         0x3149424d4d565354ULL
