@@ -1,0 +1,417 @@
+#include "vm.h"
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "addon.h"
+#include "errors.h"
+#include "guest_memfd.h"
+#include "kvm_uapi.h"
+#include "vcpu.h"
+
+namespace tsvmm {
+
+// ============================== VmShared ========================================================
+
+std::pair<std::shared_ptr<const FastPortTable>, uint64_t> VmShared::LoadFastPorts() const {
+  std::lock_guard<std::mutex> lock(ports_mu_);
+  return {fast_ports_, fast_ports_version_.load(std::memory_order_relaxed)};
+}
+
+void VmShared::StoreFastPorts(std::shared_ptr<const FastPortTable> table) {
+  std::lock_guard<std::mutex> lock(ports_mu_);
+  fast_ports_ = std::move(table);
+  // Release: a vCPU thread that sees the new version and then takes ports_mu_ gets this table.
+  fast_ports_version_.fetch_add(1, std::memory_order_release);
+}
+
+void VmShared::AppendConsole(const uint8_t* data, size_t length) {
+  std::lock_guard<std::mutex> lock(console_mu_);
+  bool was_empty = console_buf_.empty();
+  console_buf_.append(reinterpret_cast<const char*>(data), length);
+  if (was_empty && console_live_) {
+    // SAFETY: console_tsfn_ is valid while console_live_ (both guarded by console_mu_; the JS
+    // thread clears console_live_ under the same mutex before or when the TSFN goes away).
+    // NonBlockingCall with an unbounded queue never blocks, so holding the mutex is fine.
+    napi_status status = console_tsfn_.NonBlockingCall();
+    if (status != napi_ok) console_live_ = false;  // napi_closing: the environment is going away
+  }
+}
+
+std::string VmShared::TakeConsole() {
+  std::lock_guard<std::mutex> lock(console_mu_);
+  std::string out;
+  out.swap(console_buf_);
+  return out;
+}
+
+uint64_t VmShared::NextConsoleGeneration() {
+  std::lock_guard<std::mutex> lock(console_mu_);
+  return ++console_generation_;
+}
+
+void VmShared::SetConsoleTsfn(ConsoleTsfn tsfn, uint64_t generation) {
+  std::lock_guard<std::mutex> lock(console_mu_);
+  if (console_live_) console_tsfn_.Release();
+  console_tsfn_ = tsfn;
+  console_live_ = true;
+  console_generation_ = generation;
+  // Bytes that arrived before a callback existed are delivered now.
+  if (!console_buf_.empty()) {
+    if (console_tsfn_.NonBlockingCall() != napi_ok) console_live_ = false;
+  }
+}
+
+void VmShared::ReleaseConsole() {
+  std::lock_guard<std::mutex> lock(console_mu_);
+  if (console_live_) {
+    console_live_ = false;
+    console_tsfn_.Release();
+  }
+}
+
+void VmShared::ConsoleFinalized(uint64_t generation) {
+  std::lock_guard<std::mutex> lock(console_mu_);
+  if (generation == console_generation_) console_live_ = false;
+}
+
+void CallJsConsole(Napi::Env env, Napi::Function callback, ConsoleContext* context, void*) {
+  if (static_cast<napi_env>(env) == nullptr || context == nullptr) return;  // teardown
+  std::string bytes = context->vm->TakeConsole();
+  // Empty when drainConsole() took the bytes first, or a newer callback already delivered them.
+  if (bytes.empty()) return;
+  callback.Call({Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(bytes.data()),
+                                              bytes.size())});
+}
+
+// ============================== Vm ==============================================================
+
+Napi::Function Vm::DefineClass(Napi::Env env) {
+  return ObjectWrap<Vm>::DefineClass(
+      env, "Vm",
+      {
+          InstanceAccessor("fd", &Vm::GetFd, nullptr),
+          InstanceMethod("checkExtension", &Vm::CheckExtension),
+          InstanceMethod("enableCap", &Vm::EnableCap),
+          InstanceMethod("setTssAddr", &Vm::SetTssAddr),
+          InstanceMethod("setIdentityMapAddr", &Vm::SetIdentityMapAddr),
+          InstanceMethod("createGuestMemfd", &Vm::CreateGuestMemfd),
+          InstanceMethod("setUserMemoryRegion2", &Vm::SetUserMemoryRegion2),
+          InstanceMethod("setUserMemoryRegion", &Vm::SetUserMemoryRegion),
+          InstanceMethod("setMemoryAttributes", &Vm::SetMemoryAttributes),
+          InstanceMethod("createVcpu", &Vm::CreateVcpu),
+          InstanceMethod("setFastPorts", &Vm::SetFastPorts),
+          InstanceMethod("onConsole", &Vm::OnConsole),
+          InstanceMethod("drainConsole", &Vm::DrainConsole),
+          InstanceMethod("close", &Vm::Close),
+      });
+}
+
+Vm::Vm(const Napi::CallbackInfo& info) : ObjectWrap<Vm>(info) {
+  InitArgs* args = InternalInit<InitArgs>(info, "Vm", "Kvm.createVm()");
+  fd_ = args->fd;
+  args->fd = -1;
+  vcpu_mmap_size_ = args->vcpu_mmap_size;
+  shared_ = std::make_shared<VmShared>();
+}
+
+Vm::~Vm() {
+  shared_->ReleaseConsole();
+  if (fd_ >= 0) ::close(fd_);
+}
+
+int Vm::RequireOpen(Napi::Env env, const char* what) const {
+  if (fd_ < 0) ThrowStateError(env, "ERR_TSVMM_CLOSED", std::string("Vm.") + what + "(): the VM is closed");
+  return fd_;
+}
+
+Napi::Value Vm::GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+
+Napi::Value Vm::CheckExtension(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = RequireOpen(env, "checkExtension");
+  int64_t cap = ArgInt(info, 0, "cap");
+  int rc = ioctl(fd, KVM_CHECK_EXTENSION, static_cast<unsigned long>(cap));
+  if (rc < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_CHECK_EXTENSION", errno,
+                      {ErrorArg::Num("cap", cap, "cap"), ErrorArg::Str("scope", "vm")});
+  }
+  return Napi::Number::New(env, rc);
+}
+
+Napi::Value Vm::EnableCap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = RequireOpen(env, "enableCap");
+  kvm_enable_cap ec;
+  std::memset(&ec, 0, sizeof ec);
+  ec.cap = ArgUint32(info, 0, "cap");
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsArray()) ThrowTypeError(env, "enableCap: args must be an array of bigints");
+    Napi::Array a = info[1].As<Napi::Array>();
+    if (a.Length() > 4) ThrowRangeError(env, "enableCap: at most 4 args");
+    for (uint32_t i = 0; i < a.Length(); i++) ec.args[i] = BigUint64Of(env, a.Get(i), "enableCap arg");
+  }
+  if (ioctl(fd, KVM_ENABLE_CAP, &ec) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_ENABLE_CAP", errno,
+                      {ErrorArg::Num("cap", ec.cap, "cap"), ErrorArg::Num("flags", ec.flags),
+                       ErrorArg::Big("arg0", ec.args[0], "arg0"), ErrorArg::Big("arg1", ec.args[1]),
+                       ErrorArg::Big("arg2", ec.args[2]), ErrorArg::Big("arg3", ec.args[3])});
+  }
+  return env.Undefined();
+}
+
+Napi::Value Vm::SetTssAddr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = RequireOpen(env, "setTssAddr");
+  uint64_t addr = ArgBigUint64(info, 0, "addr");
+  if (ioctl(fd, KVM_SET_TSS_ADDR, static_cast<unsigned long>(addr)) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_SET_TSS_ADDR", errno, {ErrorArg::Big("addr", addr, "addr")});
+  }
+  return env.Undefined();
+}
+
+Napi::Value Vm::SetIdentityMapAddr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = RequireOpen(env, "setIdentityMapAddr");
+  uint64_t addr = ArgBigUint64(info, 0, "addr");
+  if (ioctl(fd, KVM_SET_IDENTITY_MAP_ADDR, &addr) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_SET_IDENTITY_MAP_ADDR", errno,
+                      {ErrorArg::Big("addr", addr, "addr")});
+  }
+  return env.Undefined();
+}
+
+Napi::Value Vm::CreateGuestMemfd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int vm_fd = RequireOpen(env, "createGuestMemfd");
+  kvm_create_guest_memfd req;
+  std::memset(&req, 0, sizeof req);  // reserved[] must be zero for forward compatibility
+  req.size = ArgBigUint64(info, 0, "size");
+  req.flags = ArgBigUint64(info, 1, "flags");
+  int fd = ioctl(vm_fd, KVM_CREATE_GUEST_MEMFD, &req);
+  if (fd < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_CREATE_GUEST_MEMFD", errno,
+                      {ErrorArg::Big("size", req.size, "size"), ErrorArg::Big("flags", req.flags, "flags")});
+  }
+  // The kernel creates it without close-on-exec (get_unused_fd_flags(0)).
+  if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+    int err = errno;
+    ::close(fd);
+    ThrowSyscallError(env, "fcntl", "F_SETFD guest_memfd", err,
+                      {ErrorArg::Num("fd", fd, "fd"), ErrorArg::Str("flags", "FD_CLOEXEC")});
+  }
+  GuestMemfd::InitArgs args{fd, req.size, req.flags};
+  try {
+    return GetAddonData(env).guest_memfd.New({Napi::External<GuestMemfd::InitArgs>::New(env, &args)});
+  } catch (...) {
+    if (args.fd >= 0) ::close(args.fd);
+    throw;
+  }
+}
+
+namespace {
+
+struct Region {
+  uint32_t slot;
+  uint32_t flags;
+  uint64_t guest_phys_addr;
+  uint64_t memory_size;
+  uint64_t userspace_addr;
+  int64_t guest_memfd;
+  uint64_t guest_memfd_offset;
+};
+
+Region ParseRegion(Napi::Env env, Napi::Value v, bool v2) {
+  if (!v.IsObject()) ThrowTypeError(env, "region must be an object");
+  Napi::Object o = v.As<Napi::Object>();
+  Region r{};
+  int64_t slot = IntOf(env, o.Get("slot"), "region.slot");
+  int64_t flags = IntOf(env, o.Get("flags"), "region.flags");
+  if (slot < 0 || slot > 0xffffffffLL) ThrowRangeError(env, "region.slot must be a u32");
+  if (flags < 0 || flags > 0xffffffffLL) ThrowRangeError(env, "region.flags must be a u32");
+  r.slot = static_cast<uint32_t>(slot);
+  r.flags = static_cast<uint32_t>(flags);
+  r.guest_phys_addr = BigUint64Of(env, o.Get("guestPhysAddr"), "region.guestPhysAddr");
+  r.memory_size = BigUint64Of(env, o.Get("memorySize"), "region.memorySize");
+  r.userspace_addr = BigUint64Of(env, o.Get("userspaceAddr"), "region.userspaceAddr");
+  r.guest_memfd = -1;
+  if (v2) {
+    Napi::Value gm = o.Get("guestMemfd");
+    if (!gm.IsUndefined()) r.guest_memfd = IntOf(env, gm, "region.guestMemfd");
+    Napi::Value off = o.Get("guestMemfdOffset");
+    if (!off.IsUndefined()) r.guest_memfd_offset = BigUint64Of(env, off, "region.guestMemfdOffset");
+  }
+  return r;
+}
+
+std::vector<ErrorArg> RegionArgs(const Region& r, bool v2) {
+  std::vector<ErrorArg> a{
+      ErrorArg::Num("slot", r.slot, "slot"),
+      ErrorArg::Num("flags", r.flags, "flags", true),
+      ErrorArg::Big("guestPhysAddr", r.guest_phys_addr, "gpa"),
+      ErrorArg::Big("memorySize", r.memory_size, "size"),
+      ErrorArg::Big("userspaceAddr", r.userspace_addr, "uaddr"),
+  };
+  if (v2) {
+    a.push_back(ErrorArg::Num("guestMemfd", r.guest_memfd, "guest_memfd"));
+    a.push_back(ErrorArg::Big("guestMemfdOffset", r.guest_memfd_offset, "offset"));
+  }
+  return a;
+}
+
+}  // namespace
+
+Napi::Value Vm::SetUserMemoryRegion2(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = RequireOpen(env, "setUserMemoryRegion2");
+  Region r = ParseRegion(env, info[0], true);
+  kvm_userspace_memory_region2 req;
+  std::memset(&req, 0, sizeof req);
+  req.slot = r.slot;
+  req.flags = r.flags;
+  req.guest_phys_addr = r.guest_phys_addr;
+  req.memory_size = r.memory_size;
+  req.userspace_addr = r.userspace_addr;
+  req.guest_memfd_offset = r.guest_memfd_offset;
+  // -1 ("no guest_memfd") becomes 0xffffffff: ignored without KVM_MEM_GUEST_MEMFD, EBADF with it.
+  req.guest_memfd = static_cast<uint32_t>(r.guest_memfd);
+  if (ioctl(fd, KVM_SET_USER_MEMORY_REGION2, &req) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_SET_USER_MEMORY_REGION2", errno, RegionArgs(r, true));
+  }
+  return env.Undefined();
+}
+
+Napi::Value Vm::SetUserMemoryRegion(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = RequireOpen(env, "setUserMemoryRegion");
+  Region r = ParseRegion(env, info[0], false);
+  kvm_userspace_memory_region req;
+  std::memset(&req, 0, sizeof req);
+  req.slot = r.slot;
+  req.flags = r.flags;
+  req.guest_phys_addr = r.guest_phys_addr;
+  req.memory_size = r.memory_size;
+  req.userspace_addr = r.userspace_addr;
+  if (ioctl(fd, KVM_SET_USER_MEMORY_REGION, &req) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_SET_USER_MEMORY_REGION", errno, RegionArgs(r, false));
+  }
+  return env.Undefined();
+}
+
+Napi::Value Vm::SetMemoryAttributes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = RequireOpen(env, "setMemoryAttributes");
+  kvm_memory_attributes req;
+  std::memset(&req, 0, sizeof req);
+  req.address = ArgBigUint64(info, 0, "gpa");
+  req.size = ArgBigUint64(info, 1, "size");
+  req.attributes = ArgBigUint64(info, 2, "attributes");
+  if (ioctl(fd, KVM_SET_MEMORY_ATTRIBUTES, &req) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_SET_MEMORY_ATTRIBUTES", errno,
+                      {ErrorArg::Big("address", req.address, "gpa"), ErrorArg::Big("size", req.size, "size"),
+                       ErrorArg::Big("attributes", req.attributes, "attributes"),
+                       ErrorArg::Big("flags", req.flags)});
+  }
+  return env.Undefined();
+}
+
+Napi::Value Vm::CreateVcpu(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int vm_fd = RequireOpen(env, "createVcpu");
+  int64_t index = ArgInt(info, 0, "index");
+  if (index < 0 || index > 0xffffffffLL) ThrowRangeError(env, "vCPU index must be a u32");
+  int fd = ioctl(vm_fd, KVM_CREATE_VCPU, static_cast<unsigned long>(index));
+  if (fd < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_CREATE_VCPU", errno, {ErrorArg::Num("index", index, "index")});
+  }
+  // KVM creates vCPU fds with O_CLOEXEC already (anon_inode_getfd(..., O_RDWR | O_CLOEXEC)).
+  void* run = mmap(nullptr, vcpu_mmap_size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (run == MAP_FAILED) {
+    int err = errno;
+    ::close(fd);
+    ThrowSyscallError(env, "mmap", "mmap kvm_run", err,
+                      {ErrorArg::Num("fd", fd, "fd"), ErrorArg::Big("length", vcpu_mmap_size_, "length")});
+  }
+  Vcpu::InitArgs args{fd, static_cast<uint32_t>(index), run, vcpu_mmap_size_, shared_};
+  try {
+    return GetAddonData(env).vcpu.New({Napi::External<Vcpu::InitArgs>::New(env, &args)});
+  } catch (...) {
+    if (args.fd >= 0) {
+      munmap(run, vcpu_mmap_size_);
+      ::close(args.fd);
+    }
+    throw;
+  }
+}
+
+Napi::Value Vm::SetFastPorts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) ThrowTypeError(env, "setFastPorts: ports must be an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  auto table = std::make_shared<FastPortTable>();
+  int64_t console = IntOf(env, o.Get("consoleOut"), "consoleOut");
+  if (console < -1 || console > 0xffff) ThrowRangeError(env, "consoleOut must be a port (0..65535) or -1");
+  table->console_out = static_cast<int>(console);
+  Napi::Value reads = o.Get("reads");
+  if (!reads.IsUndefined()) {
+    if (!reads.IsArray()) ThrowTypeError(env, "setFastPorts: reads must be an array");
+    Napi::Array a = reads.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value e = a.Get(i);
+      if (!e.IsObject()) ThrowTypeError(env, "setFastPorts: reads[] must be {port, value}");
+      int64_t port = IntOf(env, e.As<Napi::Object>().Get("port"), "reads[].port");
+      int64_t value = IntOf(env, e.As<Napi::Object>().Get("value"), "reads[].value");
+      if (port < 0 || port > 0xffff) ThrowRangeError(env, "reads[].port must be 0..65535");
+      if (value < 0 || value > 0xff) ThrowRangeError(env, "reads[].value must be a byte");
+      table->reads.emplace_back(static_cast<uint16_t>(port), static_cast<uint8_t>(value));
+    }
+  }
+  shared_->StoreFastPorts(std::move(table));
+  return env.Undefined();
+}
+
+Napi::Value Vm::OnConsole(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsFunction()) ThrowTypeError(env, "onConsole: callback must be a function");
+  uint64_t generation = shared_->NextConsoleGeneration();
+  auto* context = new ConsoleContext{shared_, generation};
+  ConsoleTsfn tsfn;
+  try {
+    tsfn = ConsoleTsfn::New(
+        env, info[0].As<Napi::Function>(), "tsvmm.console", 0 /* unbounded queue */, 1, context,
+        [](Napi::Env, void*, ConsoleContext* ctx) {
+          ctx->vm->ConsoleFinalized(ctx->generation);
+          delete ctx;
+        },
+        static_cast<void*>(nullptr));
+  } catch (...) {
+    delete context;
+    throw;
+  }
+  // Console output alone must not keep the process alive; running vCPUs do (their own TSFNs).
+  tsfn.Unref(env);
+  shared_->SetConsoleTsfn(tsfn, generation);
+  return env.Undefined();
+}
+
+Napi::Value Vm::DrainConsole(const Napi::CallbackInfo& info) {
+  std::string bytes = shared_->TakeConsole();
+  return Napi::Buffer<uint8_t>::Copy(info.Env(), reinterpret_cast<const uint8_t*>(bytes.data()),
+                                     bytes.size());
+}
+
+Napi::Value Vm::Close(const Napi::CallbackInfo& info) {
+  shared_->ReleaseConsole();
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+  return info.Env().Undefined();
+}
+
+}  // namespace tsvmm

@@ -1,0 +1,114 @@
+// Vm: a KVM VM fd (KVM_CREATE_VM), made by Kvm.createVm. Owns the state its vCPU threads share
+// (VmShared): the fast-port table and the console buffer.
+#pragma once
+
+#include <napi.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace tsvmm {
+
+// Port accesses a vCPU thread answers without a round trip to JavaScript. Immutable once
+// published; JS replaces the whole table (Vm.setFastPorts).
+struct FastPortTable {
+  int console_out = -1;                              // 1-byte OUTs here are console bytes
+  std::vector<std::pair<uint16_t, uint8_t>> reads;   // 1-byte INs answered with a constant
+
+  bool Read(uint16_t port, uint8_t* value) const {
+    for (const auto& r : reads) {
+      if (r.first == port) {
+        *value = r.second;
+        return true;
+      }
+    }
+    return false;
+  }
+};
+
+class VmShared;
+
+// Context of the console ThreadSafeFunction: keeps VmShared alive until the TSFN is finalized.
+struct ConsoleContext {
+  std::shared_ptr<VmShared> vm;
+  uint64_t generation;
+};
+void CallJsConsole(Napi::Env env, Napi::Function callback, ConsoleContext* context, void* data);
+using ConsoleTsfn = Napi::TypedThreadSafeFunction<ConsoleContext, void, CallJsConsole>;
+
+// What a Vm shares with its vCPU threads. Owned jointly (shared_ptr) by the Vm, its Vcpus and
+// the console TSFN, so a vCPU thread never outlives it.
+class VmShared {
+ public:
+  // ---- fast ports (any thread) ----
+  // The table and its version. A vCPU thread keeps its copy and compares versions on each fast
+  // exit: one atomic load on the hot path, the mutex only when the table changed.
+  uint64_t fast_ports_version() const { return fast_ports_version_.load(std::memory_order_acquire); }
+  std::pair<std::shared_ptr<const FastPortTable>, uint64_t> LoadFastPorts() const;
+  void StoreFastPorts(std::shared_ptr<const FastPortTable> table);
+
+  // ---- console ----
+  // Any thread: append bytes; schedules one JS delivery when the buffer becomes non-empty.
+  void AppendConsole(const uint8_t* data, size_t length);
+  // JS thread: take everything buffered.
+  std::string TakeConsole();
+  // JS thread: install a new console TSFN (releasing the previous one).
+  void SetConsoleTsfn(ConsoleTsfn tsfn, uint64_t generation);
+  uint64_t NextConsoleGeneration();
+  // JS thread: release the console TSFN (Vm.close, destructor).
+  void ReleaseConsole();
+  // JS thread: the TSFN of `generation` was finalized (env teardown or after release).
+  void ConsoleFinalized(uint64_t generation);
+
+ private:
+  mutable std::mutex ports_mu_;
+  std::shared_ptr<const FastPortTable> fast_ports_ = std::make_shared<FastPortTable>();
+  std::atomic<uint64_t> fast_ports_version_{1};
+
+  std::mutex console_mu_;
+  std::string console_buf_;      // guarded by console_mu_
+  ConsoleTsfn console_tsfn_;     // guarded by console_mu_; valid iff console_live_
+  bool console_live_ = false;    // guarded by console_mu_
+  uint64_t console_generation_ = 0;  // guarded by console_mu_
+};
+
+class Vm : public Napi::ObjectWrap<Vm> {
+ public:
+  struct InitArgs {
+    int fd;  // ownership moves to the object (set to -1 once taken)
+    size_t vcpu_mmap_size;
+  };
+
+  static Napi::Function DefineClass(Napi::Env env);
+  explicit Vm(const Napi::CallbackInfo& info);
+  ~Vm() override;
+
+ private:
+  int RequireOpen(Napi::Env env, const char* what) const;
+
+  Napi::Value GetFd(const Napi::CallbackInfo& info);
+  Napi::Value CheckExtension(const Napi::CallbackInfo& info);
+  Napi::Value EnableCap(const Napi::CallbackInfo& info);
+  Napi::Value SetTssAddr(const Napi::CallbackInfo& info);
+  Napi::Value SetIdentityMapAddr(const Napi::CallbackInfo& info);
+  Napi::Value CreateGuestMemfd(const Napi::CallbackInfo& info);
+  Napi::Value SetUserMemoryRegion2(const Napi::CallbackInfo& info);
+  Napi::Value SetUserMemoryRegion(const Napi::CallbackInfo& info);
+  Napi::Value SetMemoryAttributes(const Napi::CallbackInfo& info);
+  Napi::Value CreateVcpu(const Napi::CallbackInfo& info);
+  Napi::Value SetFastPorts(const Napi::CallbackInfo& info);
+  Napi::Value OnConsole(const Napi::CallbackInfo& info);
+  Napi::Value DrainConsole(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  int fd_ = -1;
+  size_t vcpu_mmap_size_ = 0;
+  std::shared_ptr<VmShared> shared_;
+};
+
+}  // namespace tsvmm
