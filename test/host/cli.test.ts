@@ -21,7 +21,7 @@ test("--help teaches: commands, options, exit statuses", T, async () => {
 test("unknown commands and options are usage errors (64)", T, async () => {
   const r1 = await tsvmm(["boot", "hello"]);
   assert.equal(r1.status, 64);
-  assert.match(r1.stderr, /Unknown argument|Did you mean/);
+  assert.match(r1.stderr, /Unknown command.*boot/);
   const r2 = await tsvmm(["run", "hello", "--memory", "64M"]);
   assert.equal(r2.status, 64);
   assert.match(r2.stderr, /Unknown argument.*memory/);

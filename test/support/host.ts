@@ -2,6 +2,7 @@
 // with CI=true it fails.
 import * as fs from "node:fs";
 import type { TestContext } from "node:test";
+import { assessHost, probeHost } from "../../vmm/host/caps";
 
 export function requireKvm(t: TestContext): boolean {
   let problem: string | undefined;
@@ -14,4 +15,9 @@ export function requireKvm(t: TestContext): boolean {
   if (process.env.CI === "true") throw new Error(`${problem}, and CI=true forbids skipping`);
   t.skip(problem);
   return false;
+}
+
+/** "native" or "emulated", from the same probe `tsvmm caps` uses */
+export function hostExecution(): string {
+  return assessHost(probeHost()).execution;
 }
