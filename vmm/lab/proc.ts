@@ -1,0 +1,125 @@
+// Child processes with a time limit, and progress lines on stderr.
+import { spawn, SpawnOptions } from "node:child_process";
+import * as fs from "node:fs";
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+  ms: number;
+}
+
+export interface RunOptions {
+  /** kill the child (its whole process group) after this many ms */
+  timeoutMs: number;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /** append stdout and stderr to this file instead of keeping them in memory */
+  logFile?: string;
+  /** run under `nice -n 10` (long builds on a shared machine) */
+  nice?: boolean;
+}
+
+/** Kill a child we started, and its process group (it was spawned detached, so it leads one). */
+export function killTree(pid: number | undefined, signal: NodeJS.Signals = "SIGKILL"): void {
+  if (!pid) return;
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+/** Run a program to completion (never through a shell), with a hard time limit. */
+export function run(file: string, args: string[], opts: RunOptions): Promise<RunResult> {
+  const started = Date.now();
+  const argv = opts.nice ? ["-n", "10", file, ...args] : args;
+  const prog = opts.nice ? "nice" : file;
+  return new Promise((resolve, reject) => {
+    let log: number | undefined;
+    const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, detached: true };
+    if (opts.logFile) {
+      log = fs.openSync(opts.logFile, "a");
+      spawnOpts.stdio = ["ignore", log, log];
+    } else {
+      spawnOpts.stdio = ["ignore", "pipe", "pipe"];
+    }
+    const child = spawn(prog, argv, spawnOpts);
+    let stdout = "";
+    let stderr = "";
+    child.stdout?.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    child.stderr?.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killTree(child.pid, "SIGTERM");
+      setTimeout(() => killTree(child.pid, "SIGKILL"), 3000).unref();
+    }, opts.timeoutMs);
+    const onSignal = () => killTree(child.pid, "SIGKILL");
+    process.once("exit", onSignal);
+    child.on("error", (err) => {
+      clearTimeout(timer);
+      process.removeListener("exit", onSignal);
+      if (log !== undefined) fs.closeSync(log);
+      reject(err);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      process.removeListener("exit", onSignal);
+      if (log !== undefined) fs.closeSync(log);
+      resolve({ code, signal, stdout, stderr, timedOut, ms: Date.now() - started });
+    });
+  });
+}
+
+/** Is an executable with this name on PATH? Returns its path. */
+export function which(name: string, envPath = process.env.PATH ?? ""): string | undefined {
+  if (name.includes("/")) return isExecutable(name) ? name : undefined;
+  for (const dir of envPath.split(":")) {
+    if (!dir) continue;
+    const p = `${dir}/${name}`;
+    if (isExecutable(p)) return p;
+  }
+  return undefined;
+}
+
+function isExecutable(p: string): boolean {
+  try {
+    fs.accessSync(p, fs.constants.X_OK);
+    return fs.statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+export function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`;
+}
+
+/** Progress lines on stderr: "tsvmm lab: <what>" at the start of a long step, timing at its end. */
+export class Progress {
+  constructor(private readonly quiet = false) {}
+
+  say(line: string): void {
+    if (!this.quiet) process.stderr.write(`tsvmm lab: ${line}\n`);
+  }
+
+  /** Always printed (warnings and failures are never quiet). */
+  warn(line: string): void {
+    process.stderr.write(`tsvmm lab: ${line}\n`);
+  }
+
+  async step<T>(what: string, fn: () => Promise<T>, done?: (v: T) => string): Promise<T> {
+    const t0 = Date.now();
+    this.say(`${what} ...`);
+    const v = await fn();
+    this.say(`${what}: ${done ? done(v) + ", " : ""}${seconds(Date.now() - t0)}`);
+    return v;
+  }
+}
