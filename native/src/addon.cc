@@ -24,10 +24,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Kvm", Kvm::DefineClass(env));
   exports.Set("Memfd", Memfd::DefineClass(env));
   exports.Set("errnoName", Napi::Function::New(env, ErrnoNameJs, "errnoName"));
-  // Not in the contract but harmless and handy: the classes JS cannot construct, for instanceof.
-  exports.Set("Vm", data->vm.Value());
-  exports.Set("Vcpu", data->vcpu.Value());
-  exports.Set("GuestMemfd", data->guest_memfd.Value());
   return exports;
 }
 

@@ -42,6 +42,8 @@ void CallJsVcpuEvent(Napi::Env env, Napi::Function callback, VcpuSession* sessio
   std::unique_ptr<VcpuEvent> owned(event);
   // env is null when the TSFN is torn down with events queued; a stopped session drops them.
   if (static_cast<napi_env>(env) == nullptr || session == nullptr || session->stopped || !event) return;
+  // The thread parked before queueing this event and stays parked until resume() or stop().
+  session->vcpu->EventDelivered();
   Napi::Object o = Napi::Object::New(env);
   switch (event->kind) {
     case VcpuEvent::Kind::kExit:
@@ -230,6 +232,7 @@ Napi::Value Vcpu::Start(const Napi::CallbackInfo& info) {
   if (!info[0].IsFunction()) ThrowTypeError(env, "Vcpu.start(onEvent): onEvent must be a function");
 
   auto* session = new VcpuSession();
+  session->vcpu = this;
   try {
     tsfn_ = VcpuEventTsfn::New(
         env, info[0].As<Napi::Function>(), "tsvmm.vcpu", 0 /* unbounded: never blocks T */, 1,
@@ -278,13 +281,17 @@ Napi::Value Vcpu::Start(const Napi::CallbackInfo& info) {
 
 Napi::Value Vcpu::Resume(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  // resume() answers exactly one event that JavaScript has seen. (Checking only `parked_` would
+  // let a second resume() answer the next event before it is delivered.)
+  if (!awaiting_resume_) {
+    ThrowStateError(env, "ERR_TSVMM_VCPU_NOT_PARKED",
+                    "Vcpu.resume(): no event is waiting for an answer (resume() answers exactly one "
+                    "delivered event)");
+  }
+  awaiting_resume_ = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!thread_.joinable() || !parked_ || resume_requested_ || stop_requested_.load()) {
-      ThrowStateError(env, "ERR_TSVMM_VCPU_NOT_PARKED",
-                      "Vcpu.resume(): the vCPU is not parked (resume() answers exactly one event)");
-    }
-    resume_requested_ = true;
+    resume_requested_ = true;  // the thread is parked: it parked before queueing the event
   }
   cv_.notify_all();
   return env.Undefined();
@@ -320,6 +327,7 @@ void Vcpu::StopThread() {
   thread_.join();
   // Events still queued belong to this session and are dropped by CallJsVcpuEvent.
   if (session_ != nullptr) session_->stopped = true;
+  awaiting_resume_ = false;
   session_ = nullptr;
   tsfn_.Release();  // the TSFN (and so the process's event loop) can go now
   if (cleanup_hook_) {
@@ -384,14 +392,15 @@ bool Vcpu::Park(std::unique_lock<std::mutex>& lock, VcpuEvent* event) {
   resume_requested_ = false;
   // SAFETY: tsfn_ is valid while the thread runs: J releases it only after join. NonBlockingCall
   // on an unbounded queue never blocks, so holding mu_ here cannot deadlock with J.
+  events_.fetch_add(1, std::memory_order_relaxed);  // before the call: JS may look at once
   napi_status status = tsfn_.NonBlockingCall(event);
   if (status != napi_ok) {
     // napi_closing: the environment is being torn down. Nobody will resume us; end the thread.
+    events_.fetch_sub(1, std::memory_order_relaxed);
     delete event;
     parked_ = false;
     return false;
   }
-  events_.fetch_add(1, std::memory_order_relaxed);
   cv_.wait(lock, [this] { return resume_requested_ || stop_requested_.load(); });
   parked_ = false;
   resume_requested_ = false;

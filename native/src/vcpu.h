@@ -34,9 +34,12 @@ struct VcpuEvent {
   SyscallFailure failure;   // kError
 };
 
+class Vcpu;
+
 // One start()..stop() of a vCPU thread: the context of its ThreadSafeFunction. JS thread only.
 struct VcpuSession {
-  bool stopped = false;  // set by stop(): events still queued are dropped
+  bool stopped = false;     // set by stop(): events still queued are dropped
+  Vcpu* vcpu = nullptr;     // valid while !stopped (stop() runs before the Vcpu goes away)
 };
 
 void CallJsVcpuEvent(Napi::Env env, Napi::Function callback, VcpuSession* session, VcpuEvent* event);
@@ -59,6 +62,9 @@ class Vcpu : public Napi::ObjectWrap<Vcpu> {
 
   // The kick signal (a real-time signal; see vcpu.cc). Installs its handler once per process.
   static int KickSignal();
+
+  // JS thread, from CallJsVcpuEvent: an event reached JavaScript; resume() may answer it.
+  void EventDelivered() { awaiting_resume_ = true; }
 
  private:
   // ---- JS methods ----
@@ -105,6 +111,7 @@ class Vcpu : public Napi::ObjectWrap<Vcpu> {
   VcpuEventTsfn tsfn_;               // J: valid while thread_ is joinable
   VcpuSession* session_ = nullptr;   // J: owned by tsfn_ (deleted by its finalizer)
   bool cleanup_hook_ = false;        // J
+  bool awaiting_resume_ = false;     // J: an event was delivered and resume() has not answered it
 
   std::mutex mu_;
   std::condition_variable cv_;
