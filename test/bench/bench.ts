@@ -222,6 +222,11 @@ async function benchBoot(env: Env, runs: number, warmup: number): Promise<BootRo
   if (env.tsvmm) tsRow.skipped = env.tsvmm;
   else contenders.push({ row: tsRow, cmd: process.execPath, args: [TSVMM, "run", "hello"], ok: (r) => r.status === 0 });
 
+  // not a contender: the floor under any VMM started as a Node process
+  const nodeRow: BootRow = { label: "node -e 0 (reference)", command: "node -e 0", times: [], failures: [], outputBytes: [] };
+  rows.push(nodeRow);
+  contenders.push({ row: nodeRow, cmd: process.execPath, args: ["-e", "0"], ok: (r) => r.status === 0 });
+
   const imageProblem = env.gcc ?? (fs.existsSync(image) ? null : "qemu-hello.bin was not built");
   for (const [label, machine] of machines) {
     const args = qemuArgs(machine);
@@ -376,6 +381,8 @@ async function benchExits(env: Env, large: number, small: number, reps: number):
 // ---------------------------------------------------------------------------------------------
 // report
 
+const nodeRow = (rows: BootRow[]) => rows.find((r) => r.command === "node -e 0");
+
 function printBoot(rows: BootRow[], runs: number, warmup: number): void {
   console.log(`\n1. Boot wall time: whole process, spawn -> exit, ${runs} runs per row after ${warmup} warm-up, interleaved`);
   console.log(`   ${pad("", 26)}${lpad("median", 9)}${lpad("p90", 9)}${lpad("min", 9)}${lpad("max", 9)}  console  runs`);
@@ -394,13 +401,22 @@ function printBoot(rows: BootRow[], runs: number, warmup: number): void {
   const ts = rows[0];
   if (!ts.skipped && ts.times.length) {
     for (const q of rows.slice(1)) {
-      if (q.skipped || !q.times.length) continue;
+      if (q.skipped || !q.times.length || q === nodeRow(rows)) continue;
       console.log(
         `   ratio tsvmm / ${q.label}: median ${fmt(median(ts.times) / median(q.times), 2)}x, ` +
           `p90 ${fmt(quantile(ts.times, 0.9) / quantile(q.times, 0.9), 2)}x   (below 1: tsvmm boots faster)`,
       );
     }
   } else console.log("   ratio tsvmm / QEMU: not available (tsvmm row skipped)");
+  const floor = nodeRow(rows);
+  const fastestQemu = rows
+    .filter((r) => r.label.startsWith("QEMU") && !r.skipped && r.times.length)
+    .sort((a, b) => median(a.times) - median(b.times))[0];
+  if (floor?.times.length && fastestQemu)
+    console.log(
+      `   floor: node -e 0 / ${fastestQemu.label}: median ${fmt(median(floor.times) / median(fastestQemu.times), 2)}x` +
+        (!ts.skipped && ts.times.length ? `; tsvmm spends ${fmt(median(ts.times) - median(floor.times))} ms above bare node` : ""),
+    );
   console.log("   commands:");
   for (const r of rows) console.log(`     ${r.command}`);
 }
