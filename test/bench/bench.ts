@@ -399,7 +399,9 @@ function printBoot(rows: BootRow[], runs: number, warmup: number): void {
     );
   }
   const ts = rows[0];
-  if (!ts.skipped && ts.times.length) {
+  const qemuRows = rows.filter((r) => r.label.startsWith("QEMU") && !r.skipped && r.times.length);
+  if (!qemuRows.length) console.log("   ratio tsvmm / QEMU: not available (no QEMU row ran)");
+  else if (!ts.skipped && ts.times.length) {
     for (const q of rows.slice(1)) {
       if (q.skipped || !q.times.length || q === nodeRow(rows)) continue;
       console.log(
@@ -409,9 +411,7 @@ function printBoot(rows: BootRow[], runs: number, warmup: number): void {
     }
   } else console.log("   ratio tsvmm / QEMU: not available (tsvmm row skipped)");
   const floor = nodeRow(rows);
-  const fastestQemu = rows
-    .filter((r) => r.label.startsWith("QEMU") && !r.skipped && r.times.length)
-    .sort((a, b) => median(a.times) - median(b.times))[0];
+  const fastestQemu = [...qemuRows].sort((a, b) => median(a.times) - median(b.times))[0];
   if (floor?.times.length && fastestQemu)
     console.log(
       `   floor: node -e 0 / ${fastestQemu.label}: median ${fmt(median(floor.times) / median(fastestQemu.times), 2)}x` +
