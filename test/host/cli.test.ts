@@ -77,7 +77,7 @@ test("bad guest images are refused before anything starts (65)", T, async () => 
 test("guests lists every shipped guest with a description", T, async () => {
   const r = await tsvmm(["guests"]);
   assert.equal(r.status, 0, r.stderr);
-  for (const g of ["hello", "smp", "fault", "spin"]) assert.match(r.stdout, new RegExp(`^${g}\\s+\\S.*$`, "m"));
+  for (const g of ["hello", "smp", "fault", "spin", "echo"]) assert.match(r.stdout, new RegExp(`^${g}\\s+\\S.*$`, "m"));
 });
 
 test("--trace to an unwritable path is a usage error", T, async () => {

@@ -109,3 +109,30 @@ test("--trace writes NDJSON events from start to end", T, async (t) => {
   events.forEach((e, i) => assert.equal(e.seq, i));
   fs.rmSync(path.dirname(file), { recursive: true, force: true });
 });
+
+test("typed input on a terminal reaches the guest's COM1 receiver", T, async (t) => {
+  if (!requireKvm(t)) return;
+  // `script` gives tsvmm a real pseudo-terminal on stdin; what we write to script's stdin is typed there.
+  const { spawn } = await import("node:child_process");
+  const { TSVMM } = await import("../support/cli");
+  const child = spawn("script", ["-qfec", `${process.execPath} ${TSVMM} run echo --timeout 30 --quiet`, "/dev/null"], { stdio: ["pipe", "pipe", "pipe"] });
+  let out = "";
+  const done = new Promise<number | null>((resolve) => child.on("close", resolve));
+  const kill = setTimeout(() => child.kill("SIGKILL"), 40000);
+  await new Promise<void>((resolve) => {
+    child.stdout.on("data", (d) => {
+      out += d;
+      if (/echo: ready/.test(out)) resolve();
+    });
+  });
+  child.stdin.write("hello guest\r");
+  await new Promise<void>((resolve) => {
+    const check = () => (/echo: HELLO GUEST/.test(out) ? resolve() : setTimeout(check, 50));
+    check();
+  });
+  child.stdin.write("q\r");
+  const status = await done;
+  clearTimeout(kill);
+  assert.match(out, /echo: HELLO GUEST/);
+  assert.equal(status, 0, out);
+});
