@@ -5,7 +5,10 @@
 // Errors: every failed syscall throws an Error with
 //   { syscall: "ioctl" | "mmap" | "fallocate" | ..., operation: "KVM_CREATE_VM" | ...,
 //     errno: number, code: "EINVAL" | ..., args: Record<string, number | bigint | string> }
-// and a message "KVM_CREATE_VM(type=1) failed: EINVAL (Invalid argument)".
+// and a message "KVM_CREATE_VM(type=1) failed: EINVAL (Invalid argument)". Opening the device is
+// the same: operation "open /dev/kvm", message "open /dev/kvm failed: ENOENT (...)".
+// Misuse that is not a syscall throws an Error with only `code` (NativeStateErrorCode), and a bad
+// argument a TypeError/RangeError.
 import * as path from "node:path";
 
 export interface NativeSyscallError extends Error {
@@ -15,6 +18,19 @@ export interface NativeSyscallError extends Error {
   code: string;
   args: Record<string, number | bigint | string>;
 }
+
+/** `code` of the non-syscall errors the addon throws. */
+export type NativeStateErrorCode =
+  /** the object was closed */
+  | "ERR_TSVMM_CLOSED"
+  /** a vCPU ioctl (getRegs, setRegs, getSregs, setSregs, setCpuid) while the vCPU thread may be
+   *  inside KVM_RUN: it would block the JS thread until KVM_RUN returns. Allowed before start(),
+   *  after stop(), and while parked (between an event and resume()). */
+  | "ERR_TSVMM_VCPU_RUNNING"
+  /** start() on a started vCPU */
+  | "ERR_TSVMM_VCPU_STARTED"
+  /** resume() without a delivered, unanswered event */
+  | "ERR_TSVMM_VCPU_NOT_PARKED";
 
 export interface NativeKvm {
   readonly fd: number;
@@ -74,12 +90,15 @@ export interface NativeVm {
   setFastPorts(ports: FastPorts): void;
   /**
    * Console bytes written to FastPorts.consoleOut by any vCPU arrive here in batches, in order,
-   * on the JS thread. Call once, before starting vCPUs.
+   * on the JS thread. Call once, before starting vCPUs (a second call replaces the callback).
+   * Bytes written before there is a callback are kept and delivered when it is set. This alone
+   * does not keep the process alive (running vCPUs do).
    */
   onConsole(callback: (bytes: Buffer) => void): void;
   /** Synchronously take the console bytes not yet delivered (used at exit so none are lost). */
   drainConsole(): Buffer;
-  /** Close the VM fd; vCPUs must be closed first. */
+  /** Close the VM fd and release the console callback (drainConsole() still works); vCPUs must
+   *  be closed first. Idempotent. */
   close(): void;
 }
 
@@ -97,7 +116,8 @@ export interface NativeMappedFile {
    * EINTR; page-aligned offset and length.
    */
   fallocate(mode: "allocate" | "punch", offset: bigint, length: bigint): void;
-  /** Bytes actually allocated (st_blocks * 512) */
+  /** Bytes actually allocated (st_blocks * 512). guest_memfd does not account st_blocks: it is
+   *  always 0n for a GuestMemfd (measured on 6.18). */
   allocatedBytes(): bigint;
   /** unmap + close(fd); idempotent */
   close(): void;
@@ -120,7 +140,7 @@ export type VcpuEvent =
   | { kind: "error"; error: NativeSyscallError };
 
 export interface NativeVcpuStats {
-  /** KVM_RUN returns (all exits, including EINTR) */
+  /** KVM_RUN returns (all exits, including EINTR and retried stray signals) */
   runs: number;
   /** exits answered natively (fast ports) */
   nativeExits: number;
@@ -142,14 +162,20 @@ export interface NativeVcpu {
   setCpuid(entries: Buffer): void;
   /** kvm_run.kvm_valid_regs set before every KVM_RUN (KVM_CAP_SYNC_REGS) */
   setSyncRegs(mask: number): void;
-  /** Start the vCPU thread. Each event parks the thread until resume() or stop(). */
+  /** Start the vCPU thread. Each event parks the thread until resume() or stop(). A started vCPU
+   *  keeps the process alive until stop()/close(). start() again after stop() starts a new thread.
+   *  If JS sets kvm_run.immediate_exit (byte 1 of `run`) while parked, the next resume() completes
+   *  the pending exit without running the guest and reports {kind:"paused"}. */
   start(onEvent: (event: VcpuEvent) => void): void;
-  /** Re-enter KVM_RUN after an event */
+  /** Re-enter KVM_RUN after an event. Answers exactly one event that has been delivered to
+   *  onEvent; otherwise throws ERR_TSVMM_VCPU_NOT_PARKED. */
   resume(): void;
   /** Ask a running vCPU to leave KVM_RUN (immediate_exit + signal); it reports {kind:"paused"}.
-   *  A no-op for a parked vCPU. */
+   *  A no-op for a parked vCPU. If an exit races with the kick, that exit's event answers it (no
+   *  extra "paused"): either way the next event leaves the vCPU parked. */
   kick(): void;
-  /** End the thread (kicking it if needed) and join it; idempotent. */
+  /** End the thread (kicking it if needed) and join it; idempotent. Events still queued for
+   *  onEvent are dropped. */
   stop(): void;
   stats(): NativeVcpuStats;
   /** stop() + munmap(run) + close(fd); idempotent */
@@ -159,7 +185,7 @@ export interface NativeVcpu {
 export interface NativeAddon {
   Kvm: new (devicePath: string) => NativeKvm;
   Memfd: new (name: string, size: bigint) => NativeMemfd;
-  /** errno name for a number, e.g. 22 -> "EINVAL" */
+  /** errno name for a number, e.g. 22 -> "EINVAL"; "ERRNO_<n>" for numbers without a name */
   errnoName(errno: number): string;
 }
 
