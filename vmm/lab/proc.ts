@@ -1,6 +1,7 @@
 // Child processes with a time limit, and progress lines on stderr.
 import { spawn, SpawnOptions } from "node:child_process";
 import * as fs from "node:fs";
+import { LabError, LabStatus } from "./errors";
 
 export interface RunResult {
   code: number | null;
@@ -61,18 +62,33 @@ export function run(file: string, args: string[], opts: RunOptions): Promise<Run
       killTree(child.pid, "SIGTERM");
       setTimeout(() => killTree(child.pid, "SIGKILL"), 3000).unref();
     }, opts.timeoutMs);
-    const onSignal = () => killTree(child.pid, "SIGKILL");
-    process.once("exit", onSignal);
-    child.on("error", (err) => {
+    // Never leave a child behind: kill its group when we exit or are told to stop.
+    let interrupted: NodeJS.Signals | undefined;
+    const onExit = () => killTree(child.pid, "SIGKILL");
+    const onSignal = (sig: NodeJS.Signals) => {
+      interrupted = sig;
+      killTree(child.pid, "SIGKILL");
+    };
+    process.once("exit", onExit);
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    const cleanup = () => {
       clearTimeout(timer);
-      process.removeListener("exit", onSignal);
+      process.removeListener("exit", onExit);
+      process.removeListener("SIGINT", onSignal);
+      process.removeListener("SIGTERM", onSignal);
       if (log !== undefined) fs.closeSync(log);
+    };
+    child.on("error", (err) => {
+      cleanup();
       reject(err);
     });
     child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      process.removeListener("exit", onSignal);
-      if (log !== undefined) fs.closeSync(log);
+      cleanup();
+      if (interrupted) {
+        reject(new LabError(`${interrupted}: stopped ${prog} ${argv.slice(0, 3).join(" ")} (pid ${child.pid})`, LabStatus.INTERRUPTED));
+        return;
+      }
       resolve({ code, signal, stdout, stderr, timedOut, ms: Date.now() - started });
     });
   });

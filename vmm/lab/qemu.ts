@@ -337,8 +337,13 @@ export async function runInLab(spec: LabRunSpec): Promise<LabRunResult> {
     );
   }
   if (failReason || panic) {
+    // Show the panic message itself (and what led to it), not only the stack dump after it.
+    const at = consoleLines.findIndex((l) => /Kernel panic/.test(l));
+    const shown = at >= 0
+      ? consoleLines.slice(Math.max(0, at - 12), at + 4).map((l) => "    " + l).join("\n")
+      : tail(30);
     throw new LabError(
-      `${failReason ? `the lab's init failed: ${failReason}` : "the lab kernel panicked"} ${keepRun()}. Last console lines:\n${tail(30)}`,
+      `${failReason ? `the lab's init failed: ${failReason}` : "the lab kernel panicked"} ${keepRun()}. ${at >= 0 ? "Console around the panic" : "Last console lines"}:\n${shown}`,
       LabStatus.LAB_PANIC,
       spec.kernel.kind === "sw-protected" ? "compare with --kernel stock; the config fragment is vmm/lab/kernel/sw-protected.config" : undefined,
     );

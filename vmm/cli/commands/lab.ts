@@ -31,7 +31,7 @@ const DESCRIPTION = [
   "* ./.lab-scratch (created in the working directory) is writable and shared with the host.",
   "* /dev/kvm is the lab's KVM.",
   "* The working directory, environment and arguments are the caller's; `tsvmm` is on PATH; TSVMM_LAB names the kernel and TSVMM_LAB_SCRATCH the scratch directory.",
-  "The command's stdout and stderr come back separately, and its exit status is tsvmm lab's.",
+  "The command's stdin is /dev/null; its stdout and stderr come back separately, and its exit status is tsvmm lab's.",
   "",
   "Exit statuses of the lab itself (each with a message \"tsvmm: lab: ...\" on stderr):",
   `* ${LabStatus.NO_QEMU}: QEMU is missing (apt-get install qemu-system-x86)`,
