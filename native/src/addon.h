@@ -4,6 +4,8 @@
 
 #include <napi.h>
 
+#include <string>
+
 namespace tsvmm {
 
 struct AddonData {
@@ -23,6 +25,8 @@ InitT* InternalInit(const Napi::CallbackInfo& info, const char* class_name, cons
                                                " cannot be constructed from JavaScript; use " +
                                                made_by);
   }
+  // SAFETY: only this addon creates Externals of InitT, always pointing at a caller's stack
+  // object that outlives the synchronous constructor call (Kvm.createVm, Vm.createVcpu, ...).
   return info[0].As<Napi::External<InitT>>().Data();
 }
 

@@ -42,7 +42,9 @@ void CallJsVcpuEvent(Napi::Env env, Napi::Function callback, VcpuSession* sessio
   std::unique_ptr<VcpuEvent> owned(event);
   // env is null when the TSFN is torn down with events queued; a stopped session drops them.
   if (static_cast<napi_env>(env) == nullptr || session == nullptr || session->stopped || !event) return;
-  // The thread parked before queueing this event and stays parked until resume() or stop().
+  // SAFETY: session->vcpu is alive while !session->stopped: every path that destroys a Vcpu runs
+  // StopThread() first, which sets `stopped`. The thread parked before queueing this event and
+  // stays parked until resume() or stop().
   session->vcpu->EventDelivered();
   Napi::Object o = Napi::Object::New(env);
   switch (event->kind) {
@@ -408,11 +410,13 @@ bool Vcpu::Park(std::unique_lock<std::mutex>& lock, VcpuEvent* event) {
 }
 
 void Vcpu::ThreadMain() {
-  // Only the kick signal reaches this thread (it was created with all signals blocked).
-  sigset_t kick;
-  sigemptyset(&kick);
-  sigaddset(&kick, KickSignal());
-  pthread_sigmask(SIG_UNBLOCK, &kick, nullptr);
+  // Only the kick signal reaches this thread (it was created with all signals blocked), plus the
+  // synchronous fault signals, so a crash here is reported like anywhere else.
+  sigset_t unblock;
+  sigemptyset(&unblock);
+  sigaddset(&unblock, KickSignal());
+  for (int s : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) sigaddset(&unblock, s);
+  pthread_sigmask(SIG_UNBLOCK, &unblock, nullptr);
 
   std::shared_ptr<const FastPortTable> ports;
   uint64_t ports_version = 0;  // versions start at 1: the first fast exit loads the table

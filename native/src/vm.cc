@@ -32,14 +32,16 @@ void VmShared::StoreFastPorts(std::shared_ptr<const FastPortTable> table) {
 
 void VmShared::AppendConsole(const uint8_t* data, size_t length) {
   std::lock_guard<std::mutex> lock(console_mu_);
-  bool was_empty = console_buf_.empty();
   console_buf_.append(reinterpret_cast<const char*>(data), length);
-  if (was_empty && console_live_) {
+  if (!pump_active_ && console_live_) {
     // SAFETY: console_tsfn_ is valid while console_live_ (both guarded by console_mu_; the JS
     // thread clears console_live_ under the same mutex before or when the TSFN goes away).
     // NonBlockingCall with an unbounded queue never blocks, so holding the mutex is fine.
-    napi_status status = console_tsfn_.NonBlockingCall();
-    if (status != napi_ok) console_live_ = false;  // napi_closing: the environment is going away
+    if (console_tsfn_.NonBlockingCall() == napi_ok) {
+      pump_active_ = true;
+    } else {
+      console_live_ = false;  // napi_closing: the environment is going away
+    }
   }
 }
 
@@ -55,24 +57,43 @@ uint64_t VmShared::NextConsoleGeneration() {
   return ++console_generation_;
 }
 
-void VmShared::SetConsoleTsfn(ConsoleTsfn tsfn, uint64_t generation) {
+void VmShared::SetConsole(Napi::Env env, ConsoleTsfn tsfn, uint64_t generation, Napi::Function callback) {
+  console_callback_ = Napi::Persistent(callback);
+  if (pump_tick_.IsEmpty()) {
+    // The poll timer's function. Weak: a pending timer must not keep the VM's state alive.
+    std::weak_ptr<VmShared> weak = weak_from_this();
+    pump_tick_ = Napi::Persistent(Napi::Function::New(
+        env,
+        [weak](const Napi::CallbackInfo& info) {
+          if (auto self = weak.lock()) self->PumpConsole(info.Env());
+        },
+        "tsvmmConsolePoll"));
+  }
   std::lock_guard<std::mutex> lock(console_mu_);
   if (console_live_) console_tsfn_.Release();
   console_tsfn_ = tsfn;
   console_live_ = true;
   console_generation_ = generation;
-  // Bytes that arrived before a callback existed are delivered now.
-  if (!console_buf_.empty()) {
-    if (console_tsfn_.NonBlockingCall() != napi_ok) console_live_ = false;
+  // Bytes that arrived before a callback existed are delivered now. (If a pump is already
+  // running, its next poll uses the new callback.)
+  if (!console_buf_.empty() && !pump_active_) {
+    if (console_tsfn_.NonBlockingCall() == napi_ok) {
+      pump_active_ = true;
+    } else {
+      console_live_ = false;
+    }
   }
 }
 
 void VmShared::ReleaseConsole() {
-  std::lock_guard<std::mutex> lock(console_mu_);
-  if (console_live_) {
-    console_live_ = false;
-    console_tsfn_.Release();
+  {
+    std::lock_guard<std::mutex> lock(console_mu_);
+    if (console_live_) {
+      console_live_ = false;
+      console_tsfn_.Release();
+    }
   }
+  console_callback_.Reset();
 }
 
 void VmShared::ConsoleFinalized(uint64_t generation) {
@@ -80,13 +101,39 @@ void VmShared::ConsoleFinalized(uint64_t generation) {
   if (generation == console_generation_) console_live_ = false;
 }
 
-void CallJsConsole(Napi::Env env, Napi::Function callback, ConsoleContext* context, void*) {
+void VmShared::PumpConsole(Napi::Env env) {
+  std::string bytes;
+  {
+    std::lock_guard<std::mutex> lock(console_mu_);
+    // Idle when there is nothing to deliver (or nobody to deliver to): the next byte a vCPU
+    // appends schedules a new call.
+    if (!console_live_ || console_buf_.empty() || console_callback_.IsEmpty()) {
+      pump_active_ = false;
+      return;
+    }
+    bytes.swap(console_buf_);
+  }
+  // Poll again before calling out, so a callback that throws cannot stall the console.
+  Napi::Value set_timeout = env.Global().Get("setTimeout");
+  if (set_timeout.IsFunction()) {
+    Napi::Value timer =
+        set_timeout.As<Napi::Function>().Call({pump_tick_.Value(), Napi::Number::New(env, kConsolePollMs)});
+    if (timer.IsObject()) {
+      Napi::Value unref = timer.As<Napi::Object>().Get("unref");
+      // The poll alone must not keep the process alive.
+      if (unref.IsFunction()) unref.As<Napi::Function>().Call(timer, {});
+    }
+  } else {
+    std::lock_guard<std::mutex> lock(console_mu_);
+    pump_active_ = false;  // no timers (cannot happen in Node): fall back to one call per burst
+  }
+  console_callback_.Call({Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(bytes.data()),
+                                                      bytes.size())});
+}
+
+void CallJsConsole(Napi::Env env, Napi::Function, ConsoleContext* context, void*) {
   if (static_cast<napi_env>(env) == nullptr || context == nullptr) return;  // teardown
-  std::string bytes = context->vm->TakeConsole();
-  // Empty when drainConsole() took the bytes first, or a newer callback already delivered them.
-  if (bytes.empty()) return;
-  callback.Call({Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(bytes.data()),
-                                              bytes.size())});
+  context->vm->PumpConsole(env);
 }
 
 // ============================== Vm ==============================================================
@@ -121,7 +168,7 @@ Vm::Vm(const Napi::CallbackInfo& info) : ObjectWrap<Vm>(info) {
 }
 
 Vm::~Vm() {
-  shared_->ReleaseConsole();
+  if (shared_) shared_->ReleaseConsole();
   if (fd_ >= 0) ::close(fd_);
 }
 
@@ -337,6 +384,9 @@ Napi::Value Vm::CreateVcpu(const Napi::CallbackInfo& info) {
     ThrowSyscallError(env, "mmap", "mmap kvm_run", err,
                       {ErrorArg::Num("fd", fd, "fd"), ErrorArg::Big("length", vcpu_mmap_size_, "length")});
   }
+  // SAFETY: `run` is a fresh mapping of vcpu_mmap_size_ bytes; the Vcpu takes ownership of it
+  // and of fd (it unmaps and closes them after joining its thread). If construction fails
+  // before it took them (args.fd still >= 0), they are released here.
   Vcpu::InitArgs args{fd, static_cast<uint32_t>(index), run, vcpu_mmap_size_, shared_};
   try {
     return GetAddonData(env).vcpu.New({Napi::External<Vcpu::InitArgs>::New(env, &args)});
@@ -395,7 +445,7 @@ Napi::Value Vm::OnConsole(const Napi::CallbackInfo& info) {
   }
   // Console output alone must not keep the process alive; running vCPUs do (their own TSFNs).
   tsfn.Unref(env);
-  shared_->SetConsoleTsfn(tsfn, generation);
+  shared_->SetConsole(env, tsfn, generation, info[0].As<Napi::Function>());
   return env.Undefined();
 }
 

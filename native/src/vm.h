@@ -43,7 +43,7 @@ using ConsoleTsfn = Napi::TypedThreadSafeFunction<ConsoleContext, void, CallJsCo
 
 // What a Vm shares with its vCPU threads. Owned jointly (shared_ptr) by the Vm, its Vcpus and
 // the console TSFN, so a vCPU thread never outlives it.
-class VmShared {
+class VmShared : public std::enable_shared_from_this<VmShared> {
  public:
   // ---- fast ports (any thread) ----
   // The table and its version. A vCPU thread keeps its copy and compares versions on each fast
@@ -53,17 +53,27 @@ class VmShared {
   void StoreFastPorts(std::shared_ptr<const FastPortTable> table);
 
   // ---- console ----
-  // Any thread: append bytes; schedules one JS delivery when the buffer becomes non-empty.
+  // Delivery (the "pump"): the first byte after an idle period schedules one NonBlockingCall
+  // (the buffer went from empty to non-empty and no delivery is under way). The JS side then
+  // takes the whole buffer, hands it to the callback, and looks again kConsolePollMs later; it
+  // goes idle when it finds the buffer empty. A guest printing continuously thus wakes the JS
+  // thread once per poll instead of once per byte: measured here, waking it per byte doubled
+  // the cost of a console exit (14-17 us instead of 6.6 us).
+  static constexpr int kConsolePollMs = 1;
+
+  // Any thread: append bytes (a vCPU thread's console OUT).
   void AppendConsole(const uint8_t* data, size_t length);
-  // JS thread: take everything buffered.
+  // JS thread: take everything buffered (drainConsole).
   std::string TakeConsole();
-  // JS thread: install a new console TSFN (releasing the previous one).
-  void SetConsoleTsfn(ConsoleTsfn tsfn, uint64_t generation);
+  // JS thread: install a callback and its TSFN (releasing the previous TSFN).
+  void SetConsole(Napi::Env env, ConsoleTsfn tsfn, uint64_t generation, Napi::Function callback);
   uint64_t NextConsoleGeneration();
-  // JS thread: release the console TSFN (Vm.close, destructor).
+  // JS thread: release the console TSFN and callback (Vm.close, destructor).
   void ReleaseConsole();
   // JS thread: the TSFN of `generation` was finalized (env teardown or after release).
   void ConsoleFinalized(uint64_t generation);
+  // JS thread: deliver what is buffered and poll again, or go idle (TSFN call and poll timer).
+  void PumpConsole(Napi::Env env);
 
  private:
   mutable std::mutex ports_mu_;
@@ -74,7 +84,10 @@ class VmShared {
   std::string console_buf_;      // guarded by console_mu_
   ConsoleTsfn console_tsfn_;     // guarded by console_mu_; valid iff console_live_
   bool console_live_ = false;    // guarded by console_mu_
+  bool pump_active_ = false;     // guarded by console_mu_: a delivery is scheduled or polling
   uint64_t console_generation_ = 0;  // guarded by console_mu_
+  Napi::FunctionReference console_callback_;  // JS thread only
+  Napi::FunctionReference pump_tick_;         // JS thread only: the poll timer's function
 };
 
 class Vm : public Napi::ObjectWrap<Vm> {
