@@ -90,7 +90,9 @@ export interface NativeVm {
   setFastPorts(ports: FastPorts): void;
   /**
    * Console bytes written to FastPorts.consoleOut by any vCPU arrive here in batches, in order,
-   * on the JS thread. Call once, before starting vCPUs (a second call replaces the callback).
+   * on the JS thread: the first byte after a quiet period is delivered at once, later ones in
+   * batches at most every 1 ms while the guest keeps printing (one JS wake-up per batch, not per
+   * byte). Call once, before starting vCPUs (a second call replaces the callback).
    * Bytes written before there is a callback are kept and delivered when it is set. This alone
    * does not keep the process alive (running vCPUs do).
    */
