@@ -47,6 +47,13 @@ for k in $kernels; do
   step "prepare $k: $((SECONDS - t)) s"
 done
 
+step "tsvmm lab from the outside (test/lab/host: arguments, statuses, failure reports)"
+t=$SECONDS
+timeout 1800 node --test --test-concurrency=1 --test-timeout=600000 dist/test/lab/host/
+rc=$?
+[ $rc -eq 0 ] || fail "test/lab/host" $rc
+step "test/lab/host: $((SECONDS - t)) s"
+
 for k in $kernels; do
   step "lab tier on the $k kernel"
   t=$SECONDS

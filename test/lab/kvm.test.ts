@@ -2,6 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import { labKernel, readParam } from "./support";
 
 test("the lab's /dev/kvm is kvm_amd with nested paging", () => {
@@ -21,4 +22,9 @@ test("the lab keeps the checkout visible and the scratch directory writable", ()
   fs.rmSync(f);
   const t = fs.mkdtempSync("/tmp/lab-tier-");
   fs.rmSync(t, { recursive: true });
+});
+
+test("the lab has more than one CPU (tsvmm lab boots it with --cpus 2 by default)", (t) => {
+  if (!labKernel()) return t.skip("not in the lab");
+  assert.ok(os.cpus().length >= 2, `${os.cpus().length} CPUs online`);
 });

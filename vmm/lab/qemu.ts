@@ -147,12 +147,14 @@ export async function runInLab(spec: LabRunSpec): Promise<LabRunResult> {
   const repo = repoRoot();
 
   // Scratch: <cwd>/.lab-scratch, writable in the lab at the same path.
-  let scratch: string | undefined = path.join(spec.cwd, ".lab-scratch");
-  try {
-    fs.mkdirSync(scratch, { recursive: true });
-  } catch (e) {
-    spec.progress.warn(`no writable scratch in the lab: cannot create ${scratch} (${(e as Error).message})`);
-    scratch = undefined;
+  let scratch: string | undefined = spec.cwd === "/" ? undefined : path.join(spec.cwd, ".lab-scratch");
+  if (scratch) {
+    try {
+      fs.mkdirSync(scratch, { recursive: true });
+    } catch (e) {
+      spec.progress.warn(`no writable scratch in the lab: cannot create ${scratch} (${(e as Error).message})`);
+      scratch = undefined;
+    }
   }
 
   const env: Record<string, string> = {};
@@ -177,7 +179,9 @@ export async function runInLab(spec: LabRunSpec): Promise<LabRunResult> {
     "-nodefaults", "-no-user-config",
     "-accel", "tcg",
     "-cpu", "EPYC,+svm,+npt",
-    "-smp", String(spec.cpus),
+    // One vCPU per socket: SeaBIOS's MP table lists only the first CPU of each package, and the
+    // sw-protected kernel (no ACPI) finds its CPUs in the MP table.
+    "-smp", `${spec.cpus},sockets=${spec.cpus},cores=1,threads=1`,
     "-m", String(spec.memMiB),
     "-display", "none", "-monitor", "none", "-no-reboot",
     "-serial", `file:${consoleLog}`,
