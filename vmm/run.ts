@@ -2,7 +2,7 @@
 import * as fs from "node:fs";
 import { Machine, RunResult } from "./machine/machine";
 import { loadFirmware, loadGuest } from "./guests";
-import { ConsoleScreen } from "./console/screen";
+import type { ConsoleScreen } from "./console/screen";
 import { ExitStatus, TsvmmError } from "./errors";
 
 export type ConsoleMode = "raw" | "screen" | "capture";
@@ -44,7 +44,8 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
   const firmware = loadFirmware();
   const guest = loadGuest(opts.guest);
   const mode = opts.console ?? "capture";
-  const screen = mode === "screen" ? new ConsoleScreen() : undefined;
+  // xterm costs ~10 ms to load: only the screen mode pays for it.
+  const screen: ConsoleScreen | undefined = mode === "screen" ? new (await import("./console/screen")).ConsoleScreen() : undefined;
   const chunks: Buffer[] = [];
   let captured = 0;
   let traceFd: number | undefined;
