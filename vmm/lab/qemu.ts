@@ -140,6 +140,12 @@ export async function runInLab(spec: LabRunSpec): Promise<LabRunResult> {
   const qemu = findQemu();
   const out = spec.stdout ?? process.stdout;
   const err = spec.stderr ?? process.stderr;
+  // A reader that goes away (`tsvmm lab -- ... | head`) must not crash the lab's supervisor.
+  const ignoreEpipe = (e: NodeJS.ErrnoException) => {
+    if (e.code !== "EPIPE") throw e;
+  };
+  out.on("error", ignoreEpipe);
+  err.on("error", ignoreEpipe);
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), "tsvmm-lab-"));
   const labio = path.join(runDir, "labio");
   const consoleLog = path.join(runDir, "console.log");
@@ -292,6 +298,10 @@ export async function runInLab(spec: LabRunSpec): Promise<LabRunResult> {
   process.removeListener("SIGTERM", onSignal);
   process.removeListener("exit", onExit);
   poll();
+  setImmediate(() => {
+    out.removeListener("error", ignoreEpipe);
+    err.removeListener("error", ignoreEpipe);
+  });
   if (partial) consoleLines.push(partial);
   consoleF.close();
   stdoutF.close();
