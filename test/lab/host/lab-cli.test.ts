@@ -97,3 +97,14 @@ test("a lab kernel panic is reported with the console around it (85)", { timeout
   assert.equal(r.status, 85, r.stderr);
   assert.match(r.stderr, /Kernel panic/);
 });
+
+test("no access to Debian's archive and nothing cached says so (81)", { timeout: 120_000 }, async () => {
+  const cache = fs.mkdtempSync(path.join(os.tmpdir(), "lab-no-apt-"));
+  const r = await withEnv({ TSVMM_LAB_CACHE: cache, TSVMM_LAB_MIRROR: "http://127.0.0.1:9/debian" }, () =>
+    tsvmm(["lab", "--kernel", "stock", "--", "true"], { limitMs: 110_000 }),
+  );
+  fs.rmSync(cache, { recursive: true, force: true });
+  assert.equal(r.status, 81, r.stderr);
+  assert.match(r.stderr, /cannot read Debian's package index/);
+  assert.match(r.stderr, /TSVMM_LAB_MIRROR/);
+});

@@ -29,7 +29,7 @@ const DESCRIPTION = [
   "* / is the host's root, read-only, at the same paths (node, this checkout, its build).",
   "* /tmp is a fresh tmpfs; the checkout and the working directory stay visible even when they live under /tmp.",
   "* ./.lab-scratch (created in the working directory) is writable and shared with the host.",
-  "* /dev/kvm is the lab's KVM.",
+  "* /dev/kvm is the lab's KVM, and the command runs as root in the lab.",
   "* The working directory, environment and arguments are the caller's; `tsvmm` is on PATH; TSVMM_LAB names the kernel and TSVMM_LAB_SCRATCH the scratch directory.",
   "The command's stdin is /dev/null; its stdout and stderr come back separately, and its exit status is tsvmm lab's.",
   "",
