@@ -4,6 +4,9 @@ import { Machine, RunResult } from "./machine/machine";
 import { loadFirmware, loadGuest } from "./guests";
 import type { ConsoleScreen } from "./console/screen";
 import { ExitStatus, TsvmmError } from "./errors";
+import { computeLayout } from "./machine/layout";
+import { PrivateRequest, resolvePrivateMemory } from "./memory/policy";
+import { assessHost, probeHost } from "./host/caps";
 
 export type ConsoleMode = "raw" | "screen" | "capture";
 
@@ -26,6 +29,10 @@ export interface RunOptions {
   device?: string;
   /** Called once the VM is running with a function that feeds bytes to the guest's COM1 */
   onInput?: (send: (bytes: Uint8Array) => void) => void;
+  /** Private memory and conversions (the guest's default when absent) */
+  privateMemory?: PrivateRequest;
+  /** Called with the machine once it is created (API conversions, inspection) */
+  onMachine?: (machine: Machine) => void;
 }
 
 export interface GuestRun extends RunResult {
@@ -43,6 +50,13 @@ export const DEFAULT_MEM = 64n << 20n;
 export async function runGuest(opts: RunOptions): Promise<GuestRun> {
   const firmware = loadFirmware();
   const guest = loadGuest(opts.guest);
+  const memSize = opts.memSize ?? DEFAULT_MEM;
+  const cpus = opts.cpus ?? 1;
+  const req = opts.privateMemory ?? {};
+  const mayWantPrivate = guest.wantsPrivate || (req.private !== undefined && req.private !== "none") || (req.backend !== undefined && req.backend !== "auto") || !!req.sharedBit;
+  const privateMemory = mayWantPrivate
+    ? resolvePrivateMemory(req, guest, computeLayout(memSize, cpus, firmware, guest), assessHost(probeHost(opts.device)))
+    : undefined;
   const mode = opts.console ?? "capture";
   // xterm costs ~10 ms to load: only the screen mode pays for it.
   const screen: ConsoleScreen | undefined = mode === "screen" ? new (await import("./console/screen")).ConsoleScreen() : undefined;
@@ -59,8 +73,9 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
   const machine = new Machine({
     firmware,
     guest,
-    memSize: opts.memSize ?? DEFAULT_MEM,
-    cpus: opts.cpus ?? 1,
+    memSize,
+    cpus,
+    privateMemory,
     cmdline: opts.cmdline ?? "",
     device: opts.device,
     log: opts.log,
@@ -76,10 +91,12 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
   });
   try {
     machine.create();
+    opts.onMachine?.(machine);
     opts.onInput?.((bytes) => machine.serial.receive(bytes));
     const result = await machine.run(opts.timeout, opts.signal);
     const unclaimed = [...machine.unclaimedPorts].map(([p, n]) => `0x${p.toString(16)} (${n.reads} reads, ${n.writes} writes)`);
     if (unclaimed.length) opts.log?.(`ports no device claims were touched: ${unclaimed.join(", ")}`);
+    for (const line of result.conversions?.summary ?? []) opts.log?.(line);
     return {
       ...result,
       console: Buffer.concat(chunks).toString("utf8"),

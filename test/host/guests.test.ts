@@ -16,7 +16,7 @@ test("hello prints its banner and RAM map from guest_memfd RAM and exits 0", T, 
   assert.match(r.stdout, /tsvmm hello: booted on vCPU 0 of 1/);
   assert.match(r.stdout, /0x0*0\b.*0x0*4000000/i, "the RAM map shows the 64 MiB range");
   assert.doesNotMatch(r.stdout, /^not ok/m);
-  assert.match(r.stderr, /RAM 64 MiB backed by (guest_memfd|memfd)/);
+  assert.match(r.stderr, /RAM 64 MiB: (guest_memfd|memfd)/);
   assert.match(r.stderr, /guest exited with status 0/);
 });
 

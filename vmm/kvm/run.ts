@@ -1,9 +1,11 @@
 // A view of a vCPU's mapped struct kvm_run (x86). Only valid while the vCPU thread is parked
 // (after an event, before resume), which is the only time the VMM reads or writes it.
-import { decodeRegs, decodeSregs, Regs, Sregs } from "./structs";
+import { decodeRegs, decodeSregs, REG_NAMES, RegName, Regs, Sregs } from "./structs";
+import { SyncRegs } from "./uapi";
 
 const EXIT_REASON = 8;
 const UNION = 32;
+const DIRTY_REGS = 296;
 const SYNC_REGS = 304;
 const SYNC_SREGS = 448;
 
@@ -93,6 +95,13 @@ export class KvmRunView {
   /** Registers from the sync-regs area (valid when KVM_SYNC_X86_REGS was requested). */
   get syncRegs(): Regs {
     return decodeRegs(this.view, SYNC_REGS);
+  }
+
+  /** Change one register through the sync-regs area; KVM loads it on the next KVM_RUN. */
+  setSyncReg(name: RegName, value: bigint): void {
+    this.view.setBigUint64(SYNC_REGS + REG_NAMES.indexOf(name) * 8, value, true);
+    const dirty = this.view.getBigUint64(DIRTY_REGS, true);
+    this.view.setBigUint64(DIRTY_REGS, dirty | BigInt(SyncRegs.REGS), true);
   }
 
   get syncSregs(): Sregs {

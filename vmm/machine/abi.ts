@@ -11,6 +11,7 @@ export const GUEST_BASE = 0x100000;
 export const CONSOLE_PORT = 0x3f8;
 export const EXIT_PORT = 0xf4;
 export const CONVERT_PORT = 0xf8;
+export const HOST_PORT = 0xfc;
 
 export const BOOT_MAGIC = 0x3149424d4d565354n; // "TSVMMBI1"
 export const BOOT_VERSION = 1;

@@ -15,6 +15,8 @@ export interface ElfImage {
   segments: LoadSegment[];
   /** Contents of the `.tsvmm.description` section, if any */
   description?: string;
+  /** The image has a `.tsvmm.private` section: by default its RAM above the image starts private */
+  wantsPrivate: boolean;
 }
 
 const EM_X86_64 = 62;
@@ -65,24 +67,32 @@ export function parseElf(name: string, file: Buffer): ElfImage {
   if (!segments.some((s) => entry >= s.gpa && entry < s.gpa + s.memSize))
     throw bad(`entry point 0x${entry.toString(16)} is outside every loadable segment`);
 
-  return { name, entry, segments: sorted, description: readDescription(file, shoff, shentsize, shnum, shstrndx) };
+  const sections = readSections(file, shoff, shentsize, shnum, shstrndx);
+  return {
+    name,
+    entry,
+    segments: sorted,
+    description: sections.get(".tsvmm.description")?.split("\0")[0].trim(),
+    wantsPrivate: sections.has(".tsvmm.private"),
+  };
 }
 
-function readDescription(file: Buffer, shoff: number, shentsize: number, shnum: number, shstrndx: number): string | undefined {
-  if (shoff === 0 || shentsize < 64 || shoff + shnum * shentsize > file.length || shstrndx >= shnum) return undefined;
+/** The tsvmm sections (name -> contents); malformed section tables are ignored. */
+function readSections(file: Buffer, shoff: number, shentsize: number, shnum: number, shstrndx: number): Map<string, string> {
+  const found = new Map<string, string>();
+  if (shoff === 0 || shentsize < 64 || shoff + shnum * shentsize > file.length || shstrndx >= shnum) return found;
   const section = (i: number) => {
     const o = shoff + i * shentsize;
     return { name: file.readUInt32LE(o), offset: Number(file.readBigUInt64LE(o + 24)), size: Number(file.readBigUInt64LE(o + 32)) };
   };
   const strtab = section(shstrndx);
-  if (strtab.offset + strtab.size > file.length) return undefined;
+  if (strtab.offset + strtab.size > file.length) return found;
   for (let i = 0; i < shnum; i++) {
     const s = section(i);
     const nameEnd = file.indexOf(0, strtab.offset + s.name);
-    if (file.toString("latin1", strtab.offset + s.name, nameEnd) !== ".tsvmm.description") continue;
-    if (s.offset + s.size > file.length) return undefined;
-    const text = file.toString("utf8", s.offset, s.offset + s.size);
-    return text.split("\0")[0].trim();
+    const sectionName = file.toString("latin1", strtab.offset + s.name, nameEnd);
+    if (!sectionName.startsWith(".tsvmm.") || s.offset + s.size > file.length) continue;
+    found.set(sectionName, file.toString("utf8", s.offset, s.offset + s.size));
   }
-  return undefined;
+  return found;
 }

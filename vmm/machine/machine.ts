@@ -1,14 +1,20 @@
 // A VM assembled from a firmware image and a guest image: RAM, vCPUs, devices, and the policy
 // for every exit the native run loop hands to TypeScript.
 import { loadAddon, NativeKvm, NativeVcpu, NativeVm, VcpuEvent } from "../native";
-import { Cap, Exit, exitName, InternalError, IoDirection, SyncRegs, VmType } from "../kvm/uapi";
+import { Cap, Exit, exitName, HC_MAP_GPA_RANGE, InternalError, IoDirection, SyncRegs, VmType } from "../kvm/uapi";
 import { CpuidEntry, decodeCpuid, decodeRegs, decodeSregs, encodeCpuid, encodeRegs, encodeSregs, Regs, Sregs } from "../kvm/structs";
 import { KvmRunView } from "../kvm/run";
-import { ExitStatus, fromSyscall, isSyscallError } from "../errors";
-import { BackendId, BOOT_INFO_GPA, CONSOLE_PORT, ConvertMethod, encodeBootInfo, EXIT_PORT } from "./abi";
+import { ExitStatus, fromSyscall, isSyscallError, UsageError } from "../errors";
+import { BackendId, BOOT_INFO_GPA, CONSOLE_PORT, CONVERT_PORT, ConvertMethod, encodeBootInfo, EXIT_PORT, HOST_PORT, MAX_RAM_RANGES, RAM_PRIVATE } from "./abi";
 import type { ElfImage } from "./elf";
 import { computeLayout, Layout } from "./layout";
-import { GuestRam, RamBacking } from "./memory";
+import { RamBacking, SharedRam } from "../memory/shared";
+import type { MemoryBackend } from "../memory/backend";
+import { MemslotsBackend } from "../memory/memslots";
+import { AttributesBackend } from "../memory/attributes";
+import { PAGE_SHIFT, PageStateMap } from "../memory/pageState";
+import { ConversionEngine, ConversionEvent, FaultPolicy, formatEvent, HypercallPolicy } from "../memory/engine";
+import { handleHostRequest } from "../memory/hostRequests";
 import { PortBus } from "../devices/bus";
 import { Serial8250 } from "../devices/serial";
 import { DebugExit } from "../devices/debugExit";
@@ -27,6 +33,22 @@ export interface MachineOptions {
   log?: (line: string) => void;
   /** Structured events (NDJSON with --trace) */
   trace?: (event: Record<string, unknown>) => void;
+  /** Private memory; absent = all RAM shared */
+  privateMemory?: PrivateMemoryOptions;
+}
+
+export interface PrivateMemoryOptions {
+  backend: "attributes" | "memslots";
+  /** GPA ranges [start, end) that start private; each must lie at or above the layout's freeBase */
+  ranges: Array<{ start: bigint; end: bigint }>;
+  /** 0 = no aliased layout */
+  sharedBit: number;
+  onFault: FaultPolicy;
+  onHypercall: HypercallPolicy;
+  prealloc: boolean;
+  /** How the guest asks for conversions: a hypercall KVM delivers (vmcall or vmmcall by CPU
+   *  vendor), or the port doorbell */
+  convertMethod: "hypercall" | "doorbell";
 }
 
 export interface RunResult {
@@ -37,7 +59,9 @@ export interface RunResult {
   report?: string;
   seconds: number;
   exits: { total: number; native: number; typescript: number };
-  ramBacking: RamBacking;
+  ramBacking: RamBacking | "attributes" | "memslots";
+  /** Conversion counts by source and outcome, and the summary lines (private memory only) */
+  conversions?: { tally: Record<string, number>; summary: string[] };
 }
 
 type Outcome = "continue" | "park" | "stop";
@@ -46,9 +70,12 @@ const TSS_ADDR = 0xfffbd000;
 const KVM_FEATURE_HC_MAP_GPA_RANGE = 16;
 
 class VcpuState {
+  /** halted, or stopped by --on-fault deny: never resumed again */
   halted = false;
+  /** outside KVM_RUN, waiting for us */
+  parked = false;
   readonly run: KvmRunView;
-  pausedWaiter?: () => void;
+  onParked?: () => void;
 
   constructor(readonly native: NativeVcpu) {
     this.run = new KvmRunView(native.run);
@@ -59,7 +86,12 @@ export class Machine {
   readonly layout: Layout;
   private kvm?: NativeKvm;
   private vm?: NativeVm;
-  private ram?: GuestRam;
+  private memory?: MemoryBackend;
+  private engine?: ConversionEngine;
+  private map?: PageStateMap;
+  /** closed while vCPUs must stay out of KVM_RUN (memslot re-layout, timeout report) */
+  private gate?: Promise<void>;
+  private openGate?: () => void;
   private readonly vcpus: VcpuState[] = [];
   private readonly bus = new PortBus();
   readonly serial: Serial8250;
@@ -79,8 +111,8 @@ export class Machine {
     this.bus.register(EXIT_PORT, 4, new DebugExit((status) => this.finish(status & 0xff, `guest exited with status ${status}`)));
   }
 
-  get ramBacking(): RamBacking {
-    return this.ram!.backing;
+  get ramBacking(): RunResult["ramBacking"] {
+    return this.memory instanceof SharedRam ? this.memory.backing : (this.memory?.kind as "attributes" | "memslots");
   }
 
   /** Create the VM, RAM and vCPUs and load the images. Throws TsvmmError on host problems. */
@@ -93,24 +125,27 @@ export class Machine {
       throw isSyscallError(err) ? fromSyscall(err, `cannot open ${device}`) : err;
     }
     const kvm = this.kvm;
+    const pm = this.opts.privateMemory;
     try {
-      this.vm = kvm.createVm(VmType.DEFAULT);
+      this.vm = kvm.createVm(pm?.backend === "attributes" ? VmType.SW_PROTECTED : VmType.DEFAULT);
       const vm = this.vm;
-      const region2 = kvm.checkExtension(Cap.USER_MEMORY2) > 0;
-      const flags = region2 ? vm.checkExtension(Cap.GUEST_MEMFD_FLAGS) : 0;
-      const backing: RamBacking = (flags & 3) === 3 ? "guest_memfd" : "memfd";
-      this.ram = GuestRam.create(vm, this.layout.ramSize, backing, region2);
-      this.log(
-        `RAM ${this.layout.ramSize >> 20n} MiB backed by ${backing === "guest_memfd" ? "guest_memfd (MMAP|INIT_SHARED, KVM_MEM_GUEST_MEMFD)" : "memfd (this kernel's guest_memfd cannot be mapped)"}, ${this.opts.cpus} vCPU${this.opts.cpus > 1 ? "s" : ""}`,
-      );
-      this.load();
+      if (pm) this.createPrivateMemory(vm, pm);
+      else {
+        const region2 = kvm.checkExtension(Cap.USER_MEMORY2) > 0;
+        const flags = region2 ? vm.checkExtension(Cap.GUEST_MEMFD_FLAGS) : 0;
+        this.memory = SharedRam.create(vm, this.layout.ramSize, (flags & 3) === 3 ? "guest_memfd" : "memfd", region2);
+      }
+      this.log(`RAM ${this.layout.ramSize >> 20n} MiB: ${this.memory!.describe()}, ${this.opts.cpus} vCPU${this.opts.cpus > 1 ? "s" : ""}`);
+      const cpuid = decodeCpuid(kvm.supportedCpuid());
+      this.load(cpuid);
       try {
         vm.setTssAddr(TSS_ADDR);
       } catch {
         // Only VMX needs a TSS for real-mode emulation; other KVMs may refuse it harmlessly.
       }
-      const cpuid = decodeCpuid(kvm.supportedCpuid());
-      for (let i = 0; i < this.opts.cpus; i++) this.vcpus.push(this.createVcpu(i, cpuid));
+      const hypercall = pm !== undefined && pm.convertMethod !== "doorbell";
+      if (hypercall) vm.enableCap(Cap.EXIT_HYPERCALL, [1n << BigInt(HC_MAP_GPA_RANGE)]);
+      for (let i = 0; i < this.opts.cpus; i++) this.vcpus.push(this.createVcpu(i, cpuid, hypercall));
       vm.setFastPorts(this.serial.fastPorts());
       this.serial.onFastPortsChanged = () => this.vm?.setFastPorts(this.serial.fastPorts());
       vm.onConsole((bytes) => this.console(bytes));
@@ -120,33 +155,71 @@ export class Machine {
     }
   }
 
-  private load(): void {
-    const ram = this.ram!;
+  private createPrivateMemory(vm: NativeVm, pm: PrivateMemoryOptions): void {
+    if (pm.sharedBit) {
+      const bits = physicalAddressBits(decodeCpuid(this.kvm!.supportedCpuid()));
+      if (pm.sharedBit < 32 || pm.sharedBit >= bits)
+        throw new UsageError(`--shared-bit ${pm.sharedBit} is out of range`, `use 32 to ${bits - 1}: above the 4 GiB identity map and below this CPU's ${bits} physical address bits`);
+    }
+    const map = new PageStateMap(0n, this.layout.ramSize);
+    for (const r of pm.ranges) map.set(map.pageOf(r.start), Number((r.end - r.start) >> PAGE_SHIFT), "private");
+    if (map.runs().length > MAX_RAM_RANGES)
+      throw new UsageError(`--private makes ${map.runs().length} ranges; the boot page holds at most ${MAX_RAM_RANGES}`);
+    const ctx = { vm, map, sharedLimit: this.layout.freeBase, sharedBit: pm.sharedBit, prealloc: pm.prealloc };
+    this.map = map;
+    this.memory = pm.backend === "attributes" ? new AttributesBackend(ctx) : new MemslotsBackend(ctx);
+    this.engine = new ConversionEngine({
+      map,
+      backend: this.memory,
+      sharedLimit: this.layout.freeBase,
+      sharedBit: pm.sharedBit,
+      quiesce: (work) => this.quiesce(work),
+      emit: (e) => this.conversionEvent(e),
+      now: () => performance.now() - this.startTime,
+    });
+  }
+
+  private conversionEvent(e: ConversionEvent): void {
+    this.log(formatEvent(e));
+    this.opts.trace?.({ ...e, kind: "conversion", seq: this.seq++, conversion: e.seq });
+  }
+
+  private load(cpuid: CpuidEntry[]): void {
+    const view = this.memory!.sharedView;
     for (const image of [this.opts.firmware, this.opts.guest]) {
       for (const s of image.segments) {
-        ram.write(s.gpa, s.data);
-        ram.fill(s.gpa + BigInt(s.data.length), Number(s.memSize) - s.data.length, 0);
+        const at = Number(s.gpa);
+        view.set(s.data, at);
+        view.fill(0, at + s.data.length, at + Number(s.memSize));
       }
     }
-    ram.write(
-      BigInt(BOOT_INFO_GPA),
+    const pm = this.opts.privateMemory;
+    const ram = this.map
+      ? this.map.runs().map((r) => ({
+          base: BigInt(r.first) << PAGE_SHIFT,
+          size: BigInt(r.count) << PAGE_SHIFT,
+          flags: r.state === "private" ? RAM_PRIVATE : 0,
+        }))
+      : [{ base: 0n, size: this.layout.ramSize, flags: 0 }];
+    view.set(
       encodeBootInfo({
         cpuCount: this.opts.cpus,
         guestEntry: this.opts.guest.entry,
         freeBase: this.layout.freeBase,
-        ram: [{ base: 0n, size: this.layout.ramSize, flags: 0 }],
-        backend: BackendId.shared,
-        sharedBit: 0,
-        convertMethod: ConvertMethod.none,
+        ram,
+        backend: pm ? BackendId[pm.backend] : BackendId.shared,
+        sharedBit: pm?.sharedBit ?? 0,
+        convertMethod: !pm ? ConvertMethod.none : pm.convertMethod === "doorbell" ? ConvertMethod.doorbell : isAmd(cpuid) ? ConvertMethod.vmmcall : ConvertMethod.vmcall,
         cmdline: this.opts.cmdline,
       }),
+      BOOT_INFO_GPA,
     );
   }
 
-  private createVcpu(index: number, supported: CpuidEntry[]): VcpuState {
+  private createVcpu(index: number, supported: CpuidEntry[], hypercall: boolean): VcpuState {
     const vcpu = this.vm!.createVcpu(index);
     const state = new VcpuState(vcpu);
-    vcpu.setCpuid(encodeCpuid(cpuidFor(index, supported)));
+    vcpu.setCpuid(encodeCpuid(cpuidFor(index, supported, hypercall)));
     // The vCPU starts at the firmware entry in 32-bit protected mode with flat segments and
     // paging off (the PVH entry state): no real-mode code, no reset vector. See abi.h.
     const sregsBuf = vcpu.getSregs();
@@ -173,7 +246,7 @@ export class Machine {
     return new Promise((resolve) => {
       this.resolveRun = resolve;
       this.startTime = performance.now();
-      this.traceEvent(-1, "start", { cpus: this.opts.cpus, ram: Number(this.layout.ramSize), backing: this.ram!.backing });
+      this.traceEvent(-1, "start", { cpus: this.opts.cpus, ram: Number(this.layout.ramSize), backing: this.ramBacking });
       if (timeoutSeconds && timeoutSeconds > 0)
         this.timer = setTimeout(() => void this.timeout(timeoutSeconds), timeoutSeconds * 1000);
       if (signal) {
@@ -186,9 +259,12 @@ export class Machine {
 
   private onEvent(v: VcpuState, event: VcpuEvent): void {
     if (this.result) return;
+    v.parked = true;
+    v.onParked?.();
+    v.onParked = undefined;
     switch (event.kind) {
       case "paused":
-        v.pausedWaiter?.();
+        void this.resume(v);
         return;
       case "error":
         this.finish(ExitStatus.KVM_INTERNAL_ERROR, `vCPU ${v.native.index}: ${event.error.message}`, this.registerReport(v));
@@ -196,20 +272,67 @@ export class Machine {
       case "exit": {
         this.typescriptExits++;
         const outcome = this.handleExit(v, event.errno);
-        if (outcome === "continue" && !this.result) v.native.resume();
+        if (outcome instanceof Promise)
+          outcome.then(
+            (o) => {
+              if (o === "continue") void this.resume(v);
+            },
+            (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${v.native.index}: ${(err as Error).message}`, this.registerReport(v)),
+          );
+        else if (outcome === "continue") void this.resume(v);
         return;
       }
     }
   }
 
+  /** Re-enter KVM_RUN, once no re-layout or report needs every vCPU outside it. */
+  private async resume(v: VcpuState): Promise<void> {
+    while (this.gate) await this.gate;
+    if (this.result || v.halted || !v.parked) return;
+    v.parked = false;
+    v.native.resume();
+  }
+
+  /** Run `work` with every vCPU out of KVM_RUN (kicked ones report "paused" and wait). */
+  private async quiesce<T>(work: () => T): Promise<T> {
+    while (this.gate) await this.gate;
+    this.gate = new Promise<void>((open) => (this.openGate = open));
+    try {
+      await Promise.all(
+        this.vcpus
+          .filter((v) => !v.parked && !this.result)
+          .map(
+            (v) =>
+              new Promise<void>((parked) => {
+                v.onParked = parked;
+                v.native.kick();
+              }),
+          ),
+      );
+      return work();
+    } finally {
+      const open = this.openGate!;
+      this.gate = undefined;
+      open();
+    }
+  }
+
   /** The exit switch: every exit the native loop does not answer itself lands here. */
-  private handleExit(v: VcpuState, errno: number): Outcome {
+  private handleExit(v: VcpuState, errno: number): Outcome | Promise<Outcome> {
     const run = v.run;
     const index = v.native.index;
     const reason = run.exitReason;
     switch (reason) {
-      case Exit.IO:
+      case Exit.IO: {
+        const io = run.io;
+        if (this.engine && io.direction === IoDirection.OUT && io.size === 4 && io.count === 1) {
+          if (io.port === CONVERT_PORT) return this.doorbell(v);
+          if (io.port === HOST_PORT) return this.hostRequest(v);
+        }
         return this.handleIo(v);
+      }
+      case Exit.HYPERCALL:
+        return this.hypercall(v);
       case Exit.HLT:
         v.halted = true;
         this.traceEvent(index, "halt", {});
@@ -249,20 +372,80 @@ export class Machine {
         this.finish(ExitStatus.UNHANDLED_EXIT, `vCPU ${index}: KVM_EXIT_SYSTEM_EVENT type ${e.type}`, this.registerReport(v));
         return "stop";
       }
-      case Exit.MEMORY_FAULT: {
-        const f = run.memoryFault;
-        this.traceEvent(index, "memory-fault", { gpa: "0x" + f.gpa.toString(16), size: Number(f.size), flags: Number(f.flags), errno });
-        this.finish(
-          ExitStatus.MEMORY_FAULT,
-          `vCPU ${index}: KVM_EXIT_MEMORY_FAULT gpa=0x${f.gpa.toString(16)} size=0x${f.size.toString(16)} flags=0x${f.flags.toString(16)} (errno ${loadAddon().errnoName(errno)}); this VM has no private memory to convert`,
-          this.registerReport(v),
-        );
-        return "stop";
-      }
+      case Exit.MEMORY_FAULT:
+        return this.memoryFault(v, errno);
       default:
         this.finish(ExitStatus.UNHANDLED_EXIT, `vCPU ${index}: unhandled ${exitName(reason)} (exit reason ${reason})`, this.registerReport(v));
         return "stop";
     }
+  }
+
+  /** KVM_EXIT_HYPERCALL: only KVM_HC_MAP_GPA_RANGE is enabled; hypercall.ret is always set. */
+  private async hypercall(v: VcpuState): Promise<Outcome> {
+    const { nr, args } = v.run.hypercall;
+    if (nr !== BigInt(HC_MAP_GPA_RANGE) || !this.engine) {
+      v.run.hypercallRet = BigInt(-1000 /* -KVM_ENOSYS */);
+      this.finish(ExitStatus.BAD_HYPERCALL, `vCPU ${v.native.index}: unexpected hypercall nr ${nr} (only KVM_HC_MAP_GPA_RANGE = 12 is enabled)`, this.registerReport(v));
+      return "stop";
+    }
+    const ret = await this.engine.request("hypercall", v.native.index, { gpa: args[0], pages: args[1], attrs: args[2] }, this.opts.privateMemory!.onHypercall);
+    v.run.hypercallRet = BigInt(ret);
+    return "continue";
+  }
+
+  /** The port doorbell: the hypercall's registers through a 32-bit `out` to CONVERT_PORT. */
+  private async doorbell(v: VcpuState): Promise<Outcome> {
+    const r = v.run.syncRegs;
+    if (r.rax !== BigInt(HC_MAP_GPA_RANGE)) {
+      v.run.setSyncReg("rax", 1000n);
+      this.finish(ExitStatus.BAD_HYPERCALL, `vCPU ${v.native.index}: doorbell with RAX=${r.rax} (only KVM_HC_MAP_GPA_RANGE = 12 exists)`, this.registerReport(v));
+      return "stop";
+    }
+    const ret = await this.engine!.request("doorbell", v.native.index, { gpa: r.rbx, pages: r.rcx, attrs: r.rdx }, this.opts.privateMemory!.onHypercall);
+    v.run.setSyncReg("rax", BigInt(ret));
+    return "continue";
+  }
+
+  /** A host request (abi.h): the VMM's side of the conversion tests. */
+  private async hostRequest(v: VcpuState): Promise<Outcome> {
+    const io = v.run.io;
+    const gpa = BigInt(new DataView(v.run.ioData(io.dataOffset, 4).slice().buffer).getUint32(0, true));
+    // Serialised with conversions, so a check never sees a half-done one.
+    const what = await this.engine!.hostOperation(() =>
+      handleHostRequest({ map: this.map!, backend: this.memory!, sharedLimit: this.layout.freeBase }, gpa),
+    );
+    this.traceEvent(v.native.index, "host-request", { what });
+    return "continue";
+  }
+
+  private async memoryFault(v: VcpuState, errno: number): Promise<Outcome> {
+    const f = v.run.memoryFault;
+    const index = v.native.index;
+    const name = loadAddon().errnoName(errno);
+    const describe = `KVM_EXIT_MEMORY_FAULT gpa=0x${f.gpa.toString(16)} size=0x${f.size.toString(16)} flags=0x${f.flags.toString(16)} (${name})`;
+    if (!this.engine) {
+      this.traceEvent(index, "memory-fault", { gpa: "0x" + f.gpa.toString(16), size: Number(f.size), flags: Number(f.flags), errno: name });
+      this.finish(ExitStatus.MEMORY_FAULT, `vCPU ${index}: ${describe}; this VM has no private memory to convert`, this.registerReport(v));
+      return "stop";
+    }
+    const outcome = await this.engine.fault(index, f, name, this.opts.privateMemory!.onFault);
+    if (outcome.action === "retry") return "continue";
+    if (outcome.action === "deny") {
+      // --on-fault deny: this vCPU stops with a report; the others go on.
+      this.log(`vCPU ${index} stopped: ${describe}: ${outcome.reason}\n${this.registerReport(v)}`);
+      v.halted = true;
+      if (this.vcpus.every((x) => x.halted))
+        this.finish(ExitStatus.MEMORY_FAULT, `every vCPU stopped; the last: ${describe}: ${outcome.reason}`);
+      return "park";
+    }
+    this.finish(ExitStatus.MEMORY_FAULT, `vCPU ${index}: ${describe}: ${outcome.reason}`, this.registerReport(v));
+    return "stop";
+  }
+
+  /** Conversions from the API (source "cli"); resolves to 0 or a positive errno. */
+  convert(gpa: bigint, size: bigint, to: "private" | "shared"): Promise<number> {
+    if (!this.engine) return Promise.reject(new Error("this VM has no private memory"));
+    return this.engine.request("cli", -1, { gpa, pages: size >> PAGE_SHIFT, attrs: to === "private" ? 0x10n : 0n });
   }
 
   private handleIo(v: VcpuState): Outcome {
@@ -317,24 +500,10 @@ export class Machine {
     if (this.result) return;
     // Bring every running vCPU out of KVM_RUN to report where it was.
     const running = this.vcpus.filter((v) => !v.halted);
-    await Promise.all(
-      running.map(
-        (v) =>
-          new Promise<void>((resolve) => {
-            const bound = setTimeout(resolve, 1000);
-            v.pausedWaiter = () => {
-              clearTimeout(bound);
-              resolve();
-            };
-            v.native.kick();
-          }),
-      ),
-    );
-    this.finish(
-      ExitStatus.TIMEOUT,
-      `timed out after ${seconds} s (--timeout)`,
-      running.map((v) => this.registerReport(v)).join("\n"),
-    );
+    const report = () =>
+      this.finish(ExitStatus.TIMEOUT, `timed out after ${seconds} s (--timeout)`, running.map((v) => this.registerReport(v)).join("\n"));
+    await Promise.race([this.quiesce(report), new Promise((r) => setTimeout(r, 1000))]);
+    report(); // a no-op unless some vCPU did not leave KVM_RUN within a second
   }
 
   /** End the run (first caller wins): stop every vCPU thread, deliver the rest of the console. */
@@ -360,8 +529,10 @@ export class Machine {
       report,
       seconds,
       exits: { total, native, typescript: this.typescriptExits },
-      ramBacking: this.ram?.backing ?? "memfd",
+      ramBacking: this.memory ? this.ramBacking : "memfd",
+      conversions: this.engine ? { tally: this.engine.tally, summary: this.engine.summary() } : undefined,
     };
+    this.openGate?.();
     this.traceEvent(-1, "end", { status, reason });
     this.resolveRun?.(this.result);
   }
@@ -382,22 +553,33 @@ export class Machine {
   close(): void {
     for (const v of this.vcpus) v.native.close();
     this.vcpus.length = 0;
-    this.ram?.close();
+    this.memory?.close();
     this.vm?.close();
     this.kvm?.close();
-    this.ram = undefined;
+    this.memory = undefined;
     this.vm = undefined;
     this.kvm = undefined;
   }
 }
 
+function isAmd(cpuid: CpuidEntry[]): boolean {
+  const leaf0 = cpuid.find((e) => e.function === 0);
+  return leaf0?.ebx === 0x68747541; // "Auth"enticAMD
+}
+
+function physicalAddressBits(cpuid: CpuidEntry[]): number {
+  return (cpuid.find((e) => e.function === 0x80000008)?.eax ?? 36) & 0xff;
+}
+
 /** The supported CPUID, made per-vCPU: APIC IDs, and no hypercall feature we have not enabled. */
-function cpuidFor(index: number, supported: CpuidEntry[]): CpuidEntry[] {
+function cpuidFor(index: number, supported: CpuidEntry[], hypercall: boolean): CpuidEntry[] {
   return supported.map((e) => {
     const c = { ...e };
     if (c.function === 1) c.ebx = ((c.ebx & 0x00ffffff) | (index << 24)) >>> 0;
     if (c.function === 0xb || c.function === 0x1f) c.edx = index;
-    if (c.function === 0x40000001) c.eax &= ~(1 << KVM_FEATURE_HC_MAP_GPA_RANGE);
+    // Advertised only once KVM_CAP_EXIT_HYPERCALL is enabled (hypercalls.rst).
+    if (c.function === 0x40000001)
+      c.eax = hypercall ? c.eax | (1 << KVM_FEATURE_HC_MAP_GPA_RANGE) : c.eax & ~(1 << KVM_FEATURE_HC_MAP_GPA_RANGE);
     return c;
   });
 }

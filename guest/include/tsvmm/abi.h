@@ -41,6 +41,7 @@
 #define TSVMM_CONSOLE_PORT       0x3f8   /* COM1, 16550 */
 #define TSVMM_EXIT_PORT          0xf4    /* 32-bit out: the VMM exits with this status */
 #define TSVMM_CONVERT_PORT       0xf8    /* 32-bit out: conversion doorbell (see below) */
+#define TSVMM_HOST_PORT          0xfc    /* 32-bit out of the GPA of a struct tsvmm_host_request */
 /* (the doorbell `out` takes its port as an immediate because RDX carries attrs: keep it < 0x100) */
 
 /* "TSVMMBI1" little-endian */
@@ -125,6 +126,33 @@ struct tsvmm_boot_info {
 };                                                    /* 952 */
 
 _Static_assert(sizeof(struct tsvmm_boot_info) == 952, "boot info layout");
+
+/*
+ * Host requests: the VMM's side of the conversion tests (what the kernel selftest's host thread
+ * does). The guest writes the request into shared RAM below free_base (its own .data/.bss) and
+ * does a 32-bit `out` of its GPA to TSVMM_HOST_PORT; the VMM fills in result/found/value before
+ * the guest continues. The VMM only ever reads or writes the *shared* backing of a page.
+ */
+#define TSVMM_HOST_CHECK_SHARED   1  /* every byte of the shared view == expect; then, with FILL, write fill */
+#define TSVMM_HOST_CHECK_PRIVATE  2  /* the shared backing of the (private) range holds no byte == expect */
+#define TSVMM_HOST_PUNCH_PRIVATE  3  /* discard the private backing of the range, state unchanged (reads zero after) */
+#define TSVMM_HOST_COUNT_PRIVATE  4  /* found = pages of the range the VMM's page-state map says are private */
+#define TSVMM_HOST_FLAG_FILL      1
+
+struct tsvmm_host_request {
+	uint32_t op;          /*  0 TSVMM_HOST_* */
+	int32_t  result;      /*  4 out: 0 ok, -1 check failed, >0 errno (22 = bad request) */
+	uint64_t gpa;         /*  8 page aligned */
+	uint64_t size;        /* 16 bytes, page multiple */
+	uint8_t  expect;      /* 24 */
+	uint8_t  fill;        /* 25 */
+	uint8_t  flags;       /* 26 TSVMM_HOST_FLAG_* */
+	uint8_t  reserved[5]; /* 27 */
+	uint64_t found;       /* 32 out: first mismatching GPA (checks) or a count */
+	uint64_t value;       /* 40 out: the byte found there */
+};                        /* 48 */
+
+_Static_assert(sizeof(struct tsvmm_host_request) == 48, "host request layout");
 #endif
 
 #endif

@@ -17,6 +17,7 @@
 #include <tsvmm/boot.h>
 #include <tsvmm/console.h>
 #include <tsvmm/convert.h>
+#include <tsvmm/host.h>
 #include <tsvmm/paging.h>
 #include <tsvmm/string.h>
 #include <tsvmm/tap.h>
@@ -25,6 +26,14 @@
 #define TSVMM_GUEST_DESCRIPTION(text) \
 	__attribute__((section(".tsvmm.description"), used, aligned(1))) \
 	static const char tsvmm_guest_description[] = text
+
+/*
+ * A guest that converts memory declares it: unless the command line says otherwise, tsvmm then
+ * starts the RAM above the guest image private (`--private` default) on a backend this host has.
+ */
+#define TSVMM_GUEST_WANTS_PRIVATE() \
+	__attribute__((section(".tsvmm.private"), used, aligned(1))) \
+	static const char tsvmm_guest_private[] = "default"
 
 int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu);
 

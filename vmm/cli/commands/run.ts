@@ -1,6 +1,6 @@
 import type { CommandModule } from "yargs";
 import { ConsoleMode, DEFAULT_MEM, runGuest } from "../../run";
-import { parseCount, parseSeconds, parseSize } from "../parse";
+import { parseCount, parseRanges, parseSeconds, parseSize } from "../parse";
 import { MAX_CPUS } from "../../machine/abi";
 import { ExitStatus } from "../../errors";
 import { attachTerminalInput } from "../terminal";
@@ -14,6 +14,12 @@ export interface RunArgs {
   trace?: string;
   cmdline: string;
   quiet: boolean;
+  private?: string;
+  backend: "auto" | "attributes" | "memslots";
+  "shared-bit"?: number;
+  "on-fault": "convert" | "deny" | "stop";
+  "on-hypercall": "convert" | "deny";
+  prealloc: boolean;
 }
 
 export const runCommand: CommandModule<object, RunArgs> = {
@@ -34,13 +40,44 @@ export const runCommand: CommandModule<object, RunArgs> = {
         default: "raw" as const,
         describe: "raw streams the guest's bytes to stdout; screen renders them through a headless terminal and prints the final screen",
       })
-      .option("trace", { type: "string", describe: "write every event (exits handled in TypeScript, halts, start, end) as NDJSON to this file" })
+      .option("trace", { type: "string", describe: "write every event (conversions, memory faults, host requests, halts, start, end) as NDJSON to this file" })
       .option("cmdline", { type: "string", default: "", describe: "text for the guest's boot page, e.g. fault=pf" })
       .option("quiet", { type: "boolean", default: false, alias: "q", describe: "print only the guest's console (and failures)" })
+      .option("private", {
+        type: "string",
+        describe: "RAM that starts private: all (everything above the guest image), none, or ranges START-END / START+SIZE. Default: all for guests that convert memory (convert, implicit, smp-convert), none otherwise",
+        group: "Private memory:",
+      })
+      .option("backend", {
+        choices: ["auto", "attributes", "memslots"] as const,
+        default: "auto" as const,
+        describe: "attributes: KVM_X86_SW_PROTECTED_VM + KVM_SET_MEMORY_ATTRIBUTES; memslots: default VM, private and shared guest_memfd slots rebuilt per conversion; auto: attributes where the host has it, else memslots",
+        group: "Private memory:",
+      })
+      .option("shared-bit", {
+        type: "number",
+        describe: "aliased layout (memslots): page p is private at p and shared at p | 2^N; touching the other view is a KVM_EXIT_MEMORY_FAULT that converts it",
+        group: "Private memory:",
+      })
+      .option("on-fault", {
+        choices: ["convert", "deny", "stop"] as const,
+        default: "convert" as const,
+        describe: "on KVM_EXIT_MEMORY_FAULT: convert and re-run; deny: stop that vCPU with a report; stop: stop the VM with the event and registers (exit 75)",
+        group: "Private memory:",
+      })
+      .option("on-hypercall", {
+        choices: ["convert", "deny"] as const,
+        default: "convert" as const,
+        describe: "on KVM_HC_MAP_GPA_RANGE (or the doorbell): convert, or deny with EINVAL to the guest",
+        group: "Private memory:",
+      })
+      .option("prealloc", { type: "boolean", default: false, describe: "fallocate all private memory up front instead of on demand", group: "Private memory:" })
       .example("$0 run hello", "boot the default test guest")
       .example("$0 run smp --cpus 4", "every vCPU reports in")
       .example("$0 run fault --cmdline fault=pf", "take a page fault; the firmware reports it and tsvmm exits 71")
       .example("$0 run spin --timeout 2", "a guest that never exits is stopped after 2 s with its registers (exit 124)")
+      .example("$0 lab -- tsvmm run convert --backend memslots", "private memory needs a real KVM: the nested lab has one")
+      .example("$0 run implicit --shared-bit 40 --trace conv.ndjson", "implicit conversions on KVM_EXIT_MEMORY_FAULT, every event in the trace")
       .epilog(
         [
           "Exit status: the guest's own status (0-63, written to port 0xf4), or",
@@ -75,6 +112,14 @@ export const runCommand: CommandModule<object, RunArgs> = {
         log,
         signal: abort.signal,
         onInput: (send) => (detachInput = attachTerminalInput(send, () => abort.abort())),
+        privateMemory: {
+          private: args.private === undefined ? undefined : parseRanges("--private", args.private),
+          backend: args.backend,
+          sharedBit: args["shared-bit"],
+          onFault: args["on-fault"],
+          onHypercall: args["on-hypercall"],
+          prealloc: args.prealloc,
+        },
       });
       detachInput?.();
       if (result.screen !== undefined) process.stdout.write(result.screen + "\n");

@@ -1,0 +1,53 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { resolvePrivateMemory } from "../../vmm/memory/policy";
+import { parseRanges } from "../../vmm/cli/parse";
+import type { Verdict } from "../../vmm/host/caps";
+import type { ElfImage } from "../../vmm/machine/elf";
+import type { Layout } from "../../vmm/machine/layout";
+import { TsvmmError, UsageError } from "../../vmm/errors";
+
+const layout: Layout = { ramSize: 64n << 20n, cpus: 1, regions: [], freeBase: 0x106000n };
+const guest = (wantsPrivate: boolean) => ({ name: "g", entry: 0n, segments: [], wantsPrivate }) as ElfImage;
+const verdict = (attributes: boolean, memslots: boolean, hypercallExit = true): Verdict => ({
+  canRun: true, execution: "native", executionBasis: "", ramBacking: "guest_memfd", ramBackingReason: "",
+  backends: { attributes: { available: attributes, reason: "needs CONFIG_KVM_SW_PROTECTED_VM" }, memslots: { available: memslots, reason: "needs a native KVM" } },
+  hypercallExit, memoryFaultExit: true, lines: [],
+});
+
+test("guests that convert get RAM above the image private on the best backend", () => {
+  const pm = resolvePrivateMemory({}, guest(true), layout, verdict(true, true))!;
+  assert.equal(pm.backend, "attributes");
+  assert.deepEqual(pm.ranges, [{ start: 0x106000n, end: 64n << 20n }]);
+  assert.equal(pm.convertMethod, "hypercall");
+  assert.equal(pm.onFault, "convert");
+  assert.equal(resolvePrivateMemory({}, guest(true), layout, verdict(false, true))!.backend, "memslots");
+  assert.equal(resolvePrivateMemory({}, guest(true), layout, verdict(false, true, false))!.convertMethod, "doorbell");
+});
+
+test("other guests stay shared unless asked", () => {
+  assert.equal(resolvePrivateMemory({}, guest(false), layout, verdict(true, true)), undefined);
+  assert.equal(resolvePrivateMemory({ private: "none" }, guest(true), layout, verdict(true, true)), undefined);
+  assert.ok(resolvePrivateMemory({ backend: "memslots" }, guest(false), layout, verdict(true, true)));
+});
+
+test("--shared-bit picks memslots and refuses attributes with the reason", () => {
+  assert.equal(resolvePrivateMemory({ sharedBit: 40 }, guest(true), layout, verdict(true, true))!.backend, "memslots");
+  assert.throws(() => resolvePrivateMemory({ sharedBit: 40, backend: "attributes" }, guest(true), layout, verdict(true, true)), (e: unknown) => e instanceof UsageError && /guest_memfd-only slot ignores them/.test(e.hint!));
+  assert.throws(() => resolvePrivateMemory({ sharedBit: 40, private: "none" }, guest(true), layout, verdict(true, true)), /needs private memory/);
+});
+
+test("a host without private memory is refused with the lab as the way out (69)", () => {
+  assert.throws(() => resolvePrivateMemory({}, guest(true), layout, verdict(false, false)), (e: unknown) => e instanceof TsvmmError && e.status === 69 && /tsvmm lab/.test(e.hint!));
+  assert.throws(() => resolvePrivateMemory({ backend: "attributes" }, guest(true), layout, verdict(false, true)), /--backend attributes: needs CONFIG_KVM_SW_PROTECTED_VM/);
+});
+
+test("--private ranges must be whole pages above the image and inside RAM", () => {
+  const ok = resolvePrivateMemory({ private: parseRanges("--private", "2M-4M,0x800000+1M") as never }, guest(false), layout, verdict(true, true))!;
+  assert.deepEqual(ok.ranges, [{ start: 2n << 20n, end: 4n << 20n }, { start: 0x800000n, end: 0x900000n }]);
+  assert.throws(() => resolvePrivateMemory({ private: [{ start: 0x1000n, end: 0x2000n }] }, guest(false), layout, verdict(true, true)), /must lie inside \[0x106000/);
+  assert.throws(() => resolvePrivateMemory({ private: [{ start: 0x200800n, end: 0x300000n }] }, guest(false), layout, verdict(true, true)), /whole 4 KiB pages/);
+  assert.throws(() => resolvePrivateMemory({ private: [{ start: 60n << 20n, end: 70n << 20n }] }, guest(false), layout, verdict(true, true)), /must lie inside/);
+  assert.equal(parseRanges("--private", "ALL"), "all");
+  assert.throws(() => parseRanges("--private", "2M..4M"), /is not a range/);
+});

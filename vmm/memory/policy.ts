@@ -1,0 +1,69 @@
+// From what the user asked (--private, --backend, --shared-bit, ...) and what the host offers
+// (assessHost) to the private-memory options of a machine. Pure: unit-tested without KVM.
+import { ExitStatus, TsvmmError, UsageError } from "../errors";
+import type { Verdict } from "../host/caps";
+import type { ElfImage } from "../machine/elf";
+import type { Layout } from "../machine/layout";
+import type { PrivateMemoryOptions } from "../machine/machine";
+import type { FaultPolicy, HypercallPolicy } from "./engine";
+import { PAGE } from "./pageState";
+
+export type Range = { start: bigint; end: bigint };
+
+export interface PrivateRequest {
+  /** undefined = the guest's default */
+  private?: "all" | "none" | Range[];
+  backend?: "auto" | "attributes" | "memslots";
+  sharedBit?: number;
+  onFault?: FaultPolicy;
+  onHypercall?: HypercallPolicy;
+  prealloc?: boolean;
+}
+
+const hex = (v: bigint) => "0x" + v.toString(16);
+
+export function resolvePrivateMemory(req: PrivateRequest, guest: ElfImage, layout: Layout, verdict: Verdict): PrivateMemoryOptions | undefined {
+  const asked = req.private !== undefined || (req.backend !== undefined && req.backend !== "auto") || !!req.sharedBit;
+  const want = req.private ?? (asked || guest.wantsPrivate ? "all" : "none");
+  if (want === "none") {
+    if (req.sharedBit) throw new UsageError("--shared-bit needs private memory, but --private is none");
+    return undefined;
+  }
+  const ranges = want === "all" ? [{ start: layout.freeBase, end: layout.ramSize }] : want;
+  for (const r of ranges) {
+    if (r.start % PAGE !== 0n || r.end % PAGE !== 0n || r.end <= r.start)
+      throw new UsageError(`--private range [${hex(r.start)}, ${hex(r.end)}) must be whole 4 KiB pages`);
+    if (r.start < layout.freeBase || r.end > layout.ramSize)
+      throw new UsageError(
+        `--private range [${hex(r.start)}, ${hex(r.end)}) must lie inside [${hex(layout.freeBase)}, ${hex(layout.ramSize)})`,
+        "RAM below the guest's free_base holds the firmware, page tables, stacks and the guest image, which stay shared",
+      );
+  }
+
+  const { attributes, memslots } = verdict.backends;
+  const refuse = (reason: string) =>
+    new TsvmmError(`private memory is not available here: ${reason}`, ExitStatus.HOST_UNSUPPORTED, "run it in the nested lab: tsvmm lab -- tsvmm run ...");
+  let backend: "attributes" | "memslots";
+  if (!req.backend || req.backend === "auto") {
+    if (attributes.available && !req.sharedBit) backend = "attributes";
+    else if (memslots.available) backend = "memslots";
+    else throw refuse(req.sharedBit ? memslots.reason : `${attributes.reason}; ${memslots.reason}`);
+  } else {
+    backend = req.backend;
+    if (!verdict.backends[backend].available) throw refuse(`--backend ${backend}: ${verdict.backends[backend].reason}`);
+  }
+  if (req.sharedBit && backend === "attributes")
+    throw new UsageError(
+      "--shared-bit works with --backend memslots only",
+      "on a KVM_X86_SW_PROTECTED_VM KVM derives private/shared from the memory attributes, and a guest_memfd-only slot ignores them, so the wrong view cannot fault",
+    );
+  return {
+    backend,
+    ranges,
+    sharedBit: req.sharedBit ?? 0,
+    onFault: req.onFault ?? "convert",
+    onHypercall: req.onHypercall ?? "convert",
+    prealloc: req.prealloc ?? false,
+    convertMethod: verdict.hypercallExit ? "hypercall" : "doorbell",
+  };
+}
