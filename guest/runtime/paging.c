@@ -23,7 +23,7 @@
 static tsvmm_spinlock_t alloc_lock = TSVMM_SPINLOCK_INIT;
 static uint64_t alloc_next;   /* 0: not started */
 
-uint64_t tsvmm_alloc_pages(uint64_t count, uint64_t align)
+static uint64_t take_pages(uint64_t count, uint64_t align, int zero)
 {
 	const struct tsvmm_boot_info *b = tsvmm_boot_page;
 	if (!b || !count || align < TSVMM_PAGE_SIZE || (align & (align - 1)))
@@ -46,10 +46,14 @@ uint64_t tsvmm_alloc_pages(uint64_t count, uint64_t align)
 		}
 	}
 	tsvmm_spin_unlock(&alloc_lock);
-	if (found)
+	if (found && zero)
 		memset((void *)(uintptr_t)found, 0, bytes);
 	return found;
 }
+
+uint64_t tsvmm_alloc_pages(uint64_t count, uint64_t align) { return take_pages(count, align, 1); }
+
+uint64_t tsvmm_reserve_pages(uint64_t count, uint64_t align) { return take_pages(count, align, 0); }
 
 /* ---- page tables ---- */
 

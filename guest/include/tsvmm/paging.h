@@ -37,5 +37,11 @@ void tsvmm_flush_tlb(void);
 
 /* count zeroed pages aligned to align bytes (a power of two >= 4 KiB) from free RAM; 0 if none */
 uint64_t tsvmm_alloc_pages(uint64_t count, uint64_t align);
+/*
+ * The same pages as tsvmm_alloc_pages would give, but not touched at all: for RAM whose
+ * private/shared state or view the caller manages (a write through the wrong view would be an
+ * implicit conversion). Later allocations (page tables included) never overlap them.
+ */
+uint64_t tsvmm_reserve_pages(uint64_t count, uint64_t align);
 
 #endif
