@@ -3,6 +3,7 @@ import yargs from "yargs";
 import { runCommand } from "./commands/run";
 import { capsCommand } from "./commands/caps";
 import { guestsCommand } from "./commands/guests";
+import { labCommand } from "./commands/lab";
 import { ExitStatus, TsvmmError } from "../errors";
 
 export async function main(argv: string[]): Promise<void> {
@@ -19,6 +20,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(runCommand)
     .command(capsCommand)
     .command(guestsCommand)
+    .command(labCommand)
     .demandCommand(1, "Name a command (try `tsvmm run hello`).")
     .recommendCommands()
     .strict()
