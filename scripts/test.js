@@ -47,6 +47,8 @@ const runner = [process.execPath, "--test", "--test-reporter=tap"];
 tier("unit", runner[0], [...runner.slice(1), "--test-timeout=30000", path.join(dist, "unit")], 300);
 tier("host", runner[0], [...runner.slice(1), "--test-concurrency=1", "--test-timeout=120000", path.join(dist, "host")], 1200);
 
+tier("lab command", runner[0], [...runner.slice(1), "--test-concurrency=1", "--test-timeout=900000", path.join(dist, "lab", "host")], 3600);
+
 const labRunner = path.join(dist, "lab", "run.js");
 if (!fs.existsSync(labRunner)) {
   broken = true;
