@@ -12,7 +12,7 @@ import * as zlib from "node:zlib";
 import { PrivateApt, PackageInfo, dependsNames, extractDeb, lastLines } from "./apt";
 import { LabError, LabStatus } from "./errors";
 import { labSourceFile, mkdirp, publish } from "./paths";
-import { Progress, run, seconds, which } from "./proc";
+import { Progress, pidAlive, removeTree, run, seconds, which } from "./proc";
 
 export type LabKernelKind = "stock" | "sw-protected";
 export const LAB_KERNEL_KINDS: readonly LabKernelKind[] = ["stock", "sw-protected"];
@@ -188,7 +188,7 @@ export async function prepareStock(opts: PrepareOptions): Promise<LabKernel> {
     publish(out, entry);
     removeOtherEntries(kindDir, entry);
   } finally {
-    fs.rmSync(work, { recursive: true, force: true });
+    await removeTree(work);
     opts.apt.clean(debs);
   }
   return loadEntry("stock", entry, false);
@@ -327,8 +327,9 @@ export async function prepareSwProtected(opts: PrepareOptions): Promise<LabKerne
 
   checkBuildTools();
   const log = path.join(kindDir, `${key}.build.log`);
-  const work = `${entry}.work-${process.pid}`;
-  fs.rmSync(work, { recursive: true, force: true });
+  const buildRoot = await chooseBuildRoot(kindDir);
+  const work = path.join(buildRoot, `tsvmm-lab-build-${key}-${process.pid}`);
+  await removeTree(work);
   fs.writeFileSync(log, "");
   const [deb] = await opts.progress.step(
     `downloading ${src.name} ${src.version}`,
@@ -385,7 +386,7 @@ export async function prepareSwProtected(opts: PrepareOptions): Promise<LabKerne
 
     const jobs = String((os.availableParallelism?.() ?? os.cpus().length) + 1);
     const t0 = Date.now();
-    opts.progress.say(`building the sw-protected kernel (make -j${jobs} bzImage under nice; log: ${log}) ...`);
+    opts.progress.say(`building the sw-protected kernel (make -j${jobs} bzImage under nice in ${work}; log: ${log}) ...`);
     const ticker = setInterval(() => {
       opts.progress.say(`  still building: ${seconds(Date.now() - t0)} so far, ${lastLines(readTail(log), 1).trim()}`);
     }, 60_000);
@@ -405,7 +406,10 @@ export async function prepareSwProtected(opts: PrepareOptions): Promise<LabKerne
     const buildMs = Date.now() - t0;
     opts.progress.say(`built the sw-protected kernel in ${seconds(buildMs)} (make), ${seconds(Date.now() - started)} with unpacking and configuration`);
 
-    const out = mkdirp(path.join(work, "entry"));
+    // Stage the entry beside its final place (the build may be on another filesystem).
+    const out = `${entry}.tmp-${process.pid}`;
+    fs.rmSync(out, { recursive: true, force: true });
+    mkdirp(out);
     fs.copyFileSync(path.join(outDir, "arch/x86/boot/bzImage"), path.join(out, "bzImage"));
     fs.copyFileSync(path.join(outDir, ".config"), path.join(out, "config"));
     fs.copyFileSync(log, path.join(out, "build.log"));
@@ -417,10 +421,35 @@ export async function prepareSwProtected(opts: PrepareOptions): Promise<LabKerne
     fs.rmSync(log, { force: true });
     removeOtherEntries(kindDir, entry);
   } finally {
-    fs.rmSync(work, { recursive: true, force: true });
+    await removeTree(work);
     opts.apt.clean([deb]);
   }
   return loadEntry("sw-protected", entry, false);
+}
+
+/**
+ * Where to unpack and build (~2 GB, ~100k files): a tmpfs when one has room (unpacking, building
+ * and above all deleting the tree are much faster there), else the cache directory.
+ * TSVMM_LAB_BUILD_DIR overrides. Trees left by killed builds are removed first.
+ */
+async function chooseBuildRoot(kindDir: string): Promise<string> {
+  const candidates = process.env.TSVMM_LAB_BUILD_DIR ? [process.env.TSVMM_LAB_BUILD_DIR] : ["/dev/shm", kindDir];
+  for (const dir of candidates) {
+    try {
+      mkdirp(dir);
+      fs.accessSync(dir, fs.constants.W_OK);
+      const st = fs.statfsSync(dir);
+      if (dir !== kindDir && st.bavail * st.bsize < 4e9 && !process.env.TSVMM_LAB_BUILD_DIR) continue;
+      for (const n of fs.readdirSync(dir)) {
+        const m = /^tsvmm-lab-build-.*-(\d+)$/.exec(n);
+        if (m && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]))) await removeTree(path.join(dir, n));
+      }
+      return dir;
+    } catch {
+      continue;
+    }
+  }
+  return kindDir;
 }
 
 function readTail(file: string): string {

@@ -38,7 +38,15 @@ export function mkdirp(dir: string): string {
 /** Replace dst with the finished src atomically (same filesystem), so a cache entry is whole or absent. */
 export function publish(src: string, dst: string): void {
   fs.rmSync(dst, { recursive: true, force: true });
-  fs.renameSync(src, dst);
+  try {
+    fs.renameSync(src, dst);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
+    const tmp = `${dst}.tmp-${process.pid}`;
+    fs.cpSync(src, tmp, { recursive: true });
+    fs.renameSync(tmp, dst);
+    fs.rmSync(src, { recursive: true, force: true });
+  }
 }
 
 /**

@@ -139,3 +139,25 @@ export class Progress {
     return v;
   }
 }
+
+/** Remove a directory tree with `rm -rf` (much faster than fs.rmSync on big trees), bounded in time. */
+export async function removeTree(dir: string, timeoutMs = 15 * 60_000): Promise<void> {
+  if (!fs.existsSync(dir)) return;
+  try {
+    const r = await run("rm", ["-rf", "--", dir], { timeoutMs });
+    if (r.code === 0 && !fs.existsSync(dir)) return;
+  } catch {
+    /* fall back below */
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/** Is there a live process with this pid? */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
