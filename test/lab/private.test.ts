@@ -1,0 +1,110 @@
+// Private memory on a real KVM: the conversion guests on every backend this kernel offers, the
+// implicit path through real KVM_EXIT_MEMORY_FAULT exits, the policies, and the trace.
+// Runs in-process (one Node for the whole tier): Node starts slowly under TCG.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { runGuest, GuestRun, RunOptions } from "../../vmm/run";
+import { assessHost, probeHost } from "../../vmm/host/caps";
+import { loadAddon } from "../../vmm/native";
+import { decodeCpuid } from "../../vmm/kvm/structs";
+
+const verdict = assessHost(probeHost());
+const backends = (["attributes", "memslots"] as const).filter((b) => verdict.backends[b].available);
+const T = { timeout: 300_000 };
+
+/** The highest usable shared bit: just below the CPU's physical address width */
+function sharedBit(): number {
+  const kvm = new (loadAddon().Kvm)("/dev/kvm");
+  try {
+    return (decodeCpuid(kvm.supportedCpuid()).find((e) => e.function === 0x80000008)!.eax & 0xff) - 1;
+  } finally {
+    kvm.close();
+  }
+}
+
+async function run(opts: RunOptions): Promise<GuestRun & { events: Array<Record<string, unknown>> }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tsvmm-lab-"));
+  const trace = path.join(dir, "trace.ndjson");
+  try {
+    const r = await runGuest({ timeout: 240, ...opts, trace });
+    const events = fs.readFileSync(trace, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    return { ...r, events };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function assertTapPassed(r: GuestRun): void {
+  const plan = /^1\.\.(\d+)$/m.exec(r.console);
+  assert.ok(plan, `no TAP plan in:\n${r.console}`);
+  const ok = r.console.match(/^ok \d+/gm) ?? [];
+  assert.deepEqual(r.console.match(/^not ok.*$/gm) ?? [], [], "failed TAP lines");
+  assert.equal(ok.length, Number(plan[1]), "every planned check ran and passed");
+  assert.equal(r.status, 0, `${r.reason}\n${r.report ?? ""}`);
+}
+
+test("this kernel offers private memory (the lab is where it is proven)", () => {
+  assert.ok(backends.includes("memslots"), verdict.backends.memslots.reason);
+  if (process.env.TSVMM_LAB === "sw-protected") assert.ok(backends.includes("attributes"), verdict.backends.attributes.reason);
+  assert.equal(verdict.hypercallExit, true);
+  assert.equal(verdict.memoryFaultExit, true);
+});
+
+for (const backend of backends) {
+  test(`convert: the private_mem_conversions_test scenarios pass on the ${backend} backend`, T, async () => {
+    const r = await run({ guest: "convert", privateMemory: { backend } });
+    assertTapPassed(r);
+    const tally = r.conversions!.tally;
+    assert.ok(tally["hypercall-to-private"] > 0 && tally["hypercall-to-shared"] > 0, JSON.stringify(tally));
+    assert.ok(tally["hypercall-refused"] >= 4, "the guest's invalid requests were refused and recorded");
+    const conv = r.events.filter((e) => e.kind === "conversion");
+    for (const e of conv) for (const k of ["seq", "time", "vcpu", "source", "gpa", "size", "from", "to", "discard", "result", "ns"]) assert.ok(k in e, `event field ${k}`);
+    assert.ok(conv.some((e) => e.to === "private" && (e.discard as number) > 0), "conversions to private discard the shared side");
+    assert.ok(r.conversions!.summary.some((l) => /pages now: \d+ private, \d+ shared/.test(l)));
+  });
+
+  test(`smp-convert: concurrent conversions from 2 vCPUs leave the map the guest computed (${backend})`, T, async () => {
+    const r = await run({ guest: "smp-convert", cpus: 2, privateMemory: { backend } });
+    assertTapPassed(r);
+  });
+
+  test(`--on-hypercall deny: every conversion is refused with EINVAL and recorded (${backend})`, T, async () => {
+    const r = await run({ guest: "convert", privateMemory: { backend, onHypercall: "deny" } });
+    assert.notEqual(r.status, 0, "the guest notices its conversions fail");
+    const denied = r.events.filter((e) => e.kind === "conversion" && String(e.result).startsWith("denied"));
+    assert.ok(denied.length > 0);
+    assert.equal(r.conversions!.tally["hypercall-to-private"] ?? 0, 0);
+  });
+}
+
+test("implicit: each first touch of the other view is one KVM_EXIT_MEMORY_FAULT and one conversion", T, async () => {
+  const r = await run({ guest: "implicit", privateMemory: { backend: "memslots", sharedBit: sharedBit() } });
+  assertTapPassed(r);
+  const expected = Number(/^# expected-implicit-conversions (\d+)$/m.exec(r.console)![1]);
+  const faults = r.events.filter((e) => e.kind === "conversion" && e.source === "fault");
+  assert.equal(faults.filter((e) => e.result === "ok").length, expected);
+  assert.equal(faults.length, expected, "no extra memory-fault events (no repeats, no races on 1 vCPU)");
+  assert.ok(faults.every((e) => e.size === 4096));
+});
+
+test("--on-fault stop: the first implicit access stops the VM with the event and registers (75)", T, async () => {
+  const r = await run({ guest: "implicit", privateMemory: { backend: "memslots", sharedBit: sharedBit(), onFault: "stop" } });
+  assert.equal(r.status, 75, r.reason);
+  assert.match(r.reason, /KVM_EXIT_MEMORY_FAULT gpa=0x[0-9a-f]+ size=0x1000 flags=0x0 \(EFAULT\).*--on-fault stop/);
+  assert.match(r.report ?? "", /rip=/);
+});
+
+test("--on-fault deny: the faulting vCPU stops with a report; with no vCPU left the VM ends (75)", T, async () => {
+  const r = await run({ guest: "implicit", privateMemory: { backend: "memslots", sharedBit: sharedBit(), onFault: "deny" } });
+  assert.equal(r.status, 75, r.reason);
+  assert.match(r.reason, /every vCPU stopped/);
+});
+
+test("fault=bp: int3 reaches the firmware's #BP handler on a real KVM (71)", T, async () => {
+  const r = await runGuest({ guest: "fault", cmdline: "fault=bp", timeout: 120 });
+  assert.equal(r.status, 71, r.reason);
+  assert.match(r.console, /exception 3 \(#BP\)/);
+});
