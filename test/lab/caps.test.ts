@@ -1,7 +1,7 @@
 // `tsvmm caps --json` on the lab's real KVM.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { labCli, onlyOnLabKernel } from "./support";
+import { labCli, onLabKernel } from "./support";
 
 interface Caps {
   probe: {
@@ -32,8 +32,7 @@ test("caps: kvm_amd with nested paging, guests run natively", { timeout: 240_000
   assert.equal(verdict.hypercallExit, true, "KVM_HC_MAP_GPA_RANGE reaches userspace");
 });
 
-test("caps on the sw-protected kernel: VM type 1 with KVM_MEMORY_ATTRIBUTE_PRIVATE", { timeout: 240_000 }, async (t) => {
-  if (!onlyOnLabKernel(t, "sw-protected")) return;
+onLabKernel("sw-protected")("caps on the sw-protected kernel: VM type 1 with KVM_MEMORY_ATTRIBUTE_PRIVATE", { timeout: 240_000 }, async () => {
   const { probe, verdict } = await caps();
   assert.ok(probe.system.vmTypes & (1 << 1), `KVM_CAP_VM_TYPES=${probe.system.vmTypes} includes 1`);
   const sw = probe.vmTypes["sw-protected"];
@@ -42,8 +41,7 @@ test("caps on the sw-protected kernel: VM type 1 with KVM_MEMORY_ATTRIBUTE_PRIVA
   assert.equal(verdict.backends.attributes.available, true, verdict.backends.attributes.reason);
 });
 
-test("caps on the stock kernel: no VM type 1, guest_memfd for the memslots backend", { timeout: 240_000 }, async (t) => {
-  if (!onlyOnLabKernel(t, "stock")) return;
+onLabKernel("stock")("caps on the stock kernel: no VM type 1, guest_memfd for the memslots backend", { timeout: 240_000 }, async () => {
   const { probe, verdict } = await caps();
   assert.equal(probe.system.vmTypes & (1 << 1), 0, "Debian's kernel has no CONFIG_KVM_SW_PROTECTED_VM");
   assert.equal(verdict.backends.attributes.available, false);

@@ -108,3 +108,32 @@ test("fault=bp: int3 reaches the firmware's #BP handler on a real KVM (71)", T, 
   assert.equal(r.status, 71, r.reason);
   assert.match(r.console, /exception 3 \(#BP\)/);
 });
+
+const exitScenarios: Array<{ backend: "attributes" | "memslots"; exit: string; flags: string; broken: RegExp }> = [
+  { backend: "attributes", exit: "delete", flags: "0x8", broken: /deleted under the running vCPU/ },
+  { backend: "attributes", exit: "no-gmem", flags: "0x8", broken: /without KVM_MEM_GUEST_MEMFD/ },
+  { backend: "memslots", exit: "release", flags: "0x0", broken: /guest_memfd released/ },
+];
+
+for (const s of exitScenarios.filter((x) => backends.includes(x.backend))) {
+  test(`exits (${s.exit}, ${s.backend}): KVM_EXIT_MEMORY_FAULT flags ${s.flags} at the test slot; convert re-makes it and the guest goes on`, T, async () => {
+    const r = await run({ guest: "exits", cmdline: `exit=${s.exit}`, privateMemory: { backend: s.backend } });
+    assertTapPassed(r);
+    const faults = r.events.filter((e) => e.kind === "conversion" && e.source === "fault");
+    assert.equal(faults.length, 1, JSON.stringify(faults));
+    assert.equal(faults[0].gpa, "0xc0000000");
+    assert.equal(faults[0].size, 4096);
+    assert.equal(faults[0].flags, s.flags);
+    assert.match(String(faults[0].result), s.broken);
+    assert.match(String(faults[0].result), /re-made with a new guest_memfd/);
+  });
+
+  for (const policy of ["deny", "stop"] as const) {
+    test(`exits (${s.exit}, ${s.backend}) with --on-fault ${policy}: the VM ends with 75 and the exit`, T, async () => {
+      const r = await run({ guest: "exits", cmdline: `exit=${s.exit}`, privateMemory: { backend: s.backend, onFault: policy } });
+      assert.equal(r.status, 75, r.reason);
+      assert.match(policy === "stop" ? r.reason : r.reason, new RegExp(`gpa=0xc0000000 size=0x1000 flags=${s.flags}`));
+      if (policy === "stop") assert.match(r.report ?? "", /rip=/);
+    });
+  }
+}

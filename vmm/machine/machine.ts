@@ -15,6 +15,7 @@ import { AttributesBackend } from "../memory/attributes";
 import { PAGE_SHIFT, PageStateMap } from "../memory/pageState";
 import { ConversionEngine, ConversionEvent, FaultPolicy, formatEvent, HypercallPolicy } from "../memory/engine";
 import { handleHostRequest } from "../memory/hostRequests";
+import { TestSlot } from "../memory/testSlot";
 import { PortBus } from "../devices/bus";
 import { Serial8250 } from "../devices/serial";
 import { DebugExit } from "../devices/debugExit";
@@ -88,6 +89,7 @@ export class Machine {
   private vm?: NativeVm;
   private memory?: MemoryBackend;
   private engine?: ConversionEngine;
+  private testSlot?: TestSlot;
   private map?: PageStateMap;
   /** closed while vCPUs must stay out of KVM_RUN (memslot re-layout, timeout report) */
   private gate?: Promise<void>;
@@ -176,6 +178,7 @@ export class Machine {
       quiesce: (work) => this.quiesce(work),
       emit: (e) => this.conversionEvent(e),
       now: () => performance.now() - this.startTime,
+      testSlot: () => this.testSlot,
     });
   }
 
@@ -412,7 +415,7 @@ export class Machine {
     const gpa = BigInt(new DataView(v.run.ioData(io.dataOffset, 4).slice().buffer).getUint32(0, true));
     // Serialised with conversions, so a check never sees a half-done one.
     const what = await this.engine!.hostOperation(() =>
-      handleHostRequest({ map: this.map!, backend: this.memory!, sharedLimit: this.layout.freeBase }, gpa),
+      handleHostRequest({ map: this.map!, backend: this.memory!, sharedLimit: this.layout.freeBase, testSlot: (at, create) => this.makeTestSlot(at, create) }, gpa),
     );
     this.traceEvent(v.native.index, "host-request", { what });
     return "continue";
@@ -440,6 +443,14 @@ export class Machine {
     }
     this.finish(ExitStatus.MEMORY_FAULT, `vCPU ${index}: ${describe}: ${outcome.reason}`, this.registerReport(v));
     return "stop";
+  }
+
+  private makeTestSlot(gpa: bigint, create: boolean): TestSlot | string {
+    if (this.testSlot) return this.testSlot.gpa === gpa ? this.testSlot : `the test slot is at 0x${this.testSlot.gpa.toString(16)}`;
+    if (!create) return "no test slot was created";
+    if (gpa % 4096n !== 0n || gpa < this.layout.ramSize || gpa >= 1n << 32n) return "it must be a page outside RAM and below 4 GiB";
+    this.testSlot = new TestSlot(this.vm!, this.opts.privateMemory!.backend, gpa);
+    return this.testSlot;
   }
 
   /** Conversions from the API (source "cli"); resolves to 0 or a positive errno. */
@@ -553,6 +564,7 @@ export class Machine {
   close(): void {
     for (const v of this.vcpus) v.native.close();
     this.vcpus.length = 0;
+    this.testSlot?.close();
     this.memory?.close();
     this.vm?.close();
     this.kvm?.close();

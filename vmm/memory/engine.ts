@@ -4,6 +4,7 @@
 import type { MemoryBackend } from "./backend";
 import { ConversionRequest, MAP_GPA_RANGE_ENCRYPTED, PAGE_SHIFT, PageState, PageStateMap, validateRequest } from "./pageState";
 import { MEMORY_EXIT_FLAG_PRIVATE } from "../kvm/uapi";
+import type { TestSlot } from "./testSlot";
 
 export type Source = "hypercall" | "doorbell" | "fault" | "cli";
 export type FaultPolicy = "convert" | "deny" | "stop";
@@ -24,6 +25,8 @@ export interface ConversionEvent {
   result: string;
   /** time spent, ns */
   ns: number;
+  /** KVM_EXIT_MEMORY_FAULT flags (memory-fault events only) */
+  flags?: string;
 }
 
 export interface EngineOptions {
@@ -37,6 +40,8 @@ export interface EngineOptions {
   quiesce: <T>(work: () => T) => Promise<T>;
   emit: (event: ConversionEvent) => void;
   now: () => number;
+  /** The exit scenarios' test slot, if the guest made one */
+  testSlot: () => TestSlot | undefined;
 }
 
 export type FaultOutcome = { action: "retry" } | { action: "deny" | "stop"; reason: string };
@@ -105,7 +110,7 @@ export class ConversionEngine {
     return this.serialize(async () => {
       const start = process.hrtime.bigint();
       this.faults++;
-      const base = { vcpu, source: "fault" as const, gpa: hex(f.gpa), size: Number(f.size) };
+      const base = { vcpu, source: "fault" as const, gpa: hex(f.gpa), size: Number(f.size), flags: hex(f.flags) };
       const accessPrivate = (f.flags & MEMORY_EXIT_FLAG_PRIVATE) !== 0n;
       const stop = (result: string, action: "deny" | "stop" = "stop"): FaultOutcome => {
         this.record({ ...base, from: "-", to: "-", discard: 0, result }, start, "fault-stopped");
@@ -119,6 +124,13 @@ export class ConversionEngine {
       this.lastFault.set(vcpu, { gpa: f.gpa, flags: f.flags, repeats });
       if (repeats >= 3) return stop(`the same memory fault repeated ${repeats + 1} times without progress`);
 
+      const slot = this.o.testSlot();
+      if (slot?.contains(f.gpa)) {
+        const what = `${accessPrivate ? "private" : "shared"} access to the test slot (${slot.broken || "intact"})`;
+        if (policy !== "convert") return stop(`${what}; refused (--on-fault ${policy})`, policy);
+        this.record({ ...base, from: "-", to: "-", discard: 0, result: `${what}: ${slot.repair()}` }, start, "fault-repaired");
+        return { action: "retry" };
+      }
       const page = this.aliasBit ? f.gpa & ~this.aliasBit : f.gpa;
       const inside = page >= this.o.sharedLimit && page < this.o.map.base + this.o.map.size;
       if (!this.aliasBit) {
@@ -183,6 +195,7 @@ export class ConversionEngine {
 /** One readable line per event for the run log */
 export function formatEvent(e: ConversionEvent): string {
   const dir = e.from === "-" && e.to === "-" ? "" : ` ${e.from}→${e.to}`;
+  const flags = e.flags ? ` flags ${e.flags}` : "";
   const discard = e.discard ? ` discard ${e.discard >> 10} KiB` : "";
-  return `#${e.seq} ${e.time.toFixed(3)} ms vCPU ${e.vcpu} ${e.source} ${e.gpa}+0x${e.size.toString(16)}${dir}${discard}: ${e.result} (${(e.ns / 1000).toFixed(1)} µs)`;
+  return `#${e.seq} ${e.time.toFixed(3)} ms vCPU ${e.vcpu} ${e.source} ${e.gpa}+0x${e.size.toString(16)}${flags}${dir}${discard}: ${e.result} (${(e.ns / 1000).toFixed(1)} µs)`;
 }

@@ -2,8 +2,9 @@
 // in always-shared guest RAM; the VMM only ever reads or writes the shared backing of a page.
 import type { MemoryBackend } from "./backend";
 import { PAGE, PAGE_SHIFT, PageStateMap } from "./pageState";
+import { TestSlot } from "./testSlot";
 
-export const HostOp = { CHECK_SHARED: 1, CHECK_PRIVATE: 2, PUNCH_PRIVATE: 3, COUNT_PRIVATE: 4 } as const;
+export const HostOp = { CHECK_SHARED: 1, CHECK_PRIVATE: 2, PUNCH_PRIVATE: 3, COUNT_PRIVATE: 4, TEST_SLOT_CREATE: 5, TEST_SLOT_BREAK: 6 } as const;
 const FLAG_FILL = 1;
 export const HOST_REQUEST_SIZE = 48;
 const EINVAL = 22;
@@ -12,6 +13,8 @@ export interface HostRequestContext {
   map: PageStateMap;
   backend: MemoryBackend;
   sharedLimit: bigint;
+  /** Create (or return) the exit scenarios' test slot at gpa; throws a reason if it cannot */
+  testSlot: (gpa: bigint, create: boolean) => TestSlot | string;
 }
 
 /** Perform the request at `gpa`; returns a one-line description for the trace. */
@@ -33,6 +36,16 @@ export function handleHostRequest(ctx: HostRequestContext, gpa: bigint): string 
   };
   const range = `0x${start.toString(16)}+0x${size.toString(16)}`;
   const { map } = ctx;
+  if (op === HostOp.TEST_SLOT_CREATE || op === HostOp.TEST_SLOT_BREAK) {
+    const slot = ctx.testSlot(start, op === HostOp.TEST_SLOT_CREATE);
+    if (typeof slot === "string") return answer(EINVAL), `test slot ${range}: EINVAL (${slot})`;
+    if (op === HostOp.TEST_SLOT_CREATE) return answer(0), `test slot created at 0x${start.toString(16)}`;
+    if (!TestSlot.allowed(ctx.backend.kind as "attributes" | "memslots", expect))
+      return answer(EINVAL), `test slot break ${expect}: EINVAL (not a scenario of the ${ctx.backend.kind} backend)`;
+    const what = slot.break(expect);
+    answer(0);
+    return what;
+  }
   if (start % PAGE !== 0n || size % PAGE !== 0n || size === 0n || start < map.base || start + size > map.base + map.size) {
     answer(EINVAL);
     return `host request ${op} ${range}: EINVAL (not whole pages inside RAM)`;

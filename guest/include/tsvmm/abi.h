@@ -137,6 +137,21 @@ _Static_assert(sizeof(struct tsvmm_boot_info) == 952, "boot info layout");
 #define TSVMM_HOST_CHECK_PRIVATE  2  /* the shared backing of the (private) range holds no byte == expect */
 #define TSVMM_HOST_PUNCH_PRIVATE  3  /* discard the private backing of the range, state unchanged (reads zero after) */
 #define TSVMM_HOST_COUNT_PRIVATE  4  /* found = pages of the range the VMM's page-state map says are private */
+/*
+ * Exit scenarios (private_mem_kvm_exits_test): a one-page test slot outside RAM at gpa, with its
+ * own guest_memfd (private on the attributes backend; guest_memfd-only on memslots), then broken:
+ *   TEST_SLOT_CREATE  create it
+ *   TEST_SLOT_BREAK   expect = TSVMM_BREAK_*; DELETE happens ~20 ms after the guest continues,
+ *                     i.e. under the running vCPU; the others at once
+ * The next access is a KVM_EXIT_MEMORY_FAULT. With --on-fault convert the VMM re-makes the slot
+ * with a new guest_memfd and the access is retried (the page then reads zero).
+ */
+#define TSVMM_HOST_TEST_SLOT_CREATE 5
+#define TSVMM_HOST_TEST_SLOT_BREAK  6
+#define TSVMM_BREAK_DELETE   1  /* attributes: delete the slot of a private page -> exit 39, flags PRIVATE */
+#define TSVMM_BREAK_NO_GMEM  2  /* attributes: re-add it without KVM_MEM_GUEST_MEMFD -> exit 39, flags PRIVATE */
+#define TSVMM_BREAK_RELEASE  3  /* memslots: release its guest_memfd -> exit 39, flags 0 */
+#define TSVMM_TEST_SLOT_GPA  0xc0000000ULL
 #define TSVMM_HOST_FLAG_FILL      1
 
 struct tsvmm_host_request {
