@@ -5,8 +5,9 @@
  * Returns the VMM's RAX: 0 or a positive errno; TSVMM_ENOSYS if there is no method.
  *
  * Never call this on a host whose KVM does not deliver hypercalls to userspace (the PVM
- * development machines): there a vmcall/vmmcall spins in the kernel forever. No shipped guest
- * calls it yet.
+ * development machines): there a vmcall/vmmcall spins in the kernel forever. tsvmm offers no
+ * private memory there (backend shared, convert_method NONE), and the guests that convert
+ * (convert, smp-convert) skip themselves when it does not.
  */
 #ifndef TSVMM_CONVERT_H
 #define TSVMM_CONVERT_H
