@@ -51,37 +51,6 @@ static uint64_t base;                 /* chunk GPA */
 static uint64_t alias;                /* 1 << shared_bit, or 0 */
 static uint8_t expect_private[RESERVE / PAGE];   /* what the guest believes, per page of the reservation */
 
-/* ---- one TAP line per step: the first failure of the step is kept for a diagnostic ---- */
-
-static int step_ok;
-static char step_why[200];
-
-static void begin(void) { step_ok = 1; step_why[0] = 0; }
-
-TSVMM_PRINTF(1, 2) static void fail(const char *fmt, ...)
-{
-	if (step_ok) {
-		va_list ap;
-		va_start(ap, fmt);
-		tsvmm_vsnprintf(step_why, sizeof(step_why), fmt, ap);
-		va_end(ap);
-	}
-	step_ok = 0;
-}
-
-TSVMM_PRINTF(1, 2) static int end(const char *fmt, ...)
-{
-	char text[200];
-	va_list ap;
-	va_start(ap, fmt);
-	tsvmm_vsnprintf(text, sizeof(text), fmt, ap);
-	va_end(ap);
-	tap_ok(step_ok, "%s", text);
-	if (!step_ok)
-		tap_diag("  first failure: %s", step_why);
-	return step_ok;
-}
-
 typedef unsigned long long ull;
 
 /* ---- state the guest expects, and the views ---- */
@@ -126,7 +95,7 @@ static int verify(uint64_t gpa, uint64_t size, uint8_t byte, const char *what)
 		volatile uint8_t *p = view(g);
 		uint64_t off = tsvmm_find_not(p, run, byte);
 		if (off != run) {
-			fail("guest read 0x%02x at 0x%llx (%s view), expected 0x%02x (%s)", p[off], (ull)(g + off),
+			tap_step_fail("guest read 0x%02x at 0x%llx (%s view), expected 0x%02x (%s)", p[off], (ull)(g + off),
 			     is_private(g) ? "private" : "shared", byte, what);
 			return 0;
 		}
@@ -141,7 +110,7 @@ static void convert(uint64_t gpa, uint64_t size, int to_private, unsigned hint)
 {
 	long r = tsvmm_map_gpa_range(gpa, size / PAGE, (to_private ? P_PRIVATE : P_SHARED) | hint);
 	if (r) {
-		fail("MAP_GPA_RANGE(0x%llx, %llu pages, %s) returned %ld", (ull)gpa, (ull)(size / PAGE),
+		tap_step_fail("MAP_GPA_RANGE(0x%llx, %llu pages, %s) returned %ld", (ull)gpa, (ull)(size / PAGE),
 		     to_private ? "private" : "shared", r);
 		return;
 	}
@@ -154,7 +123,7 @@ static void count(uint64_t gpa, uint64_t size)
 	int64_t got = tsvmm_host_count_private(gpa, size);
 	uint64_t want = expected_count(gpa, size);
 	if (got != (int64_t)want)
-		fail("COUNT_PRIVATE [0x%llx, 0x%llx) = %lld, guest expects %llu", (ull)gpa, (ull)(gpa + size),
+		tap_step_fail("COUNT_PRIVATE [0x%llx, 0x%llx) = %lld, guest expects %llu", (ull)gpa, (ull)(gpa + size),
 		     (long long)got, (ull)want);
 }
 
@@ -164,7 +133,7 @@ static void host_shared(uint64_t gpa, uint64_t size, uint8_t cur, int new)
 	uint64_t found = 0, value = 0;
 	int rc = tsvmm_host_check_shared(gpa, size, cur, new, &found, &value);
 	if (rc)
-		fail("CHECK_SHARED [0x%llx, 0x%llx) expect 0x%02x: result %d, host saw 0x%02llx at 0x%llx", (ull)gpa,
+		tap_step_fail("CHECK_SHARED [0x%llx, 0x%llx) expect 0x%02x: result %d, host saw 0x%02llx at 0x%llx", (ull)gpa,
 		     (ull)(gpa + size), cur, rc, (ull)value, (ull)found);
 }
 
@@ -174,7 +143,7 @@ static void host_private(uint64_t gpa, uint64_t size, uint8_t pattern, const cha
 	uint64_t found = 0, value = 0;
 	int rc = tsvmm_host_check_private(gpa, size, pattern, &found, &value);
 	if (rc)
-		fail("CHECK_PRIVATE [0x%llx, 0x%llx) pattern 0x%02x (%s): result %d, host saw 0x%02llx at 0x%llx",
+		tap_step_fail("CHECK_PRIVATE [0x%llx, 0x%llx) pattern 0x%02x (%s): result %d, host saw 0x%02llx at 0x%llx",
 		     (ull)gpa, (ull)(gpa + size), pattern, what, rc, (ull)value, (ull)found);
 }
 
@@ -182,7 +151,7 @@ static void punch(uint64_t gpa, uint64_t size)
 {
 	int rc = tsvmm_host_punch_private(gpa, size);
 	if (rc)
-		fail("PUNCH_PRIVATE [0x%llx, 0x%llx): result %d", (ull)gpa, (ull)(gpa + size), rc);
+		tap_step_fail("PUNCH_PRIVATE [0x%llx, 0x%llx): result %d", (ull)gpa, (ull)(gpa + size), rc);
 }
 
 /* The rest of the chunk around [gpa, gpa + size) still reads byte. */
@@ -207,7 +176,7 @@ static void conversions(int pass)
 		const char *hint_name = hint ? "2M" : "4K";
 
 		/* i-iv: shared 0x11, to private, fresh zero pages, private 0x22 invisible to the host */
-		begin();
+		tap_step_begin();
 		fill(gpa, size, P1);
 		convert(gpa, size, 1, hint);
 		count(gpa, size);
@@ -218,11 +187,11 @@ static void conversions(int pass)
 		host_private(gpa, size, P1, "the shared data, discarded by the conversion");
 		verify(gpa, size, P2, "private data");
 		verify_rest(gpa, size, INIT_P, "the rest of the chunk, still shared");
-		end("pass %d [%s +%s] to private (%s hint): ret 0, COUNT %llu, reads zero, private 0x22 invisible to the host, rest 0xcc",
+		tap_step_end("pass %d [%s +%s] to private (%s hint): ret 0, COUNT %llu, reads zero, private 0x22 invisible to the host, rest 0xcc",
 		    pass + 1, offset_name(ranges[k].offset), size_name(size), hint_name, (ull)n);
 
 		/* v: single pages inside the private range: odd ones to shared (first two and last two pages) */
-		begin();
+		tap_step_begin();
 		uint64_t odd = 0;
 		for (uint64_t j = 0; j < n; j++) {
 			if (j >= 4 && j + 2 < n)
@@ -242,11 +211,11 @@ static void conversions(int pass)
 			uint64_t page = gpa + j * PAGE;
 			verify(page, PAGE, is_private(page) ? P2 : P3, is_private(page) ? "private data next to converted pages" : "host fill");
 		}
-		end("pass %d [%s +%s] single pages: %llu odd page(s) to shared read the host's 0x33, even ones stay private (COUNT %llu)",
+		tap_step_end("pass %d [%s +%s] single pages: %llu odd page(s) to shared read the host's 0x33, even ones stay private (COUNT %llu)",
 		    pass + 1, offset_name(ranges[k].offset), size_name(size), (ull)odd, (ull)(n - odd));
 
 		/* vi-viii: the range back to shared, host round trip 0x33 -> 0x44, reset 0xcc, whole chunk shared */
-		begin();
+		tap_step_begin();
 		convert(gpa, size, 0, hint);
 		count(gpa, size);
 		for (uint64_t j = 0; j < n; j++) {
@@ -262,7 +231,7 @@ static void conversions(int pass)
 		convert(base, CHUNK, 0, 0);
 		count(base, CHUNK);
 		verify(base, CHUNK, INIT_P, "the whole chunk after the reset");
-		end("pass %d [%s +%s] back to shared: formerly private pages read zero, host saw 0x33 and wrote 0x44, chunk reset to 0xcc",
+		tap_step_end("pass %d [%s +%s] back to shared: formerly private pages read zero, host saw 0x33 and wrote 0x44, chunk reset to 0xcc",
 		    pass + 1, offset_name(ranges[k].offset), size_name(size));
 	}
 }
@@ -273,7 +242,7 @@ static void punch_holes(int precise)
 {
 	for (unsigned k = 0; k < NR_RANGES; k++) {
 		uint64_t gpa = base + ranges[k].offset, size = ranges[k].size;
-		begin();
+		tap_step_begin();
 		punch(base, CHUNK);
 		count(base, CHUNK);
 		verify(base, CHUNK, 0, "the chunk after punching all of it");
@@ -288,7 +257,7 @@ static void punch_holes(int precise)
 		count(base, CHUNK);
 		verify(gpa, size, 0, "the punched range");
 		verify_rest(gpa, size, precise ? 0 : INIT_P, precise ? "never written since the punch" : "private data outside the hole");
-		end("punch %s [%s +%s]: state stays private, the hole reads zero, %s", precise ? "precise" : "not precise",
+		tap_step_end("punch %s [%s +%s]: state stays private, the hole reads zero, %s", precise ? "precise" : "not precise",
 		    offset_name(ranges[k].offset), size_name(size), precise ? "nothing else was written" : "the rest of the chunk survives");
 	}
 }
@@ -335,13 +304,13 @@ static void bad_requests(const struct tsvmm_boot_info *boot)
 	tap_ok(unaligned == TSVMM_EINVAL && unknown == TSVMM_EINVAL,
 	       "bad host requests refused with 22: unaligned COUNT_PRIVATE -> %d, unknown op 99 -> %d", unaligned, unknown);
 
-	begin();
+	tap_step_begin();
 	count(base, RESERVE);
 	convert(base, PAGE, 1, 0);
 	count(base, PAGE);
 	convert(base, PAGE, 0, 0);
 	count(base, CHUNK);
-	end("the guest keeps running after the refusals, no state changed, and a good request still works");
+	tap_step_end("the guest keeps running after the refusals, no state changed, and a good request still works");
 }
 
 int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
@@ -390,17 +359,17 @@ int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 	tap_diag("expected-implicit-conversions 0");
 
 	/* setup: the VMM agrees the reservation starts in the flagged state; private data stays private */
-	begin();
+	tap_step_begin();
 	if (alias) {
 		int rc = tsvmm_map(base | alias, base | alias, RESERVE, TSVMM_MAP_2M);
 		if (rc)
-			fail("tsvmm_map of the shared view failed: %d", rc);
+			tap_step_fail("tsvmm_map of the shared view failed: %d", rc);
 	}
 	count(base, RESERVE);
-	end("chunk at 0x%llx: the VMM counts %llu of %llu reserved pages private, as the RAM map says", (ull)base,
+	tap_step_end("chunk at 0x%llx: the VMM counts %llu of %llu reserved pages private, as the RAM map says", (ull)base,
 	    (ull)expected_count(base, RESERVE), (ull)(RESERVE / PAGE));
 
-	begin();
+	tap_step_begin();
 	if (starts_private) {
 		fill(base, CHUNK, 0x5a);
 		host_private(base, CHUNK, 0x5a, "private data written before any conversion");
@@ -408,34 +377,34 @@ int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 	convert(base, CHUNK, 0, 0);
 	count(base, RESERVE);
 	verify(base, CHUNK, 0, "the chunk converted to shared is fresh");
-	end("chunk to shared: ret 0, COUNT 0, reads zero (private data 0x5a did not carry)");
+	tap_step_end("chunk to shared: ret 0, COUNT 0, reads zero (private data 0x5a did not carry)");
 
 	/* 14a: the guest writes 0xaa, the host sees it and writes 0xcc, the guest sees 0xcc */
-	begin();
+	tap_step_begin();
 	fill(base, CHUNK, 0xaa);
 	host_shared(base, CHUNK, 0xaa, INIT_P);
 	verify(base, CHUNK, INIT_P, "the host's fill");
-	end("shared chunk: guest wrote 0xaa, the host saw it and wrote 0xcc, the guest sees 0xcc");
+	tap_step_end("shared chunk: guest wrote 0xaa, the host saw it and wrote 0xcc, the guest sees 0xcc");
 
 	conversions(0);
 	conversions(1);
 
 	/* 15: the chunk private, punch holes */
-	begin();
+	tap_step_begin();
 	convert(base, CHUNK, 1, 0);
 	count(base, CHUNK);
 	verify(base, CHUNK, 0, "the chunk converted to private is fresh");
-	end("chunk to private for the punch tests: COUNT %llu, reads zero", (ull)CHUNK_PAGES);
+	tap_step_end("chunk to private for the punch tests: COUNT %llu, reads zero", (ull)CHUNK_PAGES);
 	punch_holes(0);
 	punch_holes(1);
 
-	begin();
+	tap_step_begin();
 	fill(base, CHUNK, 0x77);
 	convert(base, CHUNK, 0, 0);
 	count(base, CHUNK);
 	verify(base, CHUNK, 0, "private data 0x77 must not carry to shared");
 	host_shared(base, CHUNK, 0, -1);
-	end("chunk back to shared: COUNT 0, the guest and the host read zero (private 0x77 did not carry)");
+	tap_step_end("chunk back to shared: COUNT 0, the guest and the host read zero (private 0x77 did not carry)");
 
 	bad_requests(boot);
 	return tap_status();

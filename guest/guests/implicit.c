@@ -49,43 +49,13 @@ static void touching(unsigned i, enum view v)
 	}
 }
 
-/* ---- one TAP line per step, first failure kept ---- */
-
-static int step_ok;
-static char step_why[200];
-
-static void begin(void) { step_ok = 1; step_why[0] = 0; }
-
-TSVMM_PRINTF(1, 2) static void fail(const char *fmt, ...)
-{
-	if (step_ok) {
-		va_list ap;
-		va_start(ap, fmt);
-		tsvmm_vsnprintf(step_why, sizeof(step_why), fmt, ap);
-		va_end(ap);
-	}
-	step_ok = 0;
-}
-
-TSVMM_PRINTF(1, 2) static void end(const char *fmt, ...)
-{
-	char text[200];
-	va_list ap;
-	va_start(ap, fmt);
-	tsvmm_vsnprintf(text, sizeof(text), fmt, ap);
-	va_end(ap);
-	tap_ok(step_ok, "%s", text);
-	if (!step_ok)
-		tap_diag("  first failure: %s", step_why);
-}
-
 /* The VMM's map agrees with priv[] for every test page (one request per page). */
 static void count_all(void)
 {
 	for (unsigned i = 0; i < NP; i++) {
 		int64_t got = tsvmm_host_count_private(region + i * PAGE, PAGE);
 		if (got != priv[i])
-			fail("COUNT_PRIVATE page %u (0x%llx) = %lld, guest expects %u (%s)", i, (ull)(region + i * PAGE),
+			tap_step_fail("COUNT_PRIVATE page %u (0x%llx) = %lld, guest expects %u (%s)", i, (ull)(region + i * PAGE),
 			     (long long)got, priv[i], priv[i] ? "private" : "shared");
 	}
 }
@@ -98,16 +68,16 @@ static void expect_page(unsigned i, uint8_t byte, int word_off, uint64_t word)
 	if (word_off >= 0) {
 		uint64_t got = *(volatile uint64_t *)(p + word_off);
 		if (got != word)
-			fail("page %u: read 0x%llx at +0x%x through the %s view, expected 0x%llx", i, (ull)got, word_off,
+			tap_step_fail("page %u: read 0x%llx at +0x%x through the %s view, expected 0x%llx", i, (ull)got, word_off,
 			     view_name((enum view)priv[i]), (ull)word);
 		uint64_t off = tsvmm_find_not(p, (uint64_t)word_off, byte);
 		if (off != (uint64_t)word_off)
-			fail("page %u: read 0x%02x at +0x%llx, expected 0x%02x", i, p[off], (ull)off, byte);
+			tap_step_fail("page %u: read 0x%02x at +0x%llx, expected 0x%02x", i, p[off], (ull)off, byte);
 		start = (uint64_t)word_off + 8;
 	}
 	uint64_t off = tsvmm_find_not(p + start, PAGE - start, byte);
 	if (off != PAGE - start)
-		fail("page %u: read 0x%02x at +0x%llx through the %s view, expected 0x%02x", i, p[start + off],
+		tap_step_fail("page %u: read 0x%02x at +0x%llx through the %s view, expected 0x%02x", i, p[start + off],
 		     (ull)(start + off), view_name((enum view)priv[i]), byte);
 }
 
@@ -118,7 +88,7 @@ static void host_sees(unsigned first, unsigned count, uint8_t byte, int fill)
 	int rc = priv[first] ? tsvmm_host_check_private(gpa, size, byte, &found, &value)
 			     : tsvmm_host_check_shared(gpa, size, byte, fill, &found, &value);
 	if (rc)
-		fail("%s [0x%llx, 0x%llx) byte 0x%02x: result %d, host saw 0x%02llx at 0x%llx",
+		tap_step_fail("%s [0x%llx, 0x%llx) byte 0x%02x: result %d, host saw 0x%02llx at 0x%llx",
 		     priv[first] ? "CHECK_PRIVATE" : "CHECK_SHARED", (ull)gpa, (ull)(gpa + size), byte, rc, (ull)value,
 		     (ull)found);
 }
@@ -162,20 +132,20 @@ int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 	tap_diag("expected-implicit-conversions %u", EXPECTED_CONVERSIONS);
 
 	/* 1: map the shared view; the VMM agrees every page starts private */
-	begin();
+	tap_step_begin();
 	int rc = tsvmm_map(region | alias, region | alias, HUGE, TSVMM_MAP_2M);
 	if (rc)
-		fail("tsvmm_map of the shared view at 0x%llx failed: %d", (ull)(region | alias), rc);
+		tap_step_fail("tsvmm_map of the shared view at 0x%llx failed: %d", (ull)(region | alias), rc);
 	count_all();
-	end("shared view of [0x%llx, +%u pages) mapped at 0x%llx; the VMM counts all %u pages private", (ull)region, NP,
+	tap_step_end("shared view of [0x%llx, +%u pages) mapped at 0x%llx; the VMM counts all %u pages private", (ull)region, NP,
 	    (ull)(region | alias), NP);
-	if (!step_ok) {
+	if (!tap_step_ok()) {
 		tap_diag("cannot go on without the shared view and a private start");
 		return tap_status();
 	}
 
 	/* 2: private data through the live (private) view: no conversion */
-	begin();
+	tap_step_begin();
 	for (unsigned i = 0; i < NP; i++) {
 		touching(i, PRIVATE_VIEW);
 		memset((void *)at(i, PRIVATE_VIEW), pattern(i), PAGE);
@@ -185,87 +155,87 @@ int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 		host_sees(i, 1, pattern(i), -1);
 	}
 	count_all();
-	end("wrote 0xa0+i to pages 0-7 through the private view: read back, invisible to the host, no conversion");
+	tap_step_end("wrote 0xa0+i to pages 0-7 through the private view: read back, invisible to the host, no conversion");
 
 	/* 3: page 0 read through the shared view: one conversion, a fresh zero page */
-	begin();
+	tap_step_begin();
 	touching(0, SHARED_VIEW);
 	uint64_t v = *(volatile uint64_t *)at(0, SHARED_VIEW);
 	if (v)
-		fail("first read of page 0 through the shared view gave 0x%llx, expected a fresh zero page", (ull)v);
+		tap_step_fail("first read of page 0 through the shared view gave 0x%llx, expected a fresh zero page", (ull)v);
 	expect_page(0, 0, -1, 0);
 	for (unsigned i = 1; i < NP; i++)
 		expect_page(i, pattern(i), -1, 0);
 	count_all();
-	end("read page 0 through the shared view: converted to shared (conversion %u), reads zero, pages 1-7 keep their private data",
+	tap_step_end("read page 0 through the shared view: converted to shared (conversion %u), reads zero, pages 1-7 keep their private data",
 	    conversions);
 
 	/* 4: page 0 written through its now-live shared view: no conversion; the host sees it and writes 0x5b */
-	begin();
+	tap_step_begin();
 	touching(0, SHARED_VIEW);
 	memset((void *)at(0, SHARED_VIEW), 0x5a, PAGE);
 	expect_page(0, 0x5a, -1, 0);
 	host_sees(0, 1, 0x5a, 0x5b);
 	expect_page(0, 0x5b, -1, 0);
 	count_all();
-	end("wrote 0x5a to page 0 through the shared view: no conversion, the host saw 0x5a and wrote 0x5b, the guest sees 0x5b");
+	tap_step_end("wrote 0x5a to page 0 through the shared view: no conversion, the host saw 0x5a and wrote 0x5b, the guest sees 0x5b");
 
 	/* 5: one 8-byte store to page 1 through the shared view: converted, the store retried on a fresh page */
-	begin();
+	tap_step_begin();
 	touching(1, SHARED_VIEW);
 	*(volatile uint64_t *)(at(1, SHARED_VIEW) + 0x800) = 0x1122334455667788ULL;
 	expect_page(1, 0, 0x800, 0x1122334455667788ULL);
 	count_all();
-	end("8-byte store to page 1 through the shared view: converted (conversion %u), the retried store landed on a zero page",
+	tap_step_end("8-byte store to page 1 through the shared view: converted (conversion %u), the retried store landed on a zero page",
 	    conversions);
 
 	/* 6: page 0 read through the private view again: back to private, zero; the shared 0x5b is gone from the host */
-	begin();
+	tap_step_begin();
 	touching(0, PRIVATE_VIEW);
 	v = *(volatile uint64_t *)at(0, PRIVATE_VIEW);
 	if (v)
-		fail("first read of page 0 through the private view gave 0x%llx, expected a fresh zero page", (ull)v);
+		tap_step_fail("first read of page 0 through the private view gave 0x%llx, expected a fresh zero page", (ull)v);
 	expect_page(0, 0, -1, 0);
 	host_sees(0, 1, 0x5b, -1);
 	count_all();
-	end("read page 0 through the private view: converted back (conversion %u), reads zero (not 0xa0), the host no longer holds 0x5b",
+	tap_step_end("read page 0 through the private view: converted back (conversion %u), reads zero (not 0xa0), the host no longer holds 0x5b",
 	    conversions);
 
 	/* 7: private data on page 0 through the live view */
-	begin();
+	tap_step_begin();
 	touching(0, PRIVATE_VIEW);
 	memset((void *)at(0, PRIVATE_VIEW), 0xc3, PAGE);
 	expect_page(0, 0xc3, -1, 0);
 	host_sees(0, 1, 0xc3, -1);
 	count_all();
-	end("wrote 0xc3 to page 0 through the private view: no conversion, invisible to the host");
+	tap_step_end("wrote 0xc3 to page 0 through the private view: no conversion, invisible to the host");
 
 	/* 8: a whole-page rep stos to page 2 through the shared view: one conversion, then the rest of the page */
-	begin();
+	tap_step_begin();
 	touching(2, SHARED_VIEW);
 	memset((void *)at(2, SHARED_VIEW), 0x66, PAGE);
 	expect_page(2, 0x66, -1, 0);
 	host_sees(2, 1, 0x66, -1);
 	count_all();
-	end("rep stos of 0x66 over page 2 through the shared view: converted once (conversion %u), the host sees 0x66",
+	tap_step_end("rep stos of 0x66 over page 2 through the shared view: converted once (conversion %u), the host sees 0x66",
 	    conversions);
 
 	/* 9: page 3 bounced: read through the shared view, then a store through the private view */
-	begin();
+	tap_step_begin();
 	touching(3, SHARED_VIEW);
 	v = *(volatile uint64_t *)(at(3, SHARED_VIEW) + 0x10);
 	if (v)
-		fail("first read of page 3 through the shared view gave 0x%llx", (ull)v);
+		tap_step_fail("first read of page 3 through the shared view gave 0x%llx", (ull)v);
 	count_all();
 	touching(3, PRIVATE_VIEW);
 	*(volatile uint64_t *)at(3, PRIVATE_VIEW) = 0x0123456789abcdefULL;
 	expect_page(3, 0, 0, 0x0123456789abcdefULL);
 	count_all();
-	end("page 3: read through the shared view, then a store through the private view: two conversions (now %u), zero page plus the store",
+	tap_step_end("page 3: read through the shared view, then a store through the private view: two conversions (now %u), zero page plus the store",
 	    conversions);
 
 	/* 10: one rep stos over pages 4-7 through the shared view: one conversion per page */
-	begin();
+	tap_step_begin();
 	for (unsigned i = 4; i < 8; i++)
 		touching(i, SHARED_VIEW);
 	memset((void *)at(4, SHARED_VIEW), 0x99, 4 * PAGE);
@@ -273,11 +243,11 @@ int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 		expect_page(i, 0x99, -1, 0);
 	host_sees(4, 4, 0x99, -1);
 	count_all();
-	end("rep stos of 0x99 over pages 4-7 through the shared view: each page converted on its first touch (now %u), the host sees 0x99",
+	tap_step_end("rep stos of 0x99 over pages 4-7 through the shared view: each page converted on its first touch (now %u), the host sees 0x99",
 	    conversions);
 
 	/* 11: live views again: no conversions, all data where it was left */
-	begin();
+	tap_step_begin();
 	unsigned before = conversions;
 	for (unsigned i = 0; i < NP; i++) {
 		touching(i, (enum view)priv[i]);
@@ -294,21 +264,21 @@ int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 	host_sees(4, 4, 0x99, -1);
 	count_all();
 	if (conversions != before)
-		fail("bookkeeping: live-view touches counted as conversions");
-	end("touching every page through its live view converts nothing; data written through live views stays");
+		tap_step_fail("bookkeeping: live-view touches counted as conversions");
+	tap_step_end("touching every page through its live view converts nothing; data written through live views stays");
 
 	/* 12: the VMM's final map equals the guest's, and the count the lab compares */
-	begin();
+	tap_step_begin();
 	count_all();
 	int64_t total = tsvmm_host_count_private(region, NP * PAGE);
 	uint64_t want = 0;
 	for (unsigned i = 0; i < NP; i++)
 		want += priv[i];
 	if (total != (int64_t)want)
-		fail("COUNT_PRIVATE of all %u pages = %lld, guest expects %llu", NP, (long long)total, (ull)want);
+		tap_step_fail("COUNT_PRIVATE of all %u pages = %lld, guest expects %llu", NP, (long long)total, (ull)want);
 	if (conversions != EXPECTED_CONVERSIONS)
-		fail("the guest caused %u implicit conversions, this file promises %u", conversions, EXPECTED_CONVERSIONS);
-	end("final state: pages 0 and 3 private, 1, 2, 4-7 shared (%llu private); %u implicit conversions caused", (ull)want,
+		tap_step_fail("the guest caused %u implicit conversions, this file promises %u", conversions, EXPECTED_CONVERSIONS);
+	tap_step_end("final state: pages 0 and 3 private, 1, 2, 4-7 shared (%llu private); %u implicit conversions caused", (ull)want,
 	    conversions);
 	return tap_status();
 }

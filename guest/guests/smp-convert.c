@@ -44,9 +44,6 @@ static struct {
 } result[TSVMM_MAX_CPUS];
 
 /* vCPU 0's own check failures per TAP step */
-static int step_ok;
-static char step_why[200];
-
 static volatile uint32_t setup_done;   /* 1 = go, 2 = give up */
 
 /* ---- barrier (sense by generation), bounded ---- */
@@ -81,31 +78,6 @@ TSVMM_PRINTF(2, 3) static void cpu_fail(uint32_t cpu, const char *fmt, ...)
 	}
 }
 
-TSVMM_PRINTF(1, 2) static void fail(const char *fmt, ...)
-{
-	if (step_ok) {
-		va_list ap;
-		va_start(ap, fmt);
-		tsvmm_vsnprintf(step_why, sizeof(step_why), fmt, ap);
-		va_end(ap);
-	}
-	step_ok = 0;
-}
-
-static void begin(void) { step_ok = 1; step_why[0] = 0; }
-
-TSVMM_PRINTF(1, 2) static void end(const char *fmt, ...)
-{
-	char text[200];
-	va_list ap;
-	va_start(ap, fmt);
-	tsvmm_vsnprintf(text, sizeof(text), fmt, ap);
-	va_end(ap);
-	tap_ok(step_ok, "%s", text);
-	if (!step_ok)
-		tap_diag("  first failure: %s", step_why);
-}
-
 /* ---- layout and requests ---- */
 
 static uint64_t page_gpa(uint32_t page) { return region + page * PAGE; }
@@ -135,7 +107,7 @@ static void check_count(uint32_t first, uint32_t count)
 		want += expect_private[p];
 	int64_t got = tsvmm_host_count_private(page_gpa(first), count * PAGE);
 	if (got != (int64_t)want)
-		fail("COUNT_PRIVATE pages [%u, %u) = %lld, guest computed %llu", first, first + count, (long long)got,
+		tap_step_fail("COUNT_PRIVATE pages [%u, %u) = %lld, guest computed %llu", first, first + count, (long long)got,
 		     (ull)want);
 }
 
@@ -271,9 +243,9 @@ int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 		tap_diag("expected-implicit-conversions 0");
 		if (ncpu == 1)
 			tap_diag("only one vCPU: nothing runs concurrently (run with --cpus 2 or more)");
-		begin();
+		tap_step_begin();
 		check_runs(0, RESERVE_PAGES);
-		end("the VMM's map of the 2 MiB reservation at 0x%llx matches the RAM map (%s)", (ull)region,
+		tap_step_end("the VMM's map of the 2 MiB reservation at 0x%llx matches the RAM map (%s)", (ull)region,
 		    expect_private[0] ? "private" : "shared");
 		__atomic_store_n(&setup_done, 1, __ATOMIC_RELEASE);
 	}
@@ -285,10 +257,10 @@ int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 		if (cpu == 0 && !lost) {
 			for (uint32_t p = 0; p < OVERLAP; p++)
 				expect_private[p] = (uint8_t)agreeing_state(round);
-			begin();
+			tap_step_begin();
 			check_count(0, OVERLAP);
 			check_count(0, region_pages());
-			end("round %u: %u vCPUs converted the overlap to %s at once (whole, halves, windows), slices to their patterns: counts match",
+			tap_step_end("round %u: %u vCPUs converted the overlap to %s at once (whole, halves, windows), slices to their patterns: counts match",
 			    round, ncpu, agreeing_state(round) ? "private" : "shared");
 		}
 		lost |= !barrier();
@@ -297,9 +269,9 @@ int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 		phase_b(cpu, round);
 		lost |= !barrier();
 		if (cpu == 0 && !lost) {
-			begin();
+			tap_step_begin();
 			unsigned runs = check_runs(0, region_pages());
-			end("round %u: after racing conflicting windows, last writer vCPU %u set the overlap: all %u runs match",
+			tap_step_end("round %u: after racing conflicting windows, last writer vCPU %u set the overlap: all %u runs match",
 			    round, round % ncpu, runs);
 		}
 		lost |= !barrier();
@@ -307,12 +279,12 @@ int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 
 	if (!lost) {
 		if (cpu == 0) {
-			begin();
+			tap_step_begin();
 			for (uint32_t p = 0; p < OVERLAP; p++)
 				check_count(p, 1);
 			check_runs(OVERLAP, ncpu * SLICE);
 			check_count(0, RESERVE_PAGES);
-			end("final map: the overlap page by page and every slice run equal the computed state");
+			tap_step_end("final map: the overlap page by page and every slice run equal the computed state");
 		}
 		lost |= !barrier();
 		slice_data(cpu);

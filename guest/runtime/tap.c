@@ -73,3 +73,47 @@ int tap_status(void)
 	}
 	return TSVMM_STATUS_PASS;
 }
+
+static struct {
+	int ok;
+	char why[200];
+} steps[TSVMM_MAX_CPUS];
+
+void tap_step_begin(void)
+{
+	steps[tsvmm_cpu()].ok = 1;
+	steps[tsvmm_cpu()].why[0] = 0;
+}
+
+void tap_step_fail(const char *fmt, ...)
+{
+	uint32_t cpu = tsvmm_cpu();
+
+	if (steps[cpu].ok) {
+		va_list ap;
+		va_start(ap, fmt);
+		tsvmm_vsnprintf(steps[cpu].why, sizeof(steps[cpu].why), fmt, ap);
+		va_end(ap);
+	}
+	steps[cpu].ok = 0;
+}
+
+int tap_step_ok(void)
+{
+	return steps[tsvmm_cpu()].ok;
+}
+
+int tap_step_end(const char *fmt, ...)
+{
+	uint32_t cpu = tsvmm_cpu();
+	char text[200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	tsvmm_vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	tap_ok(steps[cpu].ok, "%s", text);
+	if (!steps[cpu].ok)
+		tap_diag("  first failure: %s", steps[cpu].why);
+	return steps[cpu].ok;
+}

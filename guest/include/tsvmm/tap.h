@@ -21,4 +21,15 @@ void tap_skip_all(const char *fmt, ...) TSVMM_PRINTF(1, 2);
 /* 0 if every test passed and the count matches the plan; else TSVMM_STATUS_FAIL (with a diag line). */
 int tap_status(void);
 
+/*
+ * Steps: one TAP line for many checks. tap_step_begin(); tap_step_fail("...") for each failed
+ * check (the first failure is kept); tap_step_end("text") prints the line, with the first failure
+ * as a diag line, and returns whether the step passed. State is per vCPU.
+ */
+void tap_step_begin(void);
+void tap_step_fail(const char *fmt, ...) TSVMM_PRINTF(1, 2);
+int tap_step_end(const char *fmt, ...) TSVMM_PRINTF(1, 2);
+/* Whether the current step has no failure yet */
+int tap_step_ok(void);
+
 #endif
