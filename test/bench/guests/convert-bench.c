@@ -1,0 +1,179 @@
+/*
+ * convert-bench: the conversion guest of `npm run bench` (test/bench/convert-lab.ts runs it in the
+ * nested lab; built by test/bench/Makefile like guests/exits.c, with the guest runtime).
+ *
+ *   mode=convert size=4k|2m|4k,2m n=N [warm=W]
+ *       per size: W untimed, then N timed round trips private -> shared -> private of one range
+ *       through tsvmm_map_gpa_range (KVM_HC_MAP_GPA_RANGE; the 2 MiB range with the 2M page-size
+ *       hint). The range is never touched: this is the cost of the conversion itself.
+ *   mode=implicit n=N [warm=W]   (needs --shared-bit N, memslots backend)
+ *       W + N distinct pages, one after the other, each touched once (an 8-byte store) through
+ *       the shared view while private: each is a KVM_EXIT_MEMORY_FAULT, a conversion to shared
+ *       and a retry of the store.
+ *
+ * The range lies in the middle of the private RAM: the guest reserves 2 MiB it never uses, then
+ * the range (2 MiB aligned), so the pages on both sides of it are private.
+ *
+ * Output (one line each, parseable; `key=value` words):
+ *   convert-bench: setup mode=... backend=... free_base=0x... ram_end=0x... gpa=0x... shared_bit=N
+ *   convert-bench: result mode=convert size=4096 n=N warm=W conversions=2N ticks_total=T ticks_min=T ticks_median=T
+ *   convert-bench: result mode=implicit size=4096 n=N warm=W conversions=N ticks_total=T ticks_min=T ticks_median=T
+ *   convert-bench: skip <reason>          (status 0: nothing to measure here)
+ *   convert-bench: error <what>           (status 1)
+ * Ticks are the guest's rdtsc per round trip (convert) or per touch (implicit); the bench
+ * converts them with a rate it calibrates against the VMM's own event times.
+ */
+#include <tsvmm/tsvmm.h>
+
+TSVMM_GUEST_DESCRIPTION("bench: conversion round trips (mode=convert size=4k|2m n=N) or implicit conversions (mode=implicit n=N) (npm run bench)");
+TSVMM_GUEST_WANTS_PRIVATE();
+
+#define PAGE   0x1000ULL
+#define HUGE   0x200000ULL
+#define MAX_N  8192
+
+typedef unsigned long long ull;
+
+static uint64_t ticks[MAX_N];
+
+static inline uint64_t rdtsc(void)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("lfence; rdtsc" : "=a"(lo), "=d"(hi) : : "memory");
+	return ((uint64_t)hi << 32) | lo;
+}
+
+/* shell sort: the guest runs under nested TCG, an O(n^2) sort of 8192 values would show */
+static void sort(uint64_t *v, unsigned n)
+{
+	static const unsigned gaps[] = { 1750, 701, 301, 132, 57, 23, 10, 4, 1 };
+	for (unsigned g = 0; g < sizeof(gaps) / sizeof(gaps[0]); g++) {
+		unsigned gap = gaps[g];
+		for (unsigned i = gap; i < n; i++) {
+			uint64_t x = v[i];
+			unsigned j = i;
+			for (; j >= gap && v[j - gap] > x; j -= gap)
+				v[j] = v[j - gap];
+			v[j] = x;
+		}
+	}
+}
+
+static void report(const char *mode, uint64_t size, unsigned n, unsigned warm, unsigned conversions)
+{
+	uint64_t total = 0;
+	for (unsigned i = 0; i < n; i++)
+		total += ticks[i];
+	sort(ticks, n);
+	tsvmm_printf("convert-bench: result mode=%s size=%llu n=%u warm=%u conversions=%u ticks_total=%llu ticks_min=%llu ticks_median=%llu\n",
+		     mode, (ull)size, n, warm, conversions, (ull)total, (ull)ticks[0], (ull)ticks[n / 2]);
+}
+
+static int error(const char *what, ull a, ull b)
+{
+	tsvmm_printf("convert-bench: error %s (0x%llx, %lld)\n", what, a, (long long)b);
+	return 1;
+}
+
+static int convert_round_trips(uint64_t gpa, uint64_t size, unsigned n, unsigned warm)
+{
+	uint64_t pages = size / PAGE;
+	uint64_t hint = size == HUGE ? TSVMM_MAP_GPA_PAGE_SZ_2M : TSVMM_MAP_GPA_PAGE_SZ_4K;
+	for (unsigned i = 0; i < warm + n; i++) {
+		uint64_t t0 = rdtsc();
+		long r1 = tsvmm_map_gpa_range(gpa, pages, TSVMM_MAP_GPA_SHARED | hint);
+		long r2 = tsvmm_map_gpa_range(gpa, pages, TSVMM_MAP_GPA_PRIVATE | hint);
+		uint64_t t1 = rdtsc();
+		if (r1 || r2)
+			return error("tsvmm_map_gpa_range failed (gpa, ret)", gpa, r1 ? r1 : r2);
+		if (i >= warm)
+			ticks[i - warm] = t1 - t0;
+	}
+	report("convert", size, n, warm, 2 * n);
+	return 0;
+}
+
+static int implicit_touches(uint64_t gpa, uint64_t alias, unsigned n, unsigned warm)
+{
+	for (unsigned i = 0; i < warm + n; i++) {
+		volatile uint64_t *p = (volatile uint64_t *)(uintptr_t)((gpa + i * PAGE) | alias);
+		uint64_t t0 = rdtsc();
+		*p = i;
+		uint64_t t1 = rdtsc();
+		if (i >= warm)
+			ticks[i - warm] = t1 - t0;
+	}
+	report("implicit", PAGE, n, warm, n);
+	tap_diag("expected-implicit-conversions %u", warm + n);
+	return 0;
+}
+
+int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
+{
+	if (cpu != 0)
+		tsvmm_halt();
+
+	char mode[16] = "", sizes[32] = "4k";
+	tsvmm_cmdline_get("mode", mode, sizeof(mode));
+	tsvmm_cmdline_get("size", sizes, sizeof(sizes));
+	unsigned n = (unsigned)tsvmm_cmdline_uint("n", 100);
+	unsigned warm = (unsigned)tsvmm_cmdline_uint("warm", 10);
+	int implicit = !strcmp(mode, "implicit");
+	if (!implicit && strcmp(mode, "convert"))
+		return error("mode= must be convert or implicit", 0, 0);
+	if (n < 2 || n > MAX_N)
+		return error("n= out of range [2, MAX_N]", n, MAX_N);
+
+	const char *problem = tsvmm_boot_check(boot);
+	unsigned maxphy = tsvmm_maxphyaddr();
+	const char *skip = problem ? problem
+			   : boot->backend == TSVMM_BACKEND_SHARED ? "the VMM offers no private memory"
+			   : implicit && !boot->shared_bit ? "mode=implicit needs a shared-bit layout (--shared-bit N)"
+			   : implicit && maxphy <= boot->shared_bit ? "MAXPHYADDR too small for the shared bit"
+			   : !implicit && boot->convert_method == TSVMM_CONVERT_NONE ? "no conversion method"
+										: 0;
+	/* 2 MiB of private pages left alone before the range, then the range (rounded up to 2 MiB) */
+	uint64_t span = implicit ? ((warm + n) * PAGE + HUGE - 1) & ~(HUGE - 1) : HUGE;
+	uint64_t base = 0, gpa = 0;
+	if (!skip) {
+		base = tsvmm_reserve_pages((HUGE + span) / PAGE, HUGE);
+		const struct tsvmm_ram_range *range = base ? tsvmm_ram_range_of(base, HUGE + span) : 0;
+		if (!range)
+			skip = "not enough free 2 MiB-aligned RAM (raise --mem or lower n=)";
+		else if (!(range->flags & TSVMM_RAM_PRIVATE))
+			skip = "needs free RAM to start private (the default)";
+		else if (range->base + range->size <= base + HUGE + span)
+			skip = "the range would touch the end of the private RAM (raise --mem)";
+		gpa = base + HUGE;
+	}
+	if (skip) {
+		tsvmm_printf("convert-bench: skip %s (backend %s, shared bit %u, MAXPHYADDR %u)\n", skip,
+			     tsvmm_backend_name(boot->backend), boot->shared_bit, maxphy);
+		return 0;
+	}
+	const struct tsvmm_ram_range *ram = tsvmm_ram_range_of(gpa, PAGE);
+	tsvmm_printf("convert-bench: setup mode=%s backend=%s method=%s free_base=0x%llx ram_end=0x%llx gpa=0x%llx shared_bit=%u\n",
+		     mode, tsvmm_backend_name(boot->backend), tsvmm_convert_method_name(boot->convert_method),
+		     (ull)boot->free_base, (ull)(ram->base + ram->size), (ull)gpa, boot->shared_bit);
+
+	if (implicit) {
+		uint64_t alias = 1ULL << boot->shared_bit;
+		int rc = tsvmm_map(gpa | alias, gpa | alias, span, TSVMM_MAP_2M);
+		if (rc)
+			return error("tsvmm_map of the shared view failed", gpa | alias, rc);
+		return implicit_touches(gpa, alias, n, warm);
+	}
+	/* "4k", "2m" or "4k,2m": in that order */
+	for (const char *s = sizes; *s;) {
+		uint64_t size = !strncmp(s, "4k", 2) ? PAGE : !strncmp(s, "2m", 2) ? HUGE : 0;
+		if (!size)
+			return error("size= must be 4k, 2m or 4k,2m", 0, 0);
+		int rc = convert_round_trips(gpa, size, n, warm);
+		if (rc)
+			return rc;
+		s += 2;
+		if (*s == ',')
+			s++;
+	}
+	return 0;
+}
