@@ -526,7 +526,8 @@ async function benchConvert(
         .filter((l) => l.startsWith("tsvmm: "))
         .slice(-1)[0];
       const known = run.status !== null ? LAB_STATUS_WHY[run.status] : undefined;
-      r.skipped = `the lab did not run (${describeFailure(run)}${known ? `: ${known}` : ""})${labSays && !describeFailure(run).includes(labSays) ? `; ${labSays}` : ""}`;
+      const how = run.status !== null && !run.timedOut && !run.error ? `status ${run.status}` : describeFailure(run);
+      r.skipped = `the lab did not run (${how}${known ? `, ${known}` : ""})${labSays ? `: ${labSays.replace(/^tsvmm: /, "")}` : ""}`;
     }
   }
   return results;
