@@ -66,6 +66,11 @@ for (const backend of backends) {
     assert.ok(r.conversions!.summary.some((l) => /pages now: \d+ private, \d+ shared/.test(l)));
   });
 
+  test(`convert with --prealloc: private memory fallocated up front, same results (${backend})`, T, async () => {
+    const r = await run({ guest: "convert", privateMemory: { backend, prealloc: true } });
+    assertTapPassed(r);
+  });
+
   test(`smp-convert: concurrent conversions from 2 vCPUs leave the map the guest computed (${backend})`, T, async () => {
     const r = await run({ guest: "smp-convert", cpus: 2, privateMemory: { backend } });
     assertTapPassed(r);
