@@ -118,8 +118,8 @@ export interface NativeMappedFile {
    * EINTR; page-aligned offset and length.
    */
   fallocate(mode: "allocate" | "punch", offset: bigint, length: bigint): void;
-  /** Bytes actually allocated (st_blocks * 512). guest_memfd does not account st_blocks: it is
-   *  always 0n for a GuestMemfd (measured on 6.18). */
+  /** Bytes actually populated: while mapped, the pages mincore() finds in the file's page cache
+   *  (this counts guest_memfd, which keeps no st_blocks); unmapped, st_blocks * 512. */
   allocatedBytes(): bigint;
   /** unmap + close(fd); idempotent */
   close(): void;

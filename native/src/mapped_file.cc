@@ -4,6 +4,7 @@
 #include <linux/falloc.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <vector>
 #include <unistd.h>
 
 #include <cerrno>
@@ -110,6 +111,20 @@ void MappedFileCore::Fallocate(Napi::Env env, const std::string& mode, uint64_t 
 
 uint64_t MappedFileCore::AllocatedBytes(Napi::Env env) {
   RequireOpen(env, "allocatedBytes");
+  if (addr_ != nullptr) {
+    // guest_memfd keeps no st_blocks, but mincore() of a file mapping asks the page cache for
+    // every page, mapped into this process or not, so it counts what the guest populated too.
+    const uint64_t pages = size_ / 4096;
+    std::vector<unsigned char> vec(pages);
+    // SAFETY: addr_ is our live mapping of size_ bytes (JS thread only, unmapped only by Unmap).
+    if (mincore(addr_, size_, vec.data()) != 0) {
+      ThrowSyscallError(env, "mincore", "mincore " + kind_, errno,
+                        {ErrorArg::Num("fd", fd_, "fd"), ErrorArg::Big("length", size_, "length")});
+    }
+    uint64_t resident = 0;
+    for (unsigned char v : vec) resident += v & 1;
+    return resident * 4096;
+  }
   struct stat st;
   if (fstat(fd_, &st) != 0) {
     ThrowSyscallError(env, "fstat", "fstat " + kind_, errno, {ErrorArg::Num("fd", fd_, "fd")});

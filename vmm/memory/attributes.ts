@@ -57,6 +57,10 @@ export class AttributesBackend implements MemoryBackend {
     return { discarded };
   }
 
+  populated(): { shared: bigint } {
+    return { shared: this.memfd.allocatedBytes() };
+  }
+
   punchPrivate(first: number, count: number): bigint {
     const size = BigInt(count) << PAGE_SHIFT;
     this.gmem.fallocate("punch", BigInt(first) << PAGE_SHIFT, size);

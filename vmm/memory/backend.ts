@@ -21,6 +21,9 @@ export interface MemoryBackend {
   punchPrivate(first: number, count: number): bigint;
   /** One line for the run log */
   describe(): string;
+  /** Bytes in use on each side (pages the guest or host touched, from mincore); undefined where
+   *  the host has no view of that side (a guest_memfd without MMAP) */
+  populated(): { private?: bigint; shared: bigint };
   close(): void;
 }
 

@@ -183,11 +183,14 @@ export class ConversionEngine {
 
   summary(): string[] {
     const map = this.o.map;
+    const used = this.o.backend.populated();
+    const kib = (b: bigint | undefined) => (b === undefined ? "unknown (guest_memfd without MMAP has no host view)" : `${b >> 10n} KiB`);
     const tally = [...this.counts].map(([k, n]) => `${k} ${n}`).join(", ") || "none";
     return [
       `conversions: ${tally}`,
       `pages now: ${map.privatePages} private, ${map.sharedPages} shared (${map.pages} in all); memory-fault exits: ${this.faults}`,
       `discarded ${Number(this.discarded >> 10n)} KiB; ${(Number(this.busyNs) / 1e6).toFixed(3)} ms spent converting`,
+      `in use now: private ${kib(used.private)}, shared ${kib(used.shared)} (pages touched, from mincore)`,
     ];
   }
 }

@@ -142,6 +142,10 @@ export class MemslotsBackend implements MemoryBackend {
     return size;
   }
 
+  populated(): { private: bigint; shared: bigint } {
+    return { private: this.private.allocatedBytes(), shared: this.shared.allocatedBytes() };
+  }
+
   /** GPA ranges of the slots, for diagnostics and tests */
   slots(): Array<{ view: 0 | 1; first: number; count: number; kind: Kind }> {
     return [...this.segments[0], ...this.segments[1]].map(({ view, first, count, kind }) => ({ view, first, count, kind }));

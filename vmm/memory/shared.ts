@@ -42,6 +42,10 @@ export class SharedRam implements MemoryBackend {
       : "memfd (this kernel's guest_memfd cannot be mapped)";
   }
 
+  populated(): { shared: bigint } {
+    return { shared: this.file.allocatedBytes() };
+  }
+
   apply(): ApplyResult {
     throw new Error("this VM has no private memory");
   }
