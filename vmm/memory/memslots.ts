@@ -61,7 +61,7 @@ export class MemslotsBackend implements MemoryBackend {
 
   private kindOf(view: 0 | 1, page: number): Kind | null {
     const low = page < this.lowPages;
-    const isPrivate = this.map.stateOf(this.map.base + (BigInt(page) << PAGE_SHIFT)) === "private";
+    const isPrivate = this.map.isPrivatePage(page);
     if (view === 0) return low ? "shared" : isPrivate ? "private" : this.aliasBase ? "dead" : "shared";
     return low ? null : isPrivate ? "dead" : "shared";
   }

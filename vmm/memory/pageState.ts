@@ -48,6 +48,11 @@ export class PageStateMap {
     return Number((gpa - this.base) >> PAGE_SHIFT);
   }
 
+  /** By page number: the hot path of slot re-layout */
+  isPrivatePage(page: number): boolean {
+    return this.bits[page] === 1;
+  }
+
   stateOf(gpa: bigint): PageState {
     return this.bits[this.pageOf(gpa)] ? "private" : "shared";
   }
