@@ -45,7 +45,7 @@ const DESCRIPTION = [
   `* ${LabStatus.TIMEOUT}: the command ran longer than --timeout (QEMU killed)`,
   `* ${LabStatus.INTERRUPTED}: interrupted (QEMU killed)`,
   "",
-  "Environment: TSVMM_LAB_CACHE (cache directory), TSVMM_LAB_QEMU (QEMU binary), TSVMM_LAB_MIRROR and TSVMM_LAB_SUITE (Debian archive; default http://deb.debian.org/debian sid), TSVMM_LAB_BOOT_TIMEOUT, TSVMM_LAB_BUILD_TIMEOUT, TSVMM_LAB_DOWNLOAD_TIMEOUT (seconds).",
+  "Environment: TSVMM_LAB_CACHE (cache directory), TSVMM_LAB_QEMU (QEMU binary), TSVMM_LAB_MIRROR and TSVMM_LAB_SUITE (Debian archive; default http://deb.debian.org/debian sid), TSVMM_LAB_BOOT_TIMEOUT, TSVMM_LAB_BUILD_TIMEOUT, TSVMM_LAB_DOWNLOAD_TIMEOUT (seconds), TSVMM_LAB_ACCEL (QEMU -accel, default tcg,thread=single), TSVMM_LAB_APPEND (more lab kernel parameters), TSVMM_LAB_BUILD_DIR (where the kernel is built; default /dev/shm when it has 4 GB free).",
 ].join("\n");
 
 export const labCommand: CommandModule<object, LabArgs> = {
