@@ -96,7 +96,7 @@ export async function prepareBusybox(apt: PrivateApt, cacheDir: string, progress
       return { path: use, version: cached ? path.basename(path.dirname(cached)) : "host" };
     }
     if (err instanceof LabError && err.status === LabStatus.NO_APT) {
-      throw new LabError(err.message.replace(/^lab: /, ""), LabStatus.NO_APT, "apt-get install busybox-static, or give the lab access to Debian's archive");
+      throw new LabError(err.message.replace(/^lab: /, ""), LabStatus.NO_APT, "apt-get install busybox-static, or give the lab access to Debian's archive (TSVMM_LAB_MIRROR)");
     }
     throw err;
   }
