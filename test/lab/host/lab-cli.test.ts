@@ -1,5 +1,5 @@
 // `tsvmm lab` from the outside: arguments, exit statuses, failure reports. Needs QEMU and the
-// stock lab kernel (prepared on first use, then cached); run by scripts/lab-ci.sh.
+// stock lab kernel (prepared on first use, then cached); run by `npm test` (scripts/test.js).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
