@@ -5,7 +5,7 @@ import { loadFirmware, loadGuest } from "./guests";
 import type { ConsoleScreen } from "./console/screen";
 import { ExitStatus, TsvmmError } from "./errors";
 import { computeLayout } from "./machine/layout";
-import { PrivateRequest, resolvePrivateMemory } from "./memory/policy";
+import { PrivateRequest, requestedPrivate, resolvePrivateMemory } from "./memory/policy";
 import { assessHost, probeHost } from "./host/caps";
 
 export type ConsoleMode = "raw" | "screen" | "capture";
@@ -53,8 +53,8 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
   const memSize = opts.memSize ?? DEFAULT_MEM;
   const cpus = opts.cpus ?? 1;
   const req = opts.privateMemory ?? {};
-  const mayWantPrivate = guest.wantsPrivate || (req.private !== undefined && req.private !== "none") || (req.backend !== undefined && req.backend !== "auto") || !!req.sharedBit;
-  const privateMemory = mayWantPrivate
+  // The host is probed only when private memory is wanted (or --shared-bit must be refused).
+  const privateMemory = requestedPrivate(req, guest) !== "none" || req.sharedBit
     ? resolvePrivateMemory(req, guest, computeLayout(memSize, cpus, firmware, guest), assessHost(probeHost(opts.device)))
     : undefined;
   const mode = opts.console ?? "capture";

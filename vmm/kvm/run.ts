@@ -1,13 +1,12 @@
 // A view of a vCPU's mapped struct kvm_run (x86). Only valid while the vCPU thread is parked
 // (after an event, before resume), which is the only time the VMM reads or writes it.
-import { decodeRegs, decodeSregs, REG_NAMES, RegName, Regs, Sregs } from "./structs";
+import { decodeRegs, REG_NAMES, RegName, Regs } from "./structs";
 import { SyncRegs } from "./uapi";
 
 const EXIT_REASON = 8;
 const UNION = 32;
 const DIRTY_REGS = 296;
 const SYNC_REGS = 304;
-const SYNC_SREGS = 448;
 
 export class KvmRunView {
   private readonly view: DataView;
@@ -104,7 +103,4 @@ export class KvmRunView {
     this.view.setBigUint64(DIRTY_REGS, dirty | BigInt(SyncRegs.REGS), true);
   }
 
-  get syncSregs(): Sregs {
-    return decodeSregs(this.view, SYNC_SREGS);
-  }
 }

@@ -35,8 +35,6 @@ export class MemslotsBackend implements MemoryBackend {
   private readonly segments: [Segment[], Segment[]] = [[], []];
   private readonly freeSlots: number[] = [];
   private nextSlot = 0;
-  /** KVM_SET_USER_MEMORY_REGION2 calls made, for the summary */
-  slotCalls = 0;
 
   constructor(ctx: BackendContext) {
     this.vm = ctx.vm;
@@ -101,27 +99,23 @@ export class MemslotsBackend implements MemoryBackend {
       // answers every guest access with KVM_EXIT_MEMORY_FAULT.
       const dead = this.vm.createGuestMemfd(size, GuestMemfdFlag.MMAP);
       try {
-        this.setRegion(slotRegion(slot, gpa, size, this.shared.address + offset, dead, 0n));
+        this.vm.setUserMemoryRegion2(slotRegion(slot, gpa, size, this.shared.address + offset, dead, 0n));
       } finally {
         dead.close();
       }
     } else {
       const file = kind === "shared" ? this.shared : this.private;
-      this.setRegion(slotRegion(slot, gpa, size, file.address + offset, file, offset));
+      this.vm.setUserMemoryRegion2(slotRegion(slot, gpa, size, file.address + offset, file, offset));
     }
     return { slot, view, first, count, kind };
   }
 
   private deleteSlot(s: Segment): void {
     const gpa = this.map.base + (BigInt(s.first) << PAGE_SHIFT) + (s.view === 1 ? this.aliasBase : 0n);
-    this.setRegion(slotRegion(s.slot, gpa, 0n, 0n, null, 0n));
+    this.vm.setUserMemoryRegion2(slotRegion(s.slot, gpa, 0n, 0n, null, 0n));
     this.freeSlots.push(s.slot);
   }
 
-  private setRegion(region: ReturnType<typeof slotRegion>): void {
-    this.slotCalls++;
-    this.vm.setUserMemoryRegion2(region);
-  }
 
   apply(changes: Run[]): ApplyResult {
     if (changes.length === 0) return { discarded: 0n };
@@ -144,11 +138,6 @@ export class MemslotsBackend implements MemoryBackend {
 
   populated(): { private: bigint; shared: bigint } {
     return { private: this.private.allocatedBytes(), shared: this.shared.allocatedBytes() };
-  }
-
-  /** GPA ranges of the slots, for diagnostics and tests */
-  slots(): Array<{ view: 0 | 1; first: number; count: number; kind: Kind }> {
-    return [...this.segments[0], ...this.segments[1]].map(({ view, first, count, kind }) => ({ view, first, count, kind }));
   }
 
   close(): void {

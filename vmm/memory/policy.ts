@@ -22,9 +22,15 @@ export interface PrivateRequest {
 
 const hex = (v: bigint) => "0x" + v.toString(16);
 
+/** What --private means for this guest before any host check: explicit, or the guest's default
+ *  ("all" for guests that convert, or when another private-memory option was given). */
+export function requestedPrivate(req: PrivateRequest, guest: ElfImage): "all" | "none" | Range[] {
+  const asked = (req.backend !== undefined && req.backend !== "auto") || !!req.sharedBit;
+  return req.private ?? (asked || guest.wantsPrivate ? "all" : "none");
+}
+
 export function resolvePrivateMemory(req: PrivateRequest, guest: ElfImage, layout: Layout, verdict: Verdict): PrivateMemoryOptions | undefined {
-  const asked = req.private !== undefined || (req.backend !== undefined && req.backend !== "auto") || !!req.sharedBit;
-  const want = req.private ?? (asked || guest.wantsPrivate ? "all" : "none");
+  const want = requestedPrivate(req, guest);
   if (want === "none") {
     if (req.sharedBit) throw new UsageError("--shared-bit needs private memory, but --private is none");
     return undefined;
