@@ -66,16 +66,19 @@ Napi::Value Kvm::ApiVersion(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, rc);
 }
 
-Napi::Value Kvm::CheckExtension(const Napi::CallbackInfo& info) {
+Napi::Value CheckExtensionOn(const Napi::CallbackInfo& info, int fd, const char* scope) {
   Napi::Env env = info.Env();
-  int fd = RequireOpen(env, "checkExtension");
   int64_t cap = ArgInt(info, 0, "cap");
   int rc = ioctl(fd, KVM_CHECK_EXTENSION, static_cast<unsigned long>(cap));
   if (rc < 0) {
     ThrowSyscallError(env, "ioctl", "KVM_CHECK_EXTENSION", errno,
-                      {ErrorArg::Num("cap", cap, "cap"), ErrorArg::Str("scope", "system")});
+                      {ErrorArg::Num("cap", cap, "cap"), ErrorArg::Str("scope", scope)});
   }
   return Napi::Number::New(env, rc);
+}
+
+Napi::Value Kvm::CheckExtension(const Napi::CallbackInfo& info) {
+  return CheckExtensionOn(info, RequireOpen(info.Env(), "checkExtension"), "system");
 }
 
 int Kvm::VcpuMmapSizeOrThrow(Napi::Env env) {

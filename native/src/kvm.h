@@ -5,6 +5,9 @@
 
 namespace tsvmm {
 
+// KVM_CHECK_EXTENSION on /dev/kvm (scope "system") or a VM fd (scope "vm"); throws on failure.
+Napi::Value CheckExtensionOn(const Napi::CallbackInfo& info, int fd, const char* scope);
+
 class Kvm : public Napi::ObjectWrap<Kvm> {
  public:
   static Napi::Function DefineClass(Napi::Env env);

@@ -11,6 +11,7 @@
 #include "addon.h"
 #include "errors.h"
 #include "guest_memfd.h"
+#include "kvm.h"
 #include "kvm_uapi.h"
 #include "vcpu.h"
 
@@ -180,15 +181,7 @@ int Vm::RequireOpen(Napi::Env env, const char* what) const {
 Napi::Value Vm::GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
 
 Napi::Value Vm::CheckExtension(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = RequireOpen(env, "checkExtension");
-  int64_t cap = ArgInt(info, 0, "cap");
-  int rc = ioctl(fd, KVM_CHECK_EXTENSION, static_cast<unsigned long>(cap));
-  if (rc < 0) {
-    ThrowSyscallError(env, "ioctl", "KVM_CHECK_EXTENSION", errno,
-                      {ErrorArg::Num("cap", cap, "cap"), ErrorArg::Str("scope", "vm")});
-  }
-  return Napi::Number::New(env, rc);
+  return CheckExtensionOn(info, RequireOpen(info.Env(), "checkExtension"), "vm");
 }
 
 Napi::Value Vm::EnableCap(const Napi::CallbackInfo& info) {
