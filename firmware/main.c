@@ -4,6 +4,7 @@
  */
 #include <stdint.h>
 #include <tsvmm/abi.h>
+#include <tsvmm/arch.h>
 
 #define MSR_GS_BASE 0xc0000101
 #define LSR_THRE    0x20
@@ -29,27 +30,12 @@ static uint16_t console_port = TSVMM_CONSOLE_PORT;
 static uint16_t exit_port = TSVMM_EXIT_PORT;
 static volatile uint32_t console_lock;
 
-static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
-static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
-static inline uint8_t inb(uint16_t port)
-{
-	uint8_t v;
-	__asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-	return v;
-}
-static inline uint64_t rdmsr(uint32_t msr)
-{
-	uint32_t lo, hi;
-	__asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
-	return ((uint64_t)hi << 32) | lo;
-}
-
 static void put_byte(char c)
 {
 	/* like a 16550 driver: wait (bounded) for THR empty, then one `out` */
-	for (unsigned tries = 0; tries < 100000 && !(inb(console_port + 5) & LSR_THRE); tries++)
+	for (unsigned tries = 0; tries < 100000 && !(tsvmm_inb(console_port + 5) & LSR_THRE); tries++)
 		__asm__ volatile("pause");
-	outb(console_port, (uint8_t)c);
+	tsvmm_outb(console_port, (uint8_t)c);
 }
 
 static void put_str(const char *s)
@@ -101,7 +87,7 @@ static void unlock_console(void) { __atomic_store_n(&console_lock, 0, __ATOMIC_R
 
 static void __attribute__((noreturn)) fw_exit(uint32_t status)
 {
-	outl(exit_port, status);
+	tsvmm_outl(exit_port, status);
 	for (;;)
 		__asm__ volatile("cli; hlt");
 }
@@ -163,7 +149,7 @@ void fw_exception(const struct fw_frame *frame)
 	uint64_t cr2;
 	__asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
 	/* the vCPU index lives in the per-CPU block IA32_GS_BASE points at (entry.S) */
-	uint64_t gs = rdmsr(MSR_GS_BASE);
+	uint64_t gs = tsvmm_rdmsr(MSR_GS_BASE);
 	uint64_t first = (uint64_t)(uintptr_t)&fw_percpu[0];
 	int64_t cpu = -1;
 	if (gs >= first && gs < first + sizeof(fw_percpu[0]) * TSVMM_MAX_CPUS && (gs - first) % sizeof(fw_percpu[0]) == 0)
