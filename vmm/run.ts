@@ -5,8 +5,8 @@ import { loadFirmware, loadGuest } from "./guests";
 import type { ConsoleScreen } from "./console/screen";
 import { ExitStatus, TsvmmError } from "./errors";
 import { computeLayout } from "./machine/layout";
-import { PrivateRequest, requestedPrivate, resolvePrivateMemory } from "./memory/policy";
-import { assessHost, probeHost } from "./host/caps";
+import { PrivateRequest, resolvePrivateMemory } from "./memory/policy";
+import { assessHost, openKvm, probeHost } from "./host/caps";
 
 export type ConsoleMode = "raw" | "screen" | "capture";
 
@@ -50,61 +50,66 @@ export const DEFAULT_MEM = 64n << 20n;
 export async function runGuest(opts: RunOptions): Promise<GuestRun> {
   const firmware = loadFirmware();
   const guest = loadGuest(opts.guest);
-  const memSize = opts.memSize ?? DEFAULT_MEM;
-  const cpus = opts.cpus ?? 1;
-  const req = opts.privateMemory ?? {};
-  // The host is probed only when private memory is wanted (or --shared-bit must be refused).
-  const privateMemory = requestedPrivate(req, guest) !== "none" || req.sharedBit
-    ? resolvePrivateMemory(req, guest, computeLayout(memSize, cpus, firmware, guest), assessHost(probeHost(opts.device)))
-    : undefined;
-  const mode = opts.console ?? "capture";
-  // xterm costs ~10 ms to load: only the screen mode pays for it.
-  const screen: ConsoleScreen | undefined = mode === "screen" ? new (await import("./console/screen")).ConsoleScreen() : undefined;
-  const chunks: Buffer[] = [];
-  let captured = 0;
+  // Resolved once, top down: the layout, the host's answers, what the machine is made of.
+  const layout = computeLayout(opts.memSize ?? DEFAULT_MEM, opts.cpus ?? 1, firmware, guest);
+  const device = opts.device ?? "/dev/kvm";
+  const kvm = openKvm(device);
+  let machine: Machine | undefined;
+  let screen: ConsoleScreen | undefined;
   let traceFd: number | undefined;
-  if (opts.trace) {
-    try {
-      traceFd = fs.openSync(opts.trace, "w");
-    } catch (err) {
-      throw new TsvmmError(`--trace ${opts.trace}: cannot open for writing (${(err as NodeJS.ErrnoException).code})`, ExitStatus.USAGE);
-    }
-  }
-  const machine = new Machine({
-    firmware,
-    guest,
-    memSize,
-    cpus,
-    privateMemory,
-    cmdline: opts.cmdline ?? "",
-    device: opts.device,
-    log: opts.log,
-    trace: traceFd === undefined ? undefined : (e) => fs.writeSync(traceFd!, JSON.stringify(e) + "\n"),
-    onConsole: (bytes) => {
-      const copy = Buffer.from(bytes);
-      chunks.push(copy);
-      captured += copy.length;
-      while (captured > CAPTURE_LIMIT && chunks.length > 1) captured -= chunks.shift()!.length;
-      if (mode === "raw") opts.output?.write(copy);
-      screen?.write(copy);
-    },
-  });
   try {
-    machine.create();
-    opts.onMachine?.(machine);
-    opts.onInput?.((bytes) => machine.serial.receive(bytes));
-    const result = await machine.run(opts.timeout, opts.signal);
-    const unclaimed = [...machine.unclaimedPorts].map(([p, n]) => `0x${p.toString(16)} (${n.reads} reads, ${n.writes} writes)`);
+    const verdict = assessHost(probeHost(device, kvm));
+    const privateMemory = resolvePrivateMemory(opts.privateMemory ?? {}, guest, layout, verdict);
+    const mode = opts.console ?? "capture";
+    // xterm costs ~10 ms to load: only the screen mode pays for it.
+    if (mode === "screen") screen = new (await import("./console/screen")).ConsoleScreen();
+    const chunks: Buffer[] = [];
+    let captured = 0;
+    if (opts.trace) {
+      try {
+        traceFd = fs.openSync(opts.trace, "w");
+      } catch (err) {
+        throw new TsvmmError(`--trace ${opts.trace}: cannot open for writing (${(err as NodeJS.ErrnoException).code})`, ExitStatus.USAGE);
+      }
+    }
+    const fd = traceFd;
+    const m = new Machine({
+      kvm,
+      firmware,
+      guest,
+      layout,
+      ram: { backing: verdict.ramBacking, region2: verdict.memoryRegion2 },
+      amd: verdict.amd,
+      privateMemory,
+      cmdline: opts.cmdline ?? "",
+      log: opts.log,
+      trace: fd === undefined ? undefined : (e) => fs.writeSync(fd, JSON.stringify(e) + "\n"),
+      onConsole: (bytes) => {
+        const copy = Buffer.from(bytes);
+        chunks.push(copy);
+        captured += copy.length;
+        while (captured > CAPTURE_LIMIT && chunks.length > 1) captured -= chunks.shift()!.length;
+        if (mode === "raw") opts.output?.write(copy);
+        screen?.write(copy);
+      },
+    });
+    machine = m;
+    m.create();
+    opts.onMachine?.(m);
+    opts.onInput?.((bytes) => m.serial.receive(bytes));
+    const result = await m.run(opts.timeout, opts.signal);
+    const unclaimed = [...m.unclaimedPorts].map(([p, n]) => `0x${p.toString(16)} (${n.reads} reads, ${n.writes} writes)`);
     if (unclaimed.length) opts.log?.(`ports no device claims were touched: ${unclaimed.join(", ")}`);
     for (const line of result.conversions?.summary ?? []) opts.log?.(line);
     return {
       ...result,
       console: Buffer.concat(chunks).toString("utf8"),
       screen: screen ? await screen.text() : undefined,
-      lastLine: machine.lastConsoleLine,
+      lastLine: m.lastConsoleLine,
     };
   } finally {
-    machine.close();
+    if (machine) machine.close();
+    else kvm.close();
     screen?.dispose();
     if (traceFd !== undefined) fs.closeSync(traceFd);
   }

@@ -10,7 +10,8 @@ import { TsvmmError, UsageError } from "../../vmm/errors";
 const layout: Layout = { ramSize: 64n << 20n, cpus: 1, regions: [], freeBase: 0x106000n };
 const guest = (wantsPrivate: boolean) => ({ name: "g", entry: 0n, segments: [], wantsPrivate }) as ElfImage;
 const verdict = (attributes: boolean, memslots: boolean, hypercallExit = true): Verdict => ({
-  canRun: true, execution: "native", executionBasis: "", ramBacking: "guest_memfd", ramBackingReason: "",
+  canRun: true, execution: "native", executionBasis: "", ramBacking: "guest_memfd", ramBackingReason: "", memoryRegion2: true,
+  physicalAddressBits: 48, amd: false,
   backends: { attributes: { available: attributes, reason: "needs CONFIG_KVM_SW_PROTECTED_VM" }, memslots: { available: memslots, reason: "needs a native KVM" } },
   hypercallExit, memoryFaultExit: true, lines: [],
 });
@@ -50,4 +51,14 @@ test("--private ranges must be whole pages above the image and inside RAM", () =
   assert.throws(() => resolvePrivateMemory({ private: [{ start: 60n << 20n, end: 70n << 20n }] }, guest(false), layout, verdict(true, true)), /must lie inside/);
   assert.equal(parseRanges("--private", "ALL"), "all");
   assert.throws(() => parseRanges("--private", "2M..4M"), /is not a range/);
+});
+
+test("--shared-bit lies above 4 GiB and below the CPU's physical address width", () => {
+  assert.equal(resolvePrivateMemory({ sharedBit: 32 }, guest(true), layout, verdict(false, true))!.sharedBit, 32);
+  assert.equal(resolvePrivateMemory({ sharedBit: 47 }, guest(true), layout, verdict(false, true))!.sharedBit, 47);
+  for (const bit of [31, 48, 63])
+    assert.throws(
+      () => resolvePrivateMemory({ sharedBit: bit }, guest(true), layout, verdict(false, true)),
+      (e: unknown) => e instanceof UsageError && e.message === `--shared-bit ${bit} is out of range` && /use 32 to 47/.test(e.hint!),
+    );
 });
