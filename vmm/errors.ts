@@ -14,6 +14,7 @@ export const ExitStatus = {
   UNHANDLED_EXIT: 74,
   MEMORY_FAULT: 75,
   BAD_HYPERCALL: 76,
+  BAD_GUEST_STATUS: 77,
   TIMEOUT: 124,
   INTERRUPTED: 130,
 } as const;
@@ -50,15 +51,26 @@ export function isSyscallError(err: unknown): err is NativeSyscallError {
   return err instanceof Error && typeof (err as NativeSyscallError).errno === "number" && "operation" in err;
 }
 
-const HOST_HINTS: Record<string, string> = {
-  ENOENT: "there is no /dev/kvm: load kvm_intel or kvm_amd (CONFIG_KVM), or run inside `tsvmm lab`",
-  EACCES: "you may not open /dev/kvm: add your user to the kvm group or fix the device's ACL",
-  EPERM: "you may not open /dev/kvm: add your user to the kvm group or fix the device's ACL",
-};
+const NO_KVM_ACCESS = "you may not open /dev/kvm: add your user to the kvm group or fix the device's ACL";
+
+/** Failures whose cause is the host's set-up, by operation and errno code */
+const HOST_HINTS: Array<{ operation: RegExp; code: string; hint: string }> = [
+  { operation: /^open /, code: "ENOENT", hint: "there is no /dev/kvm: load kvm_intel or kvm_amd (CONFIG_KVM), or run inside `tsvmm lab`" },
+  { operation: /^open /, code: "EACCES", hint: NO_KVM_ACCESS },
+  { operation: /^open /, code: "EPERM", hint: NO_KVM_ACCESS },
+  {
+    operation: /^KVM_CREATE_GUEST_MEMFD$/,
+    code: "EACCES",
+    hint:
+      "KVM itself does not return EACCES here: a Linux security module probably refused guest_memfd's " +
+      "anonymous inode (SELinux without a policy rule for it, as reported against other VMMs). Look for the " +
+      "denial (`ausearch -m avc -ts recent`, or dmesg) and allow it in the policy",
+  },
+];
 
 /** Turn a native syscall failure into a TsvmmError with a hint where the cause is environmental. */
 export function fromSyscall(err: NativeSyscallError, context: string, status: number = ExitStatus.INTERNAL): TsvmmError {
-  const hint = err.operation.startsWith("open") ? HOST_HINTS[err.code] : undefined;
+  const hint = HOST_HINTS.find((h) => h.operation.test(err.operation) && h.code === err.code)?.hint;
   const wrapped = new TsvmmError(`${context}: ${err.message}`, hint ? ExitStatus.HOST_UNSUPPORTED : status, hint);
   wrapped.cause = err;
   return wrapped;

@@ -1,6 +1,6 @@
 // The programmatic way to boot a guest: the CLI's `run` and the tests both come through here.
 import * as fs from "node:fs";
-import { Machine, RunResult } from "./machine/machine";
+import { Machine, MachineResult } from "./machine/machine";
 import { loadFirmware, loadGuest } from "./guests";
 import type { ConsoleScreen } from "./console/screen";
 import { ExitStatus, TsvmmError } from "./errors";
@@ -35,7 +35,7 @@ export interface RunOptions {
   onMachine?: (machine: Machine) => void;
 }
 
-export interface GuestRun extends RunResult {
+export interface GuestRun extends MachineResult {
   /** Everything the guest printed (UTF-8, at most the last 1 MiB) */
   console: string;
   /** The final screen (console: "screen" only) */

@@ -15,7 +15,7 @@ test("--help teaches: commands, options, exit statuses", T, async () => {
   for (const c of ["run <guest>", "caps", "guests"]) assert.match(top.stdout, new RegExp(c));
   const run = await tsvmm(["run", "--help"]);
   assert.equal(run.status, 0);
-  for (const o of ["--mem", "--cpus", "--timeout", "--console", "--trace", "124 timeout", "130 interrupted"]) assert.ok(run.stdout.includes(o), o);
+  for (const o of ["--mem", "--cpus", "--timeout", "--console", "--trace", "76 bad hypercall", "77 the guest wrote an out-of-range status", "124 timeout", "130 interrupted"]) assert.ok(run.stdout.includes(o), o);
 });
 
 test("unknown commands and options are usage errors (64)", T, async () => {

@@ -4,6 +4,7 @@ import { ExitStatus, TsvmmError, UsageError } from "../errors";
 import type { Verdict } from "../host/caps";
 import type { FaultPolicy, HypercallPolicy } from "./engine";
 import type { PrivateMemoryOptions } from "./options";
+import { hex } from "../format";
 import { PAGE } from "./pageState";
 
 export type Range = { start: bigint; end: bigint };
@@ -18,7 +19,6 @@ export interface PrivateRequest {
   prealloc?: boolean;
 }
 
-const hex = (v: bigint) => "0x" + v.toString(16);
 
 /** What policy needs of the guest image and of the layout */
 export interface GuestFacts {

@@ -83,7 +83,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
           "Exit status: the guest's own status (0-63, written to port 0xf4), or",
           "  64 bad command line, 65 bad guest image, 69 host lacks a capability, 70 VMM error,",
           "  71 guest exception, 72 triple fault, 73 KVM internal/emulation error, 74 unhandled exit,",
-          "  75 memory fault, 124 timeout, 130 interrupted (Ctrl-C, or Ctrl-A x on a terminal).",
+          "  75 memory fault, 76 bad hypercall or doorbell number, 77 the guest wrote an out-of-range status",
+          "  (the value is in the message), 124 timeout, 130 interrupted (Ctrl-C, or Ctrl-A x on a terminal).",
           "With a terminal on stdin, what you type reaches the guest's COM1 receiver.",
         ].join("\n"),
       )
