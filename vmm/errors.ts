@@ -19,19 +19,46 @@ export const ExitStatus = {
   INTERRUPTED: 130,
 } as const;
 
+/** The settings of a run as the domain names them. Messages write them as {memSize}, ...; each
+ *  front end shows its own spelling (the CLI its flags, cli/flags.ts). */
+export type Setting = "memSize" | "cpus" | "cmdline" | "private" | "backend" | "sharedBit";
+export type SettingNames = Record<Setting, string>;
+
+/** The names of runGuest's options (vmm/run.ts) */
+export const API_SETTING_NAMES: SettingNames = {
+  memSize: "memSize",
+  cpus: "cpus",
+  cmdline: "cmdline",
+  private: "privateMemory.private",
+  backend: "privateMemory.backend",
+  sharedBit: "privateMemory.sharedBit",
+};
+
+const nameSettings = (text: string, names: SettingNames) => text.replace(/\{(\w+)\}/g, (all, s: string) => names[s as Setting] ?? all);
+
 /** A failure with a status and a message meant for a person. */
 export class TsvmmError extends Error {
+  /** The message and hint as written, with {setting} placeholders */
+  private readonly template: { message: string; hint?: string };
+
   constructor(
     message: string,
     readonly status: number,
-    readonly hint?: string,
+    hint?: string,
   ) {
-    super(message);
+    super(nameSettings(message, API_SETTING_NAMES));
     this.name = "TsvmmError";
+    this.template = { message, hint };
   }
 
-  describe(): string {
-    return this.hint ? `${this.message}\n  hint: ${this.hint}` : this.message;
+  get hint(): string | undefined {
+    return this.template.hint === undefined ? undefined : nameSettings(this.template.hint, API_SETTING_NAMES);
+  }
+
+  /** Message and hint, with the settings named as `names` spells them */
+  describe(names: SettingNames = API_SETTING_NAMES): string {
+    const { message, hint } = this.template;
+    return hint === undefined ? nameSettings(message, names) : `${nameSettings(message, names)}\n  hint: ${nameSettings(hint, names)}`;
   }
 }
 

@@ -5,6 +5,7 @@ import { capsCommand } from "./commands/caps";
 import { guestsCommand } from "./commands/guests";
 import { labCommand } from "./commands/lab";
 import { ExitStatus, TsvmmError } from "../errors";
+import { CLI_FLAGS } from "./flags";
 
 export async function main(argv: string[]): Promise<void> {
   const cli = yargs(argv)
@@ -38,7 +39,7 @@ export async function main(argv: string[]): Promise<void> {
     await cli.parseAsync();
   } catch (err) {
     if (err instanceof TsvmmError) {
-      process.stderr.write(`tsvmm: ${err.describe()}\n`);
+      process.stderr.write(`tsvmm: ${err.describe(CLI_FLAGS)}\n`);
       process.exitCode = err.status;
       return;
     }

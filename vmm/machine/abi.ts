@@ -1,5 +1,6 @@
 // Mirror of guest/include/tsvmm/abi.h: the layout and boot-information page the firmware and
 // guests rely on. Change both together.
+import { UsageError } from "../errors";
 
 export const BOOT_INFO_GPA = 0x1000;
 export const FIRMWARE_BASE = 0x10000;
@@ -44,10 +45,17 @@ export interface BootInfo {
   cmdline: string;
 }
 
+/** The guest command line as the boot page stores it (NUL-terminated); refuses one that does not fit. */
+export function encodeCmdline(cmdline: string): Buffer {
+  const cmd = Buffer.from(cmdline, "utf8");
+  if (cmd.length >= CMDLINE_SIZE)
+    throw new UsageError(`{cmdline} is ${cmd.length} bytes; the guest command line is limited to ${CMDLINE_SIZE - 1} bytes (UTF-8)`);
+  return cmd;
+}
+
 export function encodeBootInfo(info: BootInfo): Buffer {
   if (info.ram.length > MAX_RAM_RANGES) throw new RangeError(`at most ${MAX_RAM_RANGES} RAM ranges`);
-  const cmd = Buffer.from(info.cmdline, "utf8");
-  if (cmd.length >= CMDLINE_SIZE) throw new RangeError(`the guest command line is limited to ${CMDLINE_SIZE - 1} bytes`);
+  const cmd = encodeCmdline(info.cmdline);
   const b = Buffer.alloc(BOOT_INFO_SIZE);
   b.writeBigUInt64LE(BOOT_MAGIC, 0);
   b.writeUInt32LE(BOOT_VERSION, 8);

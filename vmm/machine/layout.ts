@@ -27,10 +27,10 @@ const alignUp = (v: bigint, a: bigint) => ((v + a - 1n) / a) * a;
 
 export function computeLayout(ramSize: bigint, cpus: number, firmware: ElfImage, guest: ElfImage): Layout {
   if (ramSize < MIN_RAM || ramSize > MAX_RAM)
-    throw new UsageError(`--mem ${ramSize} bytes is out of range`, `use between 2M and 3G`);
-  if (ramSize % PAGE !== 0n) throw new UsageError(`--mem must be a multiple of 4 KiB`);
+    throw new UsageError(`{memSize} ${ramSize} bytes is out of range`, `use between 2M and 3G`);
+  if (ramSize % PAGE !== 0n) throw new UsageError(`{memSize} must be a multiple of 4 KiB`);
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS)
-    throw new UsageError(`--cpus ${cpus} is out of range`, `use 1 to ${MAX_CPUS}`);
+    throw new UsageError(`{cpus} ${cpus} is out of range`, `use 1 to ${MAX_CPUS}`);
 
   const fixed: Region[] = [
     { name: "boot-information page", start: BigInt(BOOT_INFO_GPA), end: BigInt(BOOT_INFO_GPA) + PAGE },
@@ -41,7 +41,7 @@ export function computeLayout(ramSize: bigint, cpus: number, firmware: ElfImage,
     for (const s of image.segments) {
       const region = { name: `${image.name} segment at ${hex(s.gpa)}`, start: s.gpa, end: s.gpa + s.memSize };
       if (region.end > ramSize)
-        throw new BadImageError(image.name, `segment [${hex(region.start)}, ${hex(region.end)}) lies outside RAM (${hex(ramSize)} bytes; raise --mem)`);
+        throw new BadImageError(image.name, `segment [${hex(region.start)}, ${hex(region.end)}) lies outside RAM (${hex(ramSize)} bytes; raise {memSize})`);
       for (const other of [...fixed, ...images]) {
         if (region.start < other.end && other.start < region.end)
           throw new BadImageError(
@@ -54,6 +54,6 @@ export function computeLayout(ramSize: bigint, cpus: number, firmware: ElfImage,
   }
   const guestEnd = guest.segments.reduce((m, s) => (s.gpa + s.memSize > m ? s.gpa + s.memSize : m), 0n);
   const freeBase = alignUp(guestEnd, PAGE);
-  if (freeBase >= ramSize) throw new BadImageError(guest.name, `leaves no free RAM (raise --mem)`);
+  if (freeBase >= ramSize) throw new BadImageError(guest.name, `leaves no free RAM (raise {memSize})`);
   return { ramSize, cpus, regions: [...fixed, ...images].sort((a, b) => (a.start < b.start ? -1 : 1)), freeBase };
 }

@@ -10,6 +10,7 @@ import {
   CONSOLE_PORT,
   ConvertMethod,
   encodeBootInfo,
+  encodeCmdline,
   EXIT_PORT,
   FIRMWARE_STATUSES,
   GUEST_STATUS_MAX,
@@ -94,6 +95,7 @@ export class Machine {
   private seq = 0;
 
   constructor(private readonly opts: MachineOptions) {
+    encodeCmdline(opts.cmdline); // refused before any VM exists
     this.layout = opts.layout;
     this.kvm = opts.kvm;
     this.serial = new Serial8250(CONSOLE_PORT, (bytes) => this.console(bytes));
@@ -154,7 +156,7 @@ export class Machine {
     const map = new PageStateMap(0n, this.layout.ramSize);
     for (const r of pm.ranges) map.set(map.pageOf(r.start), Number((r.end - r.start) >> PAGE_SHIFT), "private");
     if (map.runs().length > MAX_RAM_RANGES)
-      throw new UsageError(`--private makes ${map.runs().length} ranges; the boot page holds at most ${MAX_RAM_RANGES}`);
+      throw new UsageError(`{private} makes ${map.runs().length} ranges; the boot page holds at most ${MAX_RAM_RANGES}`);
     const ctx = { vm, map, sharedLimit: this.layout.freeBase, sharedBit: pm.sharedBit, prealloc: pm.prealloc };
     this.map = map;
     const memory = pm.backend === "attributes" ? new AttributesBackend(ctx) : new MemslotsBackend(ctx);
