@@ -1,4 +1,5 @@
-// uAPI numbers from <linux/kvm.h> (7.3) that tsvmm uses. See ../shared/reference/kernel-uapi.md.
+// uAPI numbers from the kernel's include/uapi/linux/kvm.h (Linux 7.3) that tsvmm uses; the native
+// side defines the same ones in native/src/kvm_uapi.h.
 
 export const KVM_API_VERSION = 12;
 
