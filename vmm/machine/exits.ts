@@ -110,7 +110,7 @@ async function hypercall(m: ExitContext, v: VcpuState): Promise<Outcome> {
   const { nr, args } = v.kvmRun.hypercall;
   if (nr !== BigInt(HC_MAP_GPA_RANGE) || !m.conversions) {
     v.kvmRun.hypercallRet = BigInt(-KVM_ENOSYS);
-    m.finish(ExitStatus.BAD_HYPERCALL, `vCPU ${v.index}: unexpected hypercall nr ${nr} (only KVM_HC_MAP_GPA_RANGE = 12 is enabled)`, v.registerReport());
+    m.finish(ExitStatus.BAD_HYPERCALL, `vCPU ${v.index}: unexpected hypercall nr ${nr} (only KVM_HC_MAP_GPA_RANGE = ${HC_MAP_GPA_RANGE} is enabled)`, v.registerReport());
     return "stay";
   }
   const { engine, options } = m.conversions;
@@ -124,7 +124,7 @@ async function doorbell(m: ExitContext, v: VcpuState): Promise<Outcome> {
   const r = v.kvmRun.syncRegs;
   if (r.rax !== BigInt(HC_MAP_GPA_RANGE)) {
     v.kvmRun.setSyncReg("rax", BigInt(KVM_ENOSYS));
-    m.finish(ExitStatus.BAD_HYPERCALL, `vCPU ${v.index}: doorbell with RAX=${r.rax} (only KVM_HC_MAP_GPA_RANGE = 12 exists)`, v.registerReport());
+    m.finish(ExitStatus.BAD_HYPERCALL, `vCPU ${v.index}: doorbell with RAX=${r.rax} (only KVM_HC_MAP_GPA_RANGE = ${HC_MAP_GPA_RANGE} exists)`, v.registerReport());
     return "stay";
   }
   const { engine, options } = m.conversions!;

@@ -35,6 +35,7 @@ import { resetVcpu, setTss } from "../arch/x86/reset";
 import { ExitContext, handleExit } from "./exits";
 import { VcpuState } from "./vcpu";
 import { LongTimer, setLongTimeout } from "../timers";
+import { hex } from "../format";
 
 export interface MachineOptions {
   /** An open KVM device; the machine owns it from here on and closes it */
@@ -308,7 +309,7 @@ export class Machine {
   }
 
   private makeTestSlot(gpa: bigint, create: boolean): TestSlot | string {
-    if (this.testSlot) return this.testSlot.gpa === gpa ? this.testSlot : `the test slot is at 0x${this.testSlot.gpa.toString(16)}`;
+    if (this.testSlot) return this.testSlot.gpa === gpa ? this.testSlot : `the test slot is at ${hex(this.testSlot.gpa)}`;
     if (!create) return "no test slot was created";
     if (gpa % PAGE !== 0n || gpa < this.layout.ramSize || gpa >= 1n << 32n) return "it must be a page outside RAM and below 4 GiB";
     this.testSlot = new TestSlot(this.vm!, this.opts.privateMemory!.backend, gpa);
