@@ -15,8 +15,15 @@ export const ExitStatus = {
   MEMORY_FAULT: 75,
   BAD_HYPERCALL: 76,
   BAD_GUEST_STATUS: 77,
+  /** stdout or the --trace file stopped accepting writes (other than a closed pipe) */
+  OUTPUT_FAILED: 78,
   TIMEOUT: 124,
+  /** 128 + the signal's number, as a shell reports a process the signal killed */
+  HANGUP: 129,
   INTERRUPTED: 130,
+  /** stdout was closed (EPIPE), e.g. `tsvmm run hello | head -1` */
+  STDOUT_CLOSED: 141,
+  TERMINATED: 143,
 } as const;
 
 /** The settings of a run as the domain names them. Messages write them as {memSize}, ...; each

@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import { Machine, MachineResult } from "./machine/machine";
 import { loadFirmware, loadGuest } from "./guests";
 import type { ConsoleScreen } from "./console/screen";
-import { ExitStatus, TsvmmError } from "./errors";
+import { ExitStatus, UsageError } from "./errors";
 import { computeLayout } from "./machine/layout";
 import { PrivateRequest, resolvePrivateMemory } from "./memory/policy";
 import { assessHost, openKvm, probeHost } from "./host/caps";
@@ -20,11 +20,12 @@ export interface RunOptions {
   cmdline?: string;
   /** raw: stream bytes to `output`; screen: render through xterm and print the final screen; capture: only collect */
   console?: ConsoleMode;
-  output?: NodeJS.WritableStream;
+  output?: { write(bytes: Uint8Array): unknown };
   /** Run-log lines (stderr in the CLI) */
   log?: (line: string) => void;
   /** NDJSON event trace file */
   trace?: string;
+  /** Stops the VM: abort it with a StopRequest as the reason (anything else counts as SIGINT) */
   signal?: AbortSignal;
   device?: string;
   /** Called once the VM is running with a function that feeds bytes to the guest's COM1 */
@@ -43,6 +44,12 @@ export interface GuestRun extends MachineResult {
   lastLine: string;
 }
 
+/** Why a run is stopped from outside, with the status it ends with */
+export interface StopRequest {
+  status: number;
+  reason: string;
+}
+
 const CAPTURE_LIMIT = 1 << 20;
 
 export const DEFAULT_MEM = 64n << 20n;
@@ -56,7 +63,8 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
   const kvm = openKvm(device);
   let machine: Machine | undefined;
   let screen: ConsoleScreen | undefined;
-  let traceFd: number | undefined;
+  let trace: TraceFile | undefined;
+  let traceFailure: string | undefined;
   try {
     const verdict = assessHost(probeHost(device, kvm));
     const privateMemory = resolvePrivateMemory(opts.privateMemory ?? {}, guest, layout, verdict);
@@ -65,14 +73,13 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
     if (mode === "screen") screen = new (await import("./console/screen")).ConsoleScreen();
     const chunks: Buffer[] = [];
     let captured = 0;
-    if (opts.trace) {
-      try {
-        traceFd = fs.openSync(opts.trace, "w");
-      } catch (err) {
-        throw new TsvmmError(`--trace ${opts.trace}: cannot open for writing (${(err as NodeJS.ErrnoException).code})`, ExitStatus.USAGE);
-      }
-    }
-    const fd = traceFd;
+    // Opened after every other check, so a refused run leaves an existing trace file alone.
+    if (opts.trace !== undefined)
+      trace = openTrace(opts.trace, (problem) => {
+        traceFailure = problem;
+        // Later, not inside the trace call: the machine may be in the middle of starting or finishing.
+        queueMicrotask(() => machine?.finish(ExitStatus.OUTPUT_FAILED, `${problem}; the VM was stopped`));
+      });
     const m = new Machine({
       kvm,
       firmware,
@@ -83,7 +90,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       privateMemory,
       cmdline: opts.cmdline ?? "",
       log: opts.log,
-      trace: fd === undefined ? undefined : (e) => fs.writeSync(fd, JSON.stringify(e) + "\n"),
+      trace: trace?.write,
       onConsole: (bytes) => {
         const copy = Buffer.from(bytes);
         chunks.push(copy);
@@ -97,7 +104,18 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
     m.create();
     opts.onMachine?.(m);
     opts.onInput?.((bytes) => m.serial.receive(bytes));
-    const result = await m.run(opts.timeout, opts.signal);
+    const running = m.run(opts.timeout);
+    const signal = opts.signal;
+    const stop = () => {
+      const request = signal?.reason as Partial<StopRequest> | undefined;
+      if (typeof request?.status === "number" && typeof request.reason === "string") m.finish(request.status, request.reason);
+      else m.finish(ExitStatus.INTERRUPTED, "interrupted");
+    };
+    if (signal?.aborted) stop();
+    signal?.addEventListener("abort", stop, { once: true });
+    const result = await running;
+    signal?.removeEventListener("abort", stop);
+    if (traceFailure && result.status !== ExitStatus.OUTPUT_FAILED) opts.log?.(`${traceFailure}: the trace is incomplete`);
     const unclaimed = [...m.unclaimedPorts].map(([p, n]) => `0x${p.toString(16)} (${n.reads} reads, ${n.writes} writes)`);
     if (unclaimed.length) opts.log?.(`ports no device claims were touched: ${unclaimed.join(", ")}`);
     for (const line of result.conversions?.summary ?? []) opts.log?.(line);
@@ -111,6 +129,35 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
     if (machine) machine.close();
     else kvm.close();
     screen?.dispose();
-    if (traceFd !== undefined) fs.closeSync(traceFd);
+    trace?.close();
   }
+}
+
+/** The NDJSON trace. A write that fails (disk full, file size limit) closes it and calls onFailure once. */
+interface TraceFile {
+  write: (event: Record<string, unknown>) => void;
+  close: () => void;
+}
+
+function openTrace(file: string, onFailure: (problem: string) => void): TraceFile {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(file, "w");
+  } catch (err) {
+    throw new UsageError(`--trace ${file}: cannot open for writing (${(err as NodeJS.ErrnoException).code})`);
+  }
+  const close = () => {
+    if (fd !== undefined) fs.closeSync(fd);
+    fd = undefined;
+  };
+  const write = (event: Record<string, unknown>) => {
+    if (fd === undefined) return;
+    try {
+      fs.writeFileSync(fd, JSON.stringify(event) + "\n");
+    } catch (err) {
+      close();
+      onFailure(`--trace ${file}: write failed (${(err as NodeJS.ErrnoException).code})`);
+    }
+  };
+  return { write, close };
 }

@@ -6,8 +6,15 @@ import { guestsCommand } from "./commands/guests";
 import { labCommand } from "./commands/lab";
 import { ExitStatus, TsvmmError } from "../errors";
 import { CLI_FLAGS } from "./flags";
+import { stdoutFailure } from "./stop";
 
 export async function main(argv: string[]): Promise<void> {
+  // A closed stdout (`tsvmm guests | head -1`) ends the output quietly with a status, as SIGPIPE
+  // ends other tools; `run` also stops its VM (./stop.ts). A failing stderr has nowhere to report.
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    process.exitCode ??= stdoutFailure(err).status;
+  });
+  process.stderr.on("error", () => {});
   const cli = yargs(argv)
     .scriptName("tsvmm")
     .usage(
@@ -31,7 +38,7 @@ export async function main(argv: string[]): Promise<void> {
     .version()
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((message, err) => {
-      if (err) throw err;
+      if (err && err.name !== "YError") throw err; // a YError is yargs refusing the command line
       process.stderr.write(`tsvmm: ${message}\nRun \`tsvmm --help\` (or \`tsvmm <command> --help\`) for usage.\n`);
       process.exit(ExitStatus.USAGE);
     });
