@@ -35,7 +35,7 @@ export function listGuests(): GuestEntry[] {
 }
 
 /** Larger images are refused before reading: far more than any test guest, small enough to read at once. */
-export const MAX_IMAGE_SIZE = 1 << 30;
+export const MAX_IMAGE_SIZE = 1 << 30; // a whole number of GiB, as the messages say
 
 function readImage(file: string, label: string): ElfImage {
   const fsError = (err: unknown) =>
@@ -68,7 +68,7 @@ function readImage(file: string, label: string): ElfImage {
 /** Regular files up to MAX_IMAGE_SIZE only: /dev/zero would be read without end. Returns the size. */
 function checkImageFile(label: string, stat: fs.Stats): number {
   if (!stat.isFile()) throw new BadImageError(label, `is not a regular file (${fileKind(stat)}); give the path of an ELF file`);
-  if (stat.size > MAX_IMAGE_SIZE) throw new BadImageError(label, `is ${stat.size} bytes; guest images are limited to ${MAX_IMAGE_SIZE >> 20} MiB`);
+  if (stat.size > MAX_IMAGE_SIZE) throw new BadImageError(label, `is ${stat.size} bytes; guest images are limited to ${MAX_IMAGE_SIZE >> 30} GiB`);
   return stat.size;
 }
 

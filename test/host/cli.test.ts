@@ -61,7 +61,7 @@ test("every status tsvmm can return is in run --help and the README", T, async (
   const readme = readmeText.slice(readmeText.indexOf("Exit status of `tsvmm run`")).split("\n\n")[0];
   for (const [name, status] of Object.entries(ExitStatus)) {
     if (status === ExitStatus.OK) continue;
-    assert.match(help, new RegExp(`^  ${status}  \\S`, "m"), `run --help lacks ${status} (${name})`);
+    assert.match(help, new RegExp(`^ +${status}  \\S`, "m"), `run --help lacks ${status} (${name})`);
     assert.match(readme, new RegExp(`\\b${status}\\b`), `README lacks ${status} (${name})`);
   }
 });
@@ -148,7 +148,7 @@ test("only regular files up to 1 GiB are read as guest images (65, before readin
     ["/dev/zero", /\/dev\/zero: is not a regular file \(a character device\)/],
     [dir, /is not a regular file \(a directory\)/],
     [fifo, /is not a regular file \(a FIFO\)/],
-    [huge, /is 1073741825 bytes; guest images are limited to 1024 MiB/],
+    [huge, /is 1073741825 bytes; guest images are limited to 1 GiB/],
   ];
   for (const [file, message] of cases) {
     const started = Date.now();

@@ -25,6 +25,7 @@ export async function main(argv: string[]): Promise<void> {
         "Usage: $0 <command> [options]",
       ].join("\n"),
     )
+    .epilog("`tsvmm <command> --help` explains a command's options with examples; run and lab also list their exit statuses.")
     .command(runCommand)
     .command(capsCommand)
     .command(guestsCommand)

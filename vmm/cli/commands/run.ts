@@ -106,15 +106,15 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .example("$0 run fault --cmdline fault=pf", "take a page fault; the firmware reports it and tsvmm exits 71")
       .example("$0 run spin --timeout 2", "a guest that never exits is stopped after 2 s with its registers (exit 124)")
       .example("$0 lab -- tsvmm run convert --backend memslots", "private memory needs a real KVM: the nested lab has one")
-      .example("$0 run implicit --shared-bit 40 --trace conv.ndjson", "implicit conversions on KVM_EXIT_MEMORY_FAULT, every event in the trace")
+      .example("$0 run implicit --shared-bit 40 --trace t.ndjson", "implicit conversions on KVM_EXIT_MEMORY_FAULT, every event in the trace")
       .epilog(
         [
           "Exit status: the guest's own (0-63, written to port 0xf4), or tsvmm's:",
-          ...Object.entries(STATUS_MEANINGS).map(([name, meaning]) => `  ${ExitStatus[name as keyof typeof STATUS_MEANINGS]}  ${meaning}`),
+          ...Object.entries(STATUS_MEANINGS).map(([name, meaning]) => `  ${String(ExitStatus[name as keyof typeof STATUS_MEANINGS]).padStart(3)}  ${meaning}`),
+          "",
           "SIGINT, SIGTERM and SIGHUP stop the VM cleanly (summary, the trace's end event); a second one of the same kind ends tsvmm at once.",
-          "If stdout is closed while the VM runs, tsvmm stops it (141).",
           `Run-log lines (stderr) wait for the end of the guest's console line (stdout), at most ${LOG_HOLD_MS} ms, then start on a new line.`,
-          `A guest image is a regular file of at most ${MAX_IMAGE_SIZE >> 20} MiB.`,
+          `A guest image is a regular file of at most ${MAX_IMAGE_SIZE >> 30} GiB.`,
           "With a terminal on stdin, what you type reaches the guest's COM1 receiver.",
         ].join("\n"),
       )
