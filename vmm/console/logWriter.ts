@@ -30,6 +30,7 @@ export class ConsoleLogWriter {
     private readonly holdMs = LOG_HOLD_MS,
   ) {}
 
+  /** Console bytes; they are kept until written, so the caller must not reuse the buffer. */
   console(bytes: Uint8Array): void {
     if (bytes.length === 0) return;
     const newline = this.held.length ? bytes.indexOf(0x0a) : -1;
@@ -74,8 +75,7 @@ export class ConsoleLogWriter {
   }
 
   private send(to: OutputStream, chunk: Uint8Array | string): void {
-    // Copy: the caller may reuse its buffer while the write waits in the queue.
-    this.queue.push({ to, chunk: typeof chunk === "string" ? chunk : Buffer.from(chunk) });
+    this.queue.push({ to, chunk });
     this.pump();
   }
 
