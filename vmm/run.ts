@@ -73,13 +73,6 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
     if (mode === "screen") screen = new (await import("./console/screen")).ConsoleScreen();
     const chunks: Buffer[] = [];
     let captured = 0;
-    // Opened after every other check, so a refused run leaves an existing trace file alone.
-    if (opts.trace !== undefined)
-      trace = openTrace(opts.trace, (problem) => {
-        traceFailure = problem;
-        // Later, not inside the trace call: the machine may be in the middle of starting or finishing.
-        queueMicrotask(() => machine?.finish(ExitStatus.OUTPUT_FAILED, `${problem}; the VM was stopped`));
-      });
     const m = new Machine({
       kvm,
       firmware,
@@ -90,7 +83,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       privateMemory,
       cmdline: opts.cmdline ?? "",
       log: opts.log,
-      trace: trace?.write,
+      trace: opts.trace === undefined ? undefined : (event) => trace?.write(event),
       onConsole: (bytes) => {
         const copy = Buffer.from(bytes);
         chunks.push(copy);
@@ -101,6 +94,14 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       },
     });
     machine = m;
+    // Opened after every check (the machine's constructor is the last), so a refused run leaves
+    // an existing trace file alone.
+    if (opts.trace !== undefined)
+      trace = openTrace(opts.trace, (problem) => {
+        traceFailure = problem;
+        // Later, not inside the trace call: the machine may be in the middle of starting or finishing.
+        queueMicrotask(() => m.finish(ExitStatus.OUTPUT_FAILED, `${problem}; the VM was stopped`));
+      });
     m.create();
     opts.onMachine?.(m);
     opts.onInput?.((bytes) => m.serial.receive(bytes));

@@ -185,6 +185,18 @@ test("--trace to an unwritable path is a usage error before the VM starts", T, a
   assert.equal(r.stdout, "");
 });
 
+test("a run refused by any check leaves an existing trace file alone", T, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tsvmm-trace-"));
+  const trace = path.join(dir, "earlier.ndjson");
+  fs.writeFileSync(trace, "earlier run\n");
+  for (const bad of [["--cmdline", "x".repeat(512)], ["--mem", "1"], ["--cpus", "33"]]) {
+    const r = await tsvmm(["run", "hello", "--trace", trace, ...bad]);
+    assert.equal(r.status, 64, r.stderr);
+    assert.equal(fs.readFileSync(trace, "utf8"), "earlier run\n", bad[0]);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
 test("a trace file that stops accepting writes stops the VM cleanly (78)", T, async (t) => {
   if (!requireKvm(t)) return;
   const full = await tsvmm(["run", "hello", "--quiet", "--trace", "/dev/full"]);

@@ -1,7 +1,6 @@
 // Parsers for command-line values. Each throws UsageError naming the option, repeating what was
 // typed, and giving the accepted form.
 import { UsageError } from "../errors";
-import { CMDLINE_SIZE } from "../machine/abi";
 
 const UNITS: Record<string, bigint> = { B: 1n, K: 1n << 10n, M: 1n << 20n, G: 1n << 30n, T: 1n << 40n };
 
@@ -39,14 +38,6 @@ export function parseSeconds(option: string, value: unknown): number {
   const n = typeof value === "number" ? value : /^\s*\d+(\.\d*)?\s*$/.test(String(value)) ? Number(value) : NaN;
   if (!Number.isFinite(n) || n < 0) throw new UsageError(`${option} ${typed(value)} is not a number of seconds`, `e.g. ${option} 10 (0 = no limit)`);
   return n;
-}
-
-/** Text for the guest's boot page, which holds CMDLINE_SIZE - 1 bytes of UTF-8 and a NUL. */
-export function parseCmdline(option: string, text: string): string {
-  const bytes = Buffer.byteLength(text, "utf8");
-  if (bytes >= CMDLINE_SIZE)
-    throw new UsageError(`${option} is ${bytes} bytes long; the guest's boot page holds at most ${CMDLINE_SIZE - 1}`, `shorten ${option}`);
-  return text;
 }
 
 /** --private: "all", "none", or comma-separated START-END / START+SIZE ranges ("16M-32M,0x4000000+2M") */

@@ -1,6 +1,6 @@
 import type { CommandModule } from "yargs";
 import { ConsoleMode, DEFAULT_MEM, runGuest } from "../../run";
-import { parseCmdline, parseCount, parseRanges, parseSeconds, parseSize } from "../parse";
+import { parseCount, parseRanges, parseSeconds, parseSize } from "../parse";
 import { CMDLINE_SIZE, MAX_CPUS } from "../../machine/abi";
 import { ExitStatus } from "../../errors";
 import { attachTerminalInput } from "../terminal";
@@ -126,7 +126,6 @@ export const runCommand: CommandModule<object, RunArgs> = {
     const memSize = parseSize("--mem", args.mem);
     const cpus = parseCount("--cpus", args.cpus, 1, MAX_CPUS);
     const timeout = parseSeconds("--timeout", args.timeout);
-    const cmdline = parseCmdline("--cmdline", args.cmdline);
     const privateRanges = args.private === undefined ? undefined : parseRanges("--private", args.private);
     // Only whether it is a bit of a 64-bit address; the VM checks it against this CPU.
     const sharedBit =
@@ -146,7 +145,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
         memSize,
         cpus,
         timeout,
-        cmdline,
+        cmdline: args.cmdline,
         console: args.console,
         output: { write: (bytes) => output.console(bytes) },
         trace: args.trace,
