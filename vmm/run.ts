@@ -1,6 +1,7 @@
 // The programmatic way to boot a guest: the CLI's `run` and the tests both come through here.
 import * as fs from "node:fs";
 import { Machine, MachineResult } from "./machine/machine";
+export type { StopRequest } from "./machine/machine";
 import { loadFirmware, loadGuest } from "./guests";
 import type { ConsoleScreen } from "./console/screen";
 import { ExitStatus, UsageError } from "./errors";
@@ -25,7 +26,7 @@ export interface RunOptions {
   log?: (line: string) => void;
   /** NDJSON event trace file */
   trace?: string;
-  /** Stops the VM: abort it with a StopRequest as the reason (anything else counts as SIGINT) */
+  /** Stops the VM: abort it with a StopRequest as the reason (any other reason counts as SIGINT) */
   signal?: AbortSignal;
   device?: string;
   /** Called once the VM is running with a function that feeds bytes to the guest's COM1 */
@@ -42,12 +43,6 @@ export interface GuestRun extends MachineResult {
   /** The final screen (console: "screen" only) */
   screen?: string;
   lastLine: string;
-}
-
-/** Why a run is stopped from outside, with the status it ends with */
-export interface StopRequest {
-  status: number;
-  reason: string;
 }
 
 const CAPTURE_LIMIT = 1 << 20;
@@ -105,17 +100,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
     m.create();
     opts.onMachine?.(m);
     opts.onInput?.((bytes) => m.serial.receive(bytes));
-    const running = m.run(opts.timeout);
-    const signal = opts.signal;
-    const stop = () => {
-      const request = signal?.reason as Partial<StopRequest> | undefined;
-      if (typeof request?.status === "number" && typeof request.reason === "string") m.finish(request.status, request.reason);
-      else m.finish(ExitStatus.INTERRUPTED, "interrupted");
-    };
-    if (signal?.aborted) stop();
-    signal?.addEventListener("abort", stop, { once: true });
-    const result = await running;
-    signal?.removeEventListener("abort", stop);
+    const result = await m.run(opts.timeout, opts.signal);
     if (traceFailure && result.status !== ExitStatus.OUTPUT_FAILED) opts.log?.(`${traceFailure}: the trace is incomplete`);
     const unclaimed = [...m.unclaimedPorts].map(([p, n]) => `0x${p.toString(16)} (${n.reads} reads, ${n.writes} writes)`);
     if (unclaimed.length) opts.log?.(`ports no device claims were touched: ${unclaimed.join(", ")}`);

@@ -58,6 +58,13 @@ export interface MachineOptions {
   trace?: (event: Record<string, unknown>) => void;
 }
 
+/** Why a run is stopped from outside (a signal, an output that failed), with the status it ends
+ *  with: the reason of the AbortSignal given to Machine.run */
+export interface StopRequest {
+  status: number;
+  reason: string;
+}
+
 export interface MachineResult {
   status: number;
   /** One line: why the VM ended */
@@ -232,7 +239,8 @@ export class Machine {
     return state;
   }
 
-  /** Run until the guest exits, fails, times out or `signal` aborts. Never rejects for guest misbehaviour. */
+  /** Run until the guest exits, fails, times out or `signal` aborts (with a StopRequest as its
+   *  reason; any other reason counts as SIGINT). Never rejects for guest misbehaviour. */
   run(timeoutSeconds?: number, signal?: AbortSignal): Promise<MachineResult> {
     return new Promise((resolve) => {
       this.resolveRun = resolve;
@@ -241,8 +249,13 @@ export class Machine {
       if (timeoutSeconds && timeoutSeconds > 0)
         this.timer = setLongTimeout(() => void this.timeout(timeoutSeconds), timeoutSeconds * 1000);
       if (signal) {
-        if (signal.aborted) return this.finish(ExitStatus.INTERRUPTED, "interrupted before start");
-        signal.addEventListener("abort", () => this.finish(ExitStatus.INTERRUPTED, "interrupted (SIGINT)"), { once: true });
+        const stop = () => {
+          const r = signal.reason as Partial<StopRequest> | undefined;
+          if (typeof r?.status === "number" && typeof r.reason === "string") this.finish(r.status, r.reason);
+          else this.finish(ExitStatus.INTERRUPTED, "interrupted");
+        };
+        if (signal.aborted) return stop();
+        signal.addEventListener("abort", stop, { once: true });
       }
       for (const v of this.vcpus) v.native.start((event) => this.onEvent(v, event));
     });
