@@ -197,7 +197,7 @@ test("a run refused by any check leaves an existing trace file alone", T, async 
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test("a trace file that stops accepting writes stops the VM cleanly (78)", T, async (t) => {
+test("a trace file or stdout that stops accepting writes stops the VM cleanly (78)", T, async (t) => {
   if (!requireKvm(t)) return;
   const full = await tsvmm(["run", "hello", "--quiet", "--trace", "/dev/full"]);
   assert.equal(full.status, ExitStatus.OUTPUT_FAILED, full.stderr);
@@ -210,6 +210,10 @@ test("a trace file that stops accepting writes stops the VM cleanly (78)", T, as
   assert.match(limited.stderr, /--trace .*t\.ndjson: write failed \(EFBIG\); the VM was stopped/);
   noStackTrace(limited.stderr);
   fs.rmSync(dir, { recursive: true, force: true });
+  const stdoutFull = await shell(`exec "$@" > /dev/full`, ["run", "hello"]);
+  assert.equal(stdoutFull.status, ExitStatus.OUTPUT_FAILED, stdoutFull.stderr);
+  assert.match(stdoutFull.stderr, /^tsvmm: hello: stdout: write failed \(ENOSPC\), so the VM was stopped after/m);
+  noStackTrace(stdoutFull.stderr);
 });
 
 test("a closed stdout stops the VM cleanly with 141 (tsvmm run hello | true)", T, async (t) => {
