@@ -131,7 +131,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
     const sharedBit =
       args["shared-bit"] === undefined
         ? undefined
-        : parseCount("--shared-bit", args["shared-bit"], 1, 63, "give the bit that selects the shared view, e.g. --shared-bit 39 (32 up to this CPU's address bits - 1)");
+        : parseCount("--shared-bit", args["shared-bit"], 1, 63, "give the bit of the guest-physical address that selects the shared view, e.g. --shared-bit 39");
     const output = new ConsoleLogWriter(process.stdout, process.stderr);
     const log = (line: string) => {
       if (!args.quiet) output.log(`tsvmm: ${line}`);
