@@ -23,10 +23,12 @@ export class AttributesBackend implements MemoryBackend {
   private readonly gmem: NativeGuestMemfd;
   private readonly memfd: NativeMemfd;
   private readonly base: bigint;
+  private readonly discard: boolean;
 
   constructor(ctx: BackendContext) {
     this.vm = ctx.vm;
     this.base = ctx.map.base;
+    this.discard = ctx.discard;
     this.gmem = ctx.vm.createGuestMemfd(ctx.map.size, 0n);
     this.memfd = new (loadAddon().Memfd)("tsvmm-shared", ctx.map.size);
     this.sharedView = Buffer.from(this.memfd.map());
@@ -51,6 +53,7 @@ export class AttributesBackend implements MemoryBackend {
       const offset = BigInt(run.first) << PAGE_SHIFT;
       const size = BigInt(run.count) << PAGE_SHIFT;
       setPrivate(this.vm, this.base + offset, size, run.state === "private");
+      if (!this.discard) continue;
       (run.state === "private" ? this.memfd : this.gmem).fallocate("punch", offset, size);
       discarded += size;
     }

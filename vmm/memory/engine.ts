@@ -1,7 +1,7 @@
 // The conversion engine: one path for every source (hypercall, port doorbell, memory-fault exit,
 // API), requests validated against the page-state map, conversions serialised, every conversion
 // and every memory-fault exit recorded as an event.
-import type { MemoryBackend } from "./backend";
+import type { DiscardPolicy, MemoryBackend } from "./backend";
 import { ConversionRequest, MAP_GPA_RANGE_ENCRYPTED, PAGE_SHIFT, PageState, PageStateMap, validateRequest } from "./pageState";
 import { Errno, MEMORY_EXIT_FLAG_PRIVATE } from "../kvm/uapi";
 import { hex } from "../format";
@@ -43,7 +43,12 @@ export interface EngineOptions {
   now: () => number;
   /** The exit scenarios' test slot, if the guest made one */
   testSlot: () => TestSlot | undefined;
+  /** What the backend does with the side a page left (it acts on it; the engine reports it) */
+  discard: DiscardPolicy;
 }
+
+/** What one conversion did: refused (nothing changed), or the pages that changed state */
+type Converted = { refused: string } | { refused?: undefined; changed: number; discarded: bigint };
 
 export type FaultOutcome = { action: "retry" } | { action: "deny" | "stop"; reason: string };
 
@@ -52,7 +57,10 @@ const KNOWN_FAULT_FLAGS = MEMORY_EXIT_FLAG_PRIVATE;
 export class ConversionEngine {
   private seq = 0;
   private chain: Promise<unknown> = Promise.resolve();
-  private readonly lastFault = new Map<number, { gpa: bigint; flags: bigint; repeats: number }>();
+  /** Per vCPU, its last memory fault and how many conversions had been done by then */
+  private readonly lastFault = new Map<number, { gpa: bigint; flags: bigint; repeats: number; conversions: number }>();
+  /** Conversions that changed the map: a fault that recurs after one is progress, not a repeat */
+  private conversions = 0;
   private readonly counts = new Map<string, number>();
   private discarded = 0n;
   private busyNs = 0n;
@@ -91,10 +99,14 @@ export class ConversionEngine {
         this.record({ ...base, from, to, discard: 0, result: "denied (--on-hypercall deny)" }, start, `${source}-denied`);
         return Errno.EINVAL;
       }
-      const changes = this.o.map.set(v.first, v.count, to);
-      const { discarded } = changes.length ? await this.o.quiesce(() => this.o.backend.apply(changes)) : { discarded: 0n };
-      this.discarded += discarded;
-      this.record({ ...base, from, to, discard: Number(discarded), result: changes.length ? "ok" : "ok (already " + to + ")" }, start, `${source}-to-${to}`);
+      const done = await this.convert(v.first, v.count, to);
+      if (done.refused !== undefined) {
+        // KVM_HC_MAP_GPA_RANGE has one refusal: the SNP and TDX paths accept only 0, EINVAL and
+        // EAGAIN, and EAGAIN would make the guest retry a request that cannot succeed.
+        this.record({ ...base, from, to, discard: 0, result: `ENOSPC, EINVAL to the guest: ${done.refused}` }, start, `${source}-refused`);
+        return EINVAL;
+      }
+      this.record({ ...base, from, to, discard: Number(done.discarded), result: this.outcome(done, to) }, start, `${source}-to-${to}`);
       return 0;
     });
   }
@@ -119,9 +131,10 @@ export class ConversionEngine {
       if (errno !== "EFAULT") return stop(`memory fault with ${errno} (a poisoned or unallocatable page, not a conversion)`);
 
       const last = this.lastFault.get(vcpu);
-      const repeats = last && last.gpa === f.gpa && last.flags === f.flags ? last.repeats + 1 : 0;
-      this.lastFault.set(vcpu, { gpa: f.gpa, flags: f.flags, repeats });
-      if (repeats >= 3) return stop(`the same memory fault repeated ${repeats + 1} times without progress`);
+      const again = last && last.gpa === f.gpa && last.flags === f.flags && last.conversions === this.conversions;
+      const repeats = again ? last.repeats + 1 : 0;
+      this.lastFault.set(vcpu, { gpa: f.gpa, flags: f.flags, repeats, conversions: this.conversions });
+      if (repeats >= 3) return stop(`the same memory fault repeated ${repeats + 1} times with no conversion in between`);
 
       const slot = this.o.testSlot();
       if (slot?.contains(f.gpa)) {
@@ -149,13 +162,31 @@ export class ConversionEngine {
         return { action: "retry" };
       }
       if (policy !== "convert") return stop(`implicit conversion ${current}→${wanted} refused (--on-fault ${policy})`, policy);
-      const first = this.o.map.pageOf(page);
-      const changes = this.o.map.set(first, 1, wanted);
-      const { discarded } = await this.o.quiesce(() => this.o.backend.apply(changes));
-      this.discarded += discarded;
-      this.record({ ...base, from: current, to: wanted, discard: Number(discarded), result: "ok" }, start, `fault-to-${wanted}`);
+      const done = await this.convert(this.o.map.pageOf(page), 1, wanted);
+      if (done.refused !== undefined) return stop(`implicit conversion ${current}→${wanted} impossible: ${done.refused}`);
+      this.record({ ...base, from: current, to: wanted, discard: Number(done.discarded), result: this.outcome(done, wanted) }, start, `fault-to-${wanted}`);
       return { action: "retry" };
     });
+  }
+
+  /** Set pages [first, first + count) to `to` in the map and in KVM; a refusal restores the map. */
+  private async convert(first: number, count: number, to: PageState): Promise<Converted> {
+    const changes = this.o.map.set(first, count, to);
+    if (!changes.length) return { changed: 0, discarded: 0n };
+    const applied = await this.o.quiesce(() => this.o.backend.apply(changes));
+    if (applied.refused !== undefined) {
+      const back: PageState = to === "private" ? "shared" : "private";
+      for (const run of changes) this.o.map.set(run.first, run.count, back);
+      return { refused: applied.refused };
+    }
+    this.conversions++;
+    this.discarded += applied.discarded;
+    return { changed: changes.reduce((n, run) => n + run.count, 0), discarded: applied.discarded };
+  }
+
+  private outcome(done: Extract<Converted, { changed: number }>, to: PageState): string {
+    if (!done.changed) return `ok (already ${to})`;
+    return this.o.discard === "never" ? `ok, kept the ${to === "private" ? "shared" : "private"} copy (--discard never)` : "ok";
   }
 
   /** Run other work on guest memory in the same order as conversions (host requests). */
@@ -185,11 +216,15 @@ export class ConversionEngine {
     const used = this.o.backend.populated();
     const kib = (b: bigint | undefined) => (b === undefined ? "unknown (guest_memfd without MMAP has no host view)" : `${b >> 10n} KiB`);
     const tally = [...this.counts].map(([k, n]) => `${k} ${n}`).join(", ") || "none";
+    const discard =
+      this.o.discard === "always" ? `--discard always: discarded ${Number(this.discarded >> 10n)} KiB` : "--discard never: both copies of every page kept";
+    const usage = this.o.backend.usage?.();
     return [
       `conversions: ${tally}`,
       `pages now: ${map.privatePages} private, ${map.sharedPages} shared (${map.pages} in all); memory-fault exits: ${this.faults}`,
-      `discarded ${Number(this.discarded >> 10n)} KiB; ${(Number(this.busyNs) / 1e6).toFixed(3)} ms spent converting`,
+      `${discard}; ${(Number(this.busyNs) / 1e6).toFixed(3)} ms spent converting`,
       `in use now: private ${kib(used.private)}, shared ${kib(used.shared)} (pages touched, from mincore)`,
+      ...(usage ? [usage] : []),
     ];
   }
 }

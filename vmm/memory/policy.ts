@@ -5,6 +5,7 @@ import type { Verdict } from "../host/caps";
 import type { FaultPolicy, HypercallPolicy } from "./engine";
 import type { PrivateMemoryOptions } from "./options";
 import { hex } from "../format";
+import type { DiscardPolicy } from "./backend";
 import { PAGE } from "./pageState";
 
 export type Range = { start: bigint; end: bigint };
@@ -17,6 +18,9 @@ export interface PrivateRequest {
   onFault?: FaultPolicy;
   onHypercall?: HypercallPolicy;
   prealloc?: boolean;
+  discard?: DiscardPolicy;
+  /** How the guest asks for conversions; default: the hypercall where KVM delivers it */
+  convertVia?: "hypercall" | "doorbell";
 }
 
 
@@ -73,6 +77,12 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: GuestFacts, lay
       "{sharedBit} works with {backend} memslots only",
       "on a KVM_X86_SW_PROTECTED_VM KVM derives private/shared from the memory attributes, and a guest_memfd-only slot ignores them, so the wrong view cannot fault",
     );
+  if (req.convertVia === "hypercall" && !verdict.hypercallExit)
+    throw new TsvmmError(
+      "--convert-via hypercall: this KVM does not deliver KVM_HC_MAP_GPA_RANGE to userspace (KVM_CAP_EXIT_HYPERCALL)",
+      ExitStatus.HOST_UNSUPPORTED,
+      "use --convert-via doorbell, or leave it out to get the doorbell where the hypercall cannot exit",
+    );
   return {
     backend,
     ranges,
@@ -80,7 +90,8 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: GuestFacts, lay
     onFault: req.onFault ?? "convert",
     onHypercall: req.onHypercall ?? "convert",
     prealloc: req.prealloc ?? false,
-    convertMethod: verdict.hypercallExit ? "hypercall" : "doorbell",
+    discard: req.discard ?? "always",
+    convertMethod: req.convertVia ?? (verdict.hypercallExit ? "hypercall" : "doorbell"),
   };
 }
 

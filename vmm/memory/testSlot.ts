@@ -27,9 +27,6 @@ const STATE_TEXT: Record<SlotState, string> = {
   [SlotState.Released]: "its guest_memfd released",
 };
 
-/** Far above the slots the backends use */
-const TEST_SLOT_ID = 32000;
-
 export class TestSlot {
   private gmem?: NativeGuestMemfd;
   private shared?: NativeMemfd;
@@ -41,6 +38,8 @@ export class TestSlot {
     /** attributes: a private page in a hybrid slot; memslots: a guest_memfd-only page */
     private readonly backend: "attributes" | "memslots",
     readonly gpa: bigint,
+    /** A memslot id no backend uses (memslotBudget's testSlotId) */
+    private readonly slotId: number,
   ) {
     this.make();
   }
@@ -64,18 +63,18 @@ export class TestSlot {
       this.gmem = this.vm.createGuestMemfd(PAGE, 0n);
       this.shared ??= new (loadAddon().Memfd)("tsvmm-test-slot", PAGE);
       this.shared.map();
-      this.vm.setUserMemoryRegion2(slotRegion(TEST_SLOT_ID, this.gpa, PAGE, this.shared.address, this.gmem, 0n));
+      this.vm.setUserMemoryRegion2(slotRegion(this.slotId, this.gpa, PAGE, this.shared.address, this.gmem, 0n));
       setPrivate(this.vm, this.gpa, PAGE, true);
     } else {
       this.gmem = this.vm.createGuestMemfd(PAGE, GuestMemfdFlag.MMAP | GuestMemfdFlag.INIT_SHARED);
       this.gmem.map();
-      this.vm.setUserMemoryRegion2(slotRegion(TEST_SLOT_ID, this.gpa, PAGE, this.gmem.address, this.gmem, 0n));
+      this.vm.setUserMemoryRegion2(slotRegion(this.slotId, this.gpa, PAGE, this.gmem.address, this.gmem, 0n));
     }
     this.state = SlotState.Intact;
   }
 
   private remove(): void {
-    this.vm.setUserMemoryRegion2(slotRegion(TEST_SLOT_ID, this.gpa, 0n, 0n, null, 0n));
+    this.vm.setUserMemoryRegion2(slotRegion(this.slotId, this.gpa, 0n, 0n, null, 0n));
   }
 
   /** Break the slot; "delete" happens `delayMs` later, while the guest runs. */
@@ -90,7 +89,7 @@ export class TestSlot {
         return `${where}: deleting in ${delayMs} ms`;
       case "no-gmem":
         this.remove();
-        this.vm.setUserMemoryRegion2(slotRegion(TEST_SLOT_ID, this.gpa, PAGE, this.shared!.address, null, 0n));
+        this.vm.setUserMemoryRegion2(slotRegion(this.slotId, this.gpa, PAGE, this.shared!.address, null, 0n));
         this.state = SlotState.NoGmem;
         return `${where}: ${this.stateText}`;
       case "release":

@@ -1,0 +1,101 @@
+// A fake KVM VM for the unit tests of the memory backends and the test slot: plain buffers for
+// the files, and a memslot table that enforces KVM's rules for KVM_SET_USER_MEMORY_REGION2 (ids
+// below KVM_CAP_NR_MEMSLOTS, no overlap, guest_memfd slots only deleted, never modified), so a
+// layout KVM would refuse fails here too. Every call is recorded.
+import type { MemoryRegion, NativeGuestMemfd, NativeVm } from "../../vmm/native";
+import { Cap } from "../../vmm/kvm/uapi";
+
+export class FakeFile implements NativeGuestMemfd {
+  readonly buffer: ArrayBuffer;
+  address = 0n;
+  closed = false;
+  constructor(
+    readonly fd: number,
+    readonly size: bigint,
+    readonly flags: bigint,
+    private readonly calls: string[],
+  ) {
+    this.buffer = new ArrayBuffer(Number(size));
+  }
+  map(): ArrayBuffer {
+    this.address ||= BigInt(this.fd) << 32n;
+    return this.buffer;
+  }
+  unmap(): void {
+    this.address = 0n;
+  }
+  fallocate(mode: "allocate" | "punch", offset: bigint, length: bigint): void {
+    this.calls.push(`fallocate fd=${this.fd} ${mode} 0x${offset.toString(16)}+0x${length.toString(16)}`);
+    if (mode === "punch") new Uint8Array(this.buffer, Number(offset), Number(length)).fill(0);
+  }
+  allocatedBytes(): bigint {
+    return 0n;
+  }
+  close(): void {
+    this.closed = true;
+    this.address = 0n;
+  }
+}
+
+export interface FakeSlot extends MemoryRegion {
+  /** the file behind guestMemfd (closed = released) */
+  file?: FakeFile;
+}
+
+export class FakeVm implements Partial<NativeVm> {
+  readonly fd = 3;
+  readonly calls: string[] = [];
+  readonly slots = new Map<number, FakeSlot>();
+  readonly files: FakeFile[] = [];
+  readonly attributes: Array<{ gpa: bigint; size: bigint; attributes: bigint }> = [];
+  private nextFd = 10;
+
+  constructor(readonly nrMemslots = 32764) {}
+
+  checkExtension(cap: number): number {
+    return cap === Cap.NR_MEMSLOTS ? this.nrMemslots : 0;
+  }
+
+  createGuestMemfd(size: bigint, flags: bigint): FakeFile {
+    const f = new FakeFile(this.nextFd++, size, flags, this.calls);
+    this.files.push(f);
+    return f;
+  }
+
+  setUserMemoryRegion2(r: MemoryRegion): void {
+    const fail = (why: string) => {
+      throw Object.assign(new Error(`KVM_SET_USER_MEMORY_REGION2(slot=${r.slot}) failed: ${why}`), { code: why.split(" ")[0] });
+    };
+    if (r.slot < 0 || r.slot >= this.nrMemslots) fail("EINVAL (slot id out of range)");
+    const old = this.slots.get(r.slot);
+    if (r.memorySize === 0n) {
+      if (!old) fail("EINVAL (deleting an empty slot)");
+      this.slots.delete(r.slot);
+      this.calls.push(`delete slot=${r.slot} gpa=0x${old!.guestPhysAddr.toString(16)}`);
+      return;
+    }
+    if (old) fail("EINVAL (a guest_memfd slot cannot be modified)");
+    for (const s of this.slots.values())
+      if (r.guestPhysAddr < s.guestPhysAddr + s.memorySize && s.guestPhysAddr < r.guestPhysAddr + r.memorySize) fail(`EEXIST (overlaps slot ${s.slot})`);
+    const file = this.files.find((f) => f.fd === r.guestMemfd && !f.closed);
+    if (r.guestMemfd >= 0 && !file) fail("EBADF");
+    this.slots.set(r.slot, { ...r, file });
+    this.calls.push(`add slot=${r.slot} gpa=0x${r.guestPhysAddr.toString(16)} size=0x${r.memorySize.toString(16)} fd=${r.guestMemfd}`);
+  }
+
+  setMemoryAttributes(gpa: bigint, size: bigint, attributes: bigint): void {
+    this.attributes.push({ gpa, size, attributes });
+    this.calls.push(`attributes 0x${gpa.toString(16)}+0x${size.toString(16)}=${attributes}`);
+  }
+
+  /** The slots by GPA: [first page, pages, what backs it] with fd names given by `name` */
+  layout(name: (s: FakeSlot) => string, base = 0n): Array<[number, number, string]> {
+    return [...this.slots.values()]
+      .sort((a, b) => (a.guestPhysAddr < b.guestPhysAddr ? -1 : 1))
+      .map((s) => [Number((s.guestPhysAddr - base) >> 12n), Number(s.memorySize >> 12n), name(s)]);
+  }
+
+  get asNative(): NativeVm {
+    return this as unknown as NativeVm;
+  }
+}
