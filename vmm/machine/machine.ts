@@ -20,7 +20,7 @@ import {
 import type { ElfImage } from "./elf";
 import type { Layout } from "./layout";
 import { RamBacking, SharedRam } from "../memory/shared";
-import type { MemoryBackend } from "../memory/backend";
+import { MemoryBackend, memslotBudget } from "../memory/backend";
 import { MemslotsBackend } from "../memory/memslots";
 import { AttributesBackend } from "../memory/attributes";
 import { MAP_GPA_RANGE_ENCRYPTED, PAGE, PAGE_SHIFT, PageStateMap } from "../memory/pageState";
@@ -85,6 +85,7 @@ export class Machine {
   private memory?: MemoryBackend;
   private engine?: ConversionEngine;
   private testSlot?: TestSlot;
+  private testSlotId = 0;
   private map?: PageStateMap;
   /** closed while vCPUs must stay out of KVM_RUN (memslot re-layout, timeout report) */
   private gate?: Promise<void>;
@@ -165,7 +166,9 @@ export class Machine {
     for (const r of pm.ranges) map.set(map.pageOf(r.start), Number((r.end - r.start) >> PAGE_SHIFT), "private");
     if (map.runs().length > MAX_RAM_RANGES)
       throw new UsageError(`{private} makes ${map.runs().length} ranges; the boot page holds at most ${MAX_RAM_RANGES}`);
-    const ctx = { vm, map, sharedLimit: this.layout.freeBase, sharedBit: pm.sharedBit, prealloc: pm.prealloc };
+    const slots = memslotBudget(vm.checkExtension(Cap.NR_MEMSLOTS));
+    this.testSlotId = slots.testSlotId;
+    const ctx = { vm, map, sharedLimit: this.layout.freeBase, sharedBit: pm.sharedBit, prealloc: pm.prealloc, discard: pm.discard === "always", slotLimit: slots.backendSlots };
     this.map = map;
     const memory = pm.backend === "attributes" ? new AttributesBackend(ctx) : new MemslotsBackend(ctx);
     this.memory = memory;
@@ -178,6 +181,7 @@ export class Machine {
       emit: (e) => this.conversionEvent(e),
       now: () => performance.now() - this.startTime,
       testSlot: () => this.testSlot,
+      discard: pm.discard,
     });
     this.engine = engine;
     this.conversions = {
@@ -325,7 +329,7 @@ export class Machine {
     if (this.testSlot) return this.testSlot.gpa === gpa ? this.testSlot : `the test slot is at ${hex(this.testSlot.gpa)}`;
     if (!create) return "no test slot was created";
     if (gpa % PAGE !== 0n || gpa < this.layout.ramSize || gpa >= 1n << 32n) return "it must be a page outside RAM and below 4 GiB";
-    this.testSlot = new TestSlot(this.vm!, this.opts.privateMemory!.backend, gpa);
+    this.testSlot = new TestSlot(this.vm!, this.opts.privateMemory!.backend, gpa, this.testSlotId);
     return this.testSlot;
   }
 

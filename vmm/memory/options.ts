@@ -1,5 +1,6 @@
 // The private-memory options of one machine, as resolved from the request and the host (policy.ts).
 import type { FaultPolicy, HypercallPolicy } from "./engine";
+import type { DiscardPolicy } from "./backend";
 
 export type PrivateBackend = "attributes" | "memslots";
 
@@ -12,6 +13,8 @@ export interface PrivateMemoryOptions {
   onFault: FaultPolicy;
   onHypercall: HypercallPolicy;
   prealloc: boolean;
+  /** always: punch the side a page left (as QEMU, SNP/TDX); never: keep it (as the kernel's private_mem_conversions_test) */
+  discard: DiscardPolicy;
   /** How the guest asks for conversions: a hypercall KVM delivers (vmcall or vmmcall by CPU
    *  vendor), or the port doorbell */
   convertMethod: "hypercall" | "doorbell";
