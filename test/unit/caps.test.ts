@@ -41,6 +41,11 @@ test("the lab's sw-protected kernel offers both backends, hypercall and memory-f
   assert.equal(v.memoryFaultExit, true);
 });
 
+test("caps states the memslots backend's slot budget where that backend is available", () => {
+  const v = assessHost({ ...labSw, system: { ...labSw.system, nrMemslots: 32764 } });
+  assert.match(v.lines.join("\n"), /memslots backend may use 32763 memslots \(KVM_CAP_NR_MEMSLOTS 32764, one kept for the test slot\).*about 16381 .*\(8190 with --shared-bit\)/);
+});
+
 test("a stock kernel: memslots only, and the attributes refusal names the kernel option", () => {
   const v = assessHost({ ...labSw, system: { ...labSw.system, vmTypes: 1 }, vmTypes: { default: vmDefault } });
   assert.equal(v.backends.memslots.available, true);

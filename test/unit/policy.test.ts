@@ -66,3 +66,17 @@ test("--shared-bit lies above 4 GiB and below the CPU's physical address width",
         e.describe(CLI_FLAGS).startsWith(`--shared-bit ${bit} is out of range\n  hint: use 32 to 47`),
     );
 });
+
+test("--convert-via picks the doorbell on a KVM with hypercalls, and refuses the hypercall where it cannot exit (69)", () => {
+  assert.equal(resolvePrivateMemory({ convertVia: "doorbell" }, guest(true), layout, verdict(true, true))!.convertMethod, "doorbell");
+  assert.equal(resolvePrivateMemory({ convertVia: "hypercall" }, guest(true), layout, verdict(true, true))!.convertMethod, "hypercall");
+  assert.throws(
+    () => resolvePrivateMemory({ convertVia: "hypercall" }, guest(true), layout, verdict(false, true, false)),
+    (e: unknown) => e instanceof TsvmmError && e.status === 69 && /--convert-via doorbell/.test(e.hint!),
+  );
+});
+
+test("--discard defaults to always (today's behaviour) and passes never through", () => {
+  assert.equal(resolvePrivateMemory({}, guest(true), layout, verdict(true, true))!.discard, "always");
+  assert.equal(resolvePrivateMemory({ discard: "never" }, guest(true), layout, verdict(true, true))!.discard, "never");
+});

@@ -1,6 +1,7 @@
 // What the host's KVM offers, and what tsvmm can do with it. probeHost() asks the kernel;
 // assessHost() is pure and turns the answers into a verdict.
 import * as fs from "node:fs";
+import { memslotBudget } from "../memory/backend";
 import { loadAddon, NativeKvm } from "../native";
 import { Cap, EXIT_HYPERCALL_MAP_GPA_RANGE, KVM_API_VERSION, MEMORY_ATTRIBUTE_PRIVATE, VM_TYPE_NAMES } from "../kvm/uapi";
 import { decodeCpuid } from "../kvm/structs";
@@ -201,6 +202,12 @@ export function assessHost(p: HostProbe): Verdict {
       ? `Private memory: ${[attributes.available && "attributes", memslots.available && "memslots"].filter(Boolean).join(" and ")} backend available.`
       : `Private memory: not available. ${memslots.reason}.`,
   );
+  if (memslots.available) {
+    const { backendSlots } = memslotBudget(p.system.nrMemslots);
+    lines.push(
+      `The memslots backend may use ${backendSlots} memslots (KVM_CAP_NR_MEMSLOTS ${p.system.nrMemslots}, one kept for the test slot): one per run of equal state per view, so about ${backendSlots >> 1} alternating single-page conversions (${backendSlots >> 2} with --shared-bit); a request beyond that is refused.`,
+    );
+  }
   lines.push(
     hypercallExit
       ? "Conversions by KVM_HC_MAP_GPA_RANGE hypercall reach tsvmm."

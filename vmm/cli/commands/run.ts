@@ -24,6 +24,8 @@ export interface RunArgs {
   "on-fault": "convert" | "deny" | "stop";
   "on-hypercall": "convert" | "deny";
   prealloc: boolean;
+  discard: "always" | "never";
+  "convert-via"?: "hypercall" | "doorbell";
 }
 
 /** What each of tsvmm's own statuses means; `run --help` and the README list them all. */
@@ -101,6 +103,17 @@ export const runCommand: CommandModule<object, RunArgs> = {
         group: "Private memory:",
       })
       .option("prealloc", { type: "boolean", default: false, describe: "fallocate all private memory up front instead of on demand", group: "Private memory:" })
+      .option("discard", {
+        choices: ["always", "never"] as const,
+        default: "always" as const,
+        describe: "always: punch the side a converted page left (as QEMU, SNP and TDX: a page reads zero after a round trip); never: keep both copies, so shared data survives a private round trip (as the kernel's private_mem_conversions_test)",
+        group: "Private memory:",
+      })
+      .option("convert-via", {
+        choices: ["hypercall", "doorbell"] as const,
+        describe: "how guests ask for conversions: KVM_HC_MAP_GPA_RANGE by vmcall/vmmcall, or the port doorbell with the same registers. Default: the hypercall where KVM delivers it to userspace, else the doorbell",
+        group: "Private memory:",
+      })
       .example("$0 run hello", "boot the default test guest")
       .example("$0 run smp --cpus 4", "every vCPU reports in")
       .example("$0 run fault --cmdline fault=pf", "take a page fault; the firmware reports it and tsvmm exits 71")
@@ -160,6 +173,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
           onFault: args["on-fault"],
           onHypercall: args["on-hypercall"],
           prealloc: args.prealloc,
+          discard: args.discard,
+          convertVia: args["convert-via"],
         },
       });
       detachInput?.();
