@@ -7,8 +7,11 @@
  *   - each first touch converted exactly that page (COUNT_PRIVATE per step, neighbours unchanged);
  *   - a converted page is a fresh zero page (nothing carries across a conversion), on both sides;
  *   - data written through the live view stays, and the host sees shared data and never private;
- *   - touching live views converts nothing.
- * It prints "# expected-implicit-conversions N" (N = 10) for the lab test to compare with the
+ *   - touching live views converts nothing;
+ *   - a page bounced ten times (a store through the shared view converts it, KVM_HC_MAP_GPA_RANGE
+ *     makes it private again) is progress every time: the same fault recurring after a
+ *     conversion is not a guest stuck on one fault.
+ * It prints "# expected-implicit-conversions N" (N = 20) for the lab test to compare with the
  * VMM's count of memory-fault conversions.
  */
 #include <tsvmm/tsvmm.h>
@@ -20,8 +23,9 @@ TSVMM_GUEST_WANTS_PRIVATE();
 #define HUGE   0x200000ULL
 #define NP     8
 
-#define PLAN   12
-#define EXPECTED_CONVERSIONS 10
+#define PLAN   13
+#define BOUNCES 10
+#define EXPECTED_CONVERSIONS (10 + BOUNCES)
 
 typedef unsigned long long ull;
 
@@ -267,7 +271,24 @@ int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 		tap_step_fail("bookkeeping: live-view touches counted as conversions");
 	tap_step_end("touching every page through its live view converts nothing; data written through live views stays");
 
-	/* 12: the VMM's final map equals the guest's, and the count the lab compares */
+	/* 12: page 0 bounced: a store through the shared view (implicit, to shared), then
+	 * KVM_HC_MAP_GPA_RANGE back to private, ten times: the same fault each round, never "stuck" */
+	tap_step_begin();
+	for (unsigned round = 0; round < BOUNCES && tap_step_ok(); round++) {
+		uint64_t word = 0xb0b0000000000000ULL | round;
+		touching(0, SHARED_VIEW);
+		*(volatile uint64_t *)(at(0, SHARED_VIEW) + 0x100) = word;
+		expect_page(0, 0, 0x100, word);
+		long rc = tsvmm_map_gpa_range(region, 1, TSVMM_MAP_GPA_PRIVATE);
+		if (rc)
+			tap_step_fail("round %u: KVM_HC_MAP_GPA_RANGE of page 0 to private returned %ld", round, rc);
+		priv[0] = 1;
+		count_all();
+	}
+	tap_step_end("page 0 bounced %u times: a store through the shared view converts it to shared, MAP_GPA_RANGE back to private (now %u implicit conversions)",
+	    BOUNCES, conversions);
+
+	/* 13: the VMM's final map equals the guest's, and the count the lab compares */
 	tap_step_begin();
 	count_all();
 	int64_t total = tsvmm_host_count_private(region, NP * PAGE);

@@ -37,6 +37,11 @@ async function run(opts: RunOptions): Promise<GuestRun & { events: Array<Record<
   }
 }
 
+/** Unevictable memory in bytes (/proc/meminfo): guest_memfd keeps its pages there */
+function unevictable(): number {
+  return Number(/^Unevictable:\s+(\d+) kB$/m.exec(fs.readFileSync("/proc/meminfo", "utf8"))![1]) * 1024;
+}
+
 function assertTapPassed(r: GuestRun): void {
   const plan = /^1\.\.(\d+)$/m.exec(r.console);
   assert.ok(plan, `no TAP plan in:\n${r.console}`);
@@ -66,9 +71,40 @@ for (const backend of backends) {
     assert.ok(r.conversions!.summary.some((l) => /pages now: \d+ private, \d+ shared/.test(l)));
   });
 
-  test(`convert with --prealloc: private memory fallocated up front, same results (${backend})`, T, async () => {
-    const r = await run({ guest: "convert", privateMemory: { backend, prealloc: true } });
+  // Lab only: it needs private memory, and reads the lab kernel's page accounting.
+  test(`convert with --prealloc: the private side is allocated before the guest runs, same results (${backend})`, T, async () => {
+    const before = unevictable();
+    let upFront = 0;
+    const r = await run({ guest: "convert", privateMemory: { backend, prealloc: true }, onMachine: () => (upFront = unevictable() - before) });
     assertTapPassed(r);
+    // RAM above the guest image (~63 of the 64 MiB) is private and fallocated at once.
+    assert.ok(upFront >= 56 << 20, `${upFront >> 20} MiB of guest_memfd allocated before the guest ran`);
+    let lazy = 0;
+    const control = await run({ guest: "convert", privateMemory: { backend }, onMachine: () => (lazy = unevictable() - before) });
+    assertTapPassed(control);
+    assert.ok(lazy < 8 << 20, `without --prealloc ${lazy >> 20} MiB were allocated up front`);
+  });
+
+  test(`convert --convert-via doorbell: the port doorbell on a KVM that delivers hypercalls (${backend})`, T, async () => {
+    const r = await run({ guest: "convert", privateMemory: { backend, convertVia: "doorbell" } });
+    assertTapPassed(r);
+    assert.match(r.console, /^convert: backend \w+, doorbell/m, "the boot page named the doorbell");
+    const tally = r.conversions!.tally;
+    assert.ok(tally["doorbell-to-private"] > 0 && tally["doorbell-to-shared"] > 0, JSON.stringify(tally));
+    assert.ok(tally["doorbell-refused"] >= 4, "the guest's invalid requests were refused through the doorbell too");
+    assert.deepEqual(Object.keys(tally).filter((k) => k.startsWith("hypercall")), []);
+  });
+
+  test(`convert --discard never: shared data survives a private round trip, private data a shared one (${backend})`, T, async () => {
+    const r = await run({ guest: "convert", cmdline: "discard=never", privateMemory: { backend, discard: "never" } });
+    assertTapPassed(r);
+    const done = r.events.filter((e) => e.kind === "conversion" && String(e.result).startsWith("ok,"));
+    assert.ok(done.length >= 4 && done.every((e) => e.discard === 0 && /kept the (shared|private) copy \(--discard never\)/.test(String(e.result))));
+    assert.ok(r.conversions!.summary.some((l) => /--discard never: both copies of every page kept/.test(l)));
+    // The control: the same guest expectations with the default policy fail where data was discarded.
+    const always = await run({ guest: "convert", cmdline: "discard=never", privateMemory: { backend } });
+    assert.notEqual(always.status, 0);
+    assert.match(always.console, /^not ok 2 .*$/m);
   });
 
   test(`smp-convert: concurrent conversions from 2 vCPUs leave the map the guest computed (${backend})`, T, async () => {
