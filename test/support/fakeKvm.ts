@@ -1,8 +1,11 @@
 // A fake KVM VM for the unit tests of the memory backends and the test slot: plain buffers for
 // the files, and a memslot table that enforces KVM's rules for KVM_SET_USER_MEMORY_REGION2 (ids
 // below KVM_CAP_NR_MEMSLOTS, no overlap, guest_memfd slots only deleted, never modified), so a
-// layout KVM would refuse fails here too. Every call is recorded.
+// layout KVM would refuse fails here too. Every call is recorded. And a backend for the engine
+// and host-request tests that only records what it is asked.
 import type { MemoryRegion, NativeGuestMemfd, NativeVm } from "../../vmm/native";
+import type { ApplyResult, MemoryBackend } from "../../vmm/memory/backend";
+import type { Run } from "../../vmm/memory/pageState";
 import { Cap } from "../../vmm/kvm/uapi";
 
 export class FakeFile implements NativeGuestMemfd {
@@ -105,4 +108,32 @@ export class FakeVm implements Partial<NativeVm> {
   get asNative(): NativeVm {
     return this as unknown as NativeVm;
   }
+}
+
+/** A backend over a plain buffer that records conversions and punches (and can refuse them) */
+export class RecordingBackend implements MemoryBackend {
+  readonly kind = "memslots";
+  readonly sharedView: Buffer;
+  readonly applied: Run[][] = [];
+  readonly punched: Array<[number, number]> = [];
+  /** set: apply refuses with this reason */
+  refuse?: string;
+  constructor(ram: bigint) {
+    this.sharedView = Buffer.alloc(Number(ram));
+  }
+  apply(changes: Run[]): ApplyResult {
+    this.applied.push(changes.map((c) => ({ ...c })));
+    return this.refuse ? { refused: this.refuse } : { discarded: BigInt(changes.reduce((n, c) => n + c.count, 0)) << 12n };
+  }
+  punchPrivate(first: number, count: number): bigint {
+    this.punched.push([first, count]);
+    return BigInt(count) << 12n;
+  }
+  describe(): string {
+    return "recording backend";
+  }
+  populated() {
+    return { shared: 0n };
+  }
+  close(): void {}
 }

@@ -4,12 +4,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ConversionEngine, ConversionEvent, EngineOptions, formatEvent } from "../../vmm/memory/engine";
-import type { ApplyResult, DiscardPolicy, MemoryBackend } from "../../vmm/memory/backend";
+import type { DiscardPolicy, MemoryBackend } from "../../vmm/memory/backend";
 import { MemslotsBackend } from "../../vmm/memory/memslots";
 import { memslotBudget } from "../../vmm/memory/backend";
-import { PageStateMap, Run } from "../../vmm/memory/pageState";
+import { PageStateMap } from "../../vmm/memory/pageState";
 import type { TestSlot } from "../../vmm/memory/testSlot";
-import { FakeVm } from "../support/fakeKvm";
+import { FakeVm, RecordingBackend } from "../support/fakeKvm";
 
 const MiB = 1n << 20n;
 const RAM = 16n * MiB;
@@ -19,31 +19,10 @@ const ALIAS = 1n << BigInt(BIT);
 const PRIVATE = 0x10n;
 const EINVAL = 22;
 
-class RecordingBackend implements MemoryBackend {
-  readonly kind = "memslots";
-  readonly sharedView = Buffer.alloc(Number(RAM));
-  readonly applied: Run[][] = [];
-  refuse?: string;
-  apply(changes: Run[]): ApplyResult {
-    this.applied.push(changes.map((c) => ({ ...c })));
-    return this.refuse ? { refused: this.refuse } : { discarded: BigInt(changes.reduce((n, c) => n + c.count, 0)) << 12n };
-  }
-  punchPrivate(_first: number, count: number): bigint {
-    return BigInt(count) << 12n;
-  }
-  describe(): string {
-    return "recording backend";
-  }
-  populated() {
-    return { shared: 0n };
-  }
-  close(): void {}
-}
-
 function setup(o: { sharedBit?: number; discard?: DiscardPolicy; backend?: (map: PageStateMap) => MemoryBackend; testSlot?: TestSlot; ram?: bigint } = {}) {
   const map = new PageStateMap(0n, o.ram ?? RAM);
   map.set(map.pageOf(LIMIT), map.pages - map.pageOf(LIMIT), "private");
-  const backend = o.backend?.(map) ?? new RecordingBackend();
+  const backend = o.backend?.(map) ?? new RecordingBackend(o.ram ?? RAM);
   const events: ConversionEvent[] = [];
   let quiesced = 0;
   const opts: EngineOptions = {

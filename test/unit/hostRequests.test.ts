@@ -1,41 +1,20 @@
-// Host requests and the test slot without KVM: a plain buffer as the shared view, a fake backend
-// that records punches, and the fake VM for the test slot's memslots.
+// Host requests and the test slot without KVM: a plain buffer as the shared view, a backend that
+// records punches, and the fake VM for the test slot's memslots.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { handleHostRequest, HostOp, HostRequestContext } from "../../vmm/memory/hostRequests";
-import type { ApplyResult, MemoryBackend } from "../../vmm/memory/backend";
 import { PageStateMap } from "../../vmm/memory/pageState";
 import { Break, TestSlot } from "../../vmm/memory/testSlot";
-import { FakeVm } from "../support/fakeKvm";
+import { FakeVm, RecordingBackend } from "../support/fakeKvm";
 
 const RAM = 4n << 20n;
 const LIMIT = 0x100000n;
 const REQ = 0x8000; // a request block in the always-shared RAM
 
-class PunchRecorder implements MemoryBackend {
-  readonly kind = "memslots";
-  readonly sharedView = Buffer.alloc(Number(RAM));
-  readonly punched: Array<[number, number]> = [];
-  apply(): ApplyResult {
-    throw new Error("host requests never convert");
-  }
-  punchPrivate(first: number, count: number): bigint {
-    this.punched.push([first, count]);
-    return BigInt(count) << 12n;
-  }
-  describe(): string {
-    return "punch recorder";
-  }
-  populated() {
-    return { shared: 0n };
-  }
-  close(): void {}
-}
-
 function setup(testSlot: HostRequestContext["testSlot"] = () => "no test slot was created") {
   const map = new PageStateMap(0n, RAM);
   map.set(0x200, 0x10, "private"); // [0x200000, 0x210000) private
-  const backend = new PunchRecorder();
+  const backend = new RecordingBackend(RAM);
   const view = backend.sharedView;
   const ctx: HostRequestContext = { map, backend, sharedLimit: LIMIT, testSlot };
   /** Write a request block, perform it, and read the answer */
