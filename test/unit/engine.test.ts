@@ -115,6 +115,13 @@ test("a refused backend change (memslots exhausted) restores the map and is EINV
   assert.deepEqual(s.engine.tally, { "hypercall-refused": 1 });
 });
 
+test("a backend that throws (an ioctl failed) leaves the map as it was", async () => {
+  const s = setup({ backend: () => Object.assign(new RecordingBackend(RAM), { apply: () => { throw new Error("KVM_SET_USER_MEMORY_REGION2(slot=7) failed: EINVAL"); } }) });
+  const before = s.map.runs();
+  await assert.rejects(s.req(0x200000n, 4n, 0n), /slot=7/);
+  assert.deepEqual(s.map.runs(), before);
+});
+
 test("conversions apply one at a time in arrival order", async () => {
   const order: string[] = [];
   const s = setup();

@@ -173,10 +173,17 @@ export class ConversionEngine {
   private async convert(first: number, count: number, to: PageState): Promise<Converted> {
     const changes = this.o.map.set(first, count, to);
     if (!changes.length) return { changed: 0, discarded: 0n };
-    const applied = await this.o.quiesce(() => this.o.backend.apply(changes));
-    if (applied.refused !== undefined) {
+    const restore = () => {
       const back: PageState = to === "private" ? "shared" : "private";
       for (const run of changes) this.o.map.set(run.first, run.count, back);
+    };
+    // An ioctl failure ends the run (70); the summary then shows the map as it was.
+    const applied = await this.o.quiesce(() => this.o.backend.apply(changes)).catch((err: unknown) => {
+      restore();
+      throw err;
+    });
+    if (applied.refused !== undefined) {
+      restore();
       return { refused: applied.refused };
     }
     this.conversions++;
