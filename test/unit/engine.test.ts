@@ -208,7 +208,7 @@ test("a page bounced between views by stores and MAP_GPA_RANGE is progress, howe
 
 test("a test-slot fault is repaired (or refused by the policy), not converted", async () => {
   let repaired = 0;
-  const slot = { contains: (gpa: bigint) => gpa === 0xc0000000n, broken: "its guest_memfd released", repair: () => (repaired++, "re-made") } as unknown as TestSlot;
+  const slot = { contains: (gpa: bigint) => gpa === 0xc0000000n, stateText: "its guest_memfd released", repair: () => (repaired++, "re-made") } as unknown as TestSlot;
   const s = setup({ testSlot: slot });
   assert.deepEqual(await s.fault(0xc0000000n, 8n), { action: "retry" });
   assert.equal(repaired, 1);

@@ -2,9 +2,10 @@
 // records punches, and the fake VM for the test slot's memslots.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { handleHostRequest, HostOp, HostRequestContext } from "../../vmm/memory/hostRequests";
+import { handleHostRequest, HostRequestContext } from "../../vmm/machine/hostRequests";
+import { HostBreak, HostOp } from "../../vmm/machine/abi";
 import { PageStateMap } from "../../vmm/memory/pageState";
-import { Break, TestSlot } from "../../vmm/memory/testSlot";
+import { SlotState, TestSlot } from "../../vmm/memory/testSlot";
 import { FakeVm, RecordingBackend } from "../support/fakeKvm";
 
 const RAM = 4n << 20n;
@@ -81,12 +82,12 @@ test("malformed requests are EINVAL, and misplaced request blocks are not touche
 test("test-slot requests reach the machine's slot; breaks are checked against the backend", () => {
   const asked: Array<[bigint, boolean]> = [];
   const slot = { break: (how: number) => `broken ${how}` } as unknown as TestSlot;
-  const s = setup((gpa, create) => (asked.push([gpa, create]), gpa === 0xc0000000n ? slot : "it must be a page outside RAM"));
+  const s = setup((gpa: bigint, create: boolean) => (asked.push([gpa, create]), gpa === 0xc0000000n ? slot : "it must be a page outside RAM"));
   assert.equal(s.send(HostOp.TEST_SLOT_CREATE, 0xc0000000n, 0x1000n).result, 0);
   assert.equal(s.send(HostOp.TEST_SLOT_CREATE, 0x1000n, 0x1000n).result, 22);
-  const ok = s.send(HostOp.TEST_SLOT_BREAK, 0xc0000000n, 0x1000n, Break.RELEASE);
-  assert.deepEqual([ok.result, ok.what], [0, "broken 3"]);
-  const wrong = s.send(HostOp.TEST_SLOT_BREAK, 0xc0000000n, 0x1000n, Break.DELETE);
+  const ok = s.send(HostOp.TEST_SLOT_BREAK, 0xc0000000n, 0x1000n, HostBreak.RELEASE);
+  assert.deepEqual([ok.result, ok.what], [0, "broken release"]);
+  const wrong = s.send(HostOp.TEST_SLOT_BREAK, 0xc0000000n, 0x1000n, HostBreak.DELETE);
   assert.equal(wrong.result, 22, "DELETE is an attributes-backend scenario");
   assert.deepEqual(asked, [[0xc0000000n, true], [0x1000n, true], [0xc0000000n, false], [0xc0000000n, false]]);
 });
@@ -99,13 +100,13 @@ test("test slot (memslots): one guest_memfd page at its own id; RELEASE closes i
   assert.equal(first.file!.flags, 3n, "MMAP|INIT_SHARED");
   assert.equal(slot.contains(0xc0000fffn), true);
   assert.equal(slot.contains(0xc0001000n), false);
-  assert.match(slot.break(Break.RELEASE), /guest_memfd released/);
+  assert.match(slot.break("release"), /guest_memfd released/);
   assert.equal(first.file!.closed, true);
   assert.match(slot.repair(), /\(its guest_memfd released\) re-made with a new guest_memfd/);
   const again = vm.slots.get(99)!;
   assert.notEqual(again.file, first.file);
   assert.equal(again.file!.closed, false);
-  assert.equal(slot.broken, "");
+  assert.equal(slot.state, SlotState.Intact);
   slot.close();
 });
 
@@ -114,17 +115,17 @@ test("test slot (attributes): a private page in a hybrid slot; NO_GMEM and a del
   const slot = new TestSlot(vm.asNative, "attributes", 0xc0000000n, 99);
   assert.deepEqual(vm.attributes, [{ gpa: 0xc0000000n, size: 0x1000n, attributes: 8n }]);
   assert.equal(vm.slots.get(99)!.file!.flags, 0n);
-  slot.break(Break.NO_GMEM);
+  slot.break("no-gmem");
   assert.equal(vm.slots.get(99)!.guestMemfd, -1, "re-added without KVM_MEM_GUEST_MEMFD");
   assert.equal(vm.slots.get(99)!.flags, 0);
   slot.repair();
   assert.equal(vm.slots.get(99)!.flags, 4);
-  assert.match(slot.break(Break.DELETE, 5), /deleting in 5 ms/);
+  assert.match(slot.break("delete", 5), /deleting in 5 ms/);
   assert.ok(vm.slots.has(99), "still there until the timer fires");
   await new Promise((r) => setTimeout(r, 20));
   assert.equal(vm.slots.has(99), false);
   assert.match(slot.repair(), /deleted under the running vCPU/);
   assert.ok(vm.slots.has(99));
-  assert.deepEqual([TestSlot.allowed("attributes", Break.RELEASE), TestSlot.allowed("memslots", Break.RELEASE)], [false, true]);
+  assert.deepEqual([TestSlot.allowed("attributes", "release"), TestSlot.allowed("memslots", "release")], [false, true]);
   slot.close();
 });

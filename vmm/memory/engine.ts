@@ -104,7 +104,7 @@ export class ConversionEngine {
         // KVM_HC_MAP_GPA_RANGE has one refusal: the SNP and TDX paths accept only 0, EINVAL and
         // EAGAIN, and EAGAIN would make the guest retry a request that cannot succeed.
         this.record({ ...base, from, to, discard: 0, result: `ENOSPC, EINVAL to the guest: ${done.refused}` }, start, `${source}-refused`);
-        return EINVAL;
+        return Errno.EINVAL;
       }
       this.record({ ...base, from, to, discard: Number(done.discarded), result: this.outcome(done, to) }, start, `${source}-to-${to}`);
       return 0;
