@@ -237,7 +237,7 @@ test("alternating single-page conversions on the memslots backend end in a refus
     sharedBit: BIT,
     ram,
     backend: (map) =>
-      new MemslotsBackend({ vm: vm.asNative, map, sharedLimit: LIMIT, sharedBit: BIT, prealloc: false, discard: true, slotLimit: memslotBudget(vm.nrMemslots).backendSlots }),
+      new MemslotsBackend({ vm: vm.asNative, map, sharedLimit: LIMIT, sharedBit: BIT, prealloc: false, discard: "always", slotLimit: memslotBudget(vm.nrMemslots).backendSlots }),
   });
   const backend = s.backend as MemslotsBackend;
   let page = 0x101n;

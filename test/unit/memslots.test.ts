@@ -13,7 +13,7 @@ const LOW = 8; // pages below sharedLimit: always shared
 const BIT = 40;
 const ALIAS = 1n << BigInt(BIT);
 
-function setup(opts: { sharedBit?: number; discard?: boolean; nrMemslots?: number; initial?: PageState } = {}) {
+function setup(opts: { sharedBit?: number; discard?: "always" | "never"; nrMemslots?: number; initial?: PageState } = {}) {
   const vm = new FakeVm(opts.nrMemslots);
   const map = new PageStateMap(0n, BigInt(PAGES) << 12n);
   map.set(LOW, PAGES - LOW, opts.initial ?? "private");
@@ -23,7 +23,7 @@ function setup(opts: { sharedBit?: number; discard?: boolean; nrMemslots?: numbe
     sharedLimit: BigInt(LOW) << 12n,
     sharedBit: opts.sharedBit ?? 0,
     prealloc: false,
-    discard: opts.discard ?? true,
+    discard: opts.discard ?? "always",
     slotLimit: memslotBudget(vm.nrMemslots).backendSlots,
   });
   const [sharedFile, privateFile] = vm.files;
@@ -135,7 +135,7 @@ test("discard always punches the side a page left; never punches nothing", () =>
     `fallocate fd=${privateFd} punch 0x14000+0x2000`,
     `fallocate fd=${sharedFd} punch 0x14000+0x1000`,
   ]);
-  const keep = setup({ discard: false });
+  const keep = setup({ discard: "never" });
   keep.backend.sharedView.fill(0x5a, 20 << 12, 21 << 12);
   keep.vm.calls.length = 0;
   assert.deepEqual(keep.convert(20, 1, "shared"), { discarded: 0n });

@@ -168,7 +168,7 @@ export class Machine {
       throw new UsageError(`{private} makes ${map.runs().length} ranges; the boot page holds at most ${MAX_RAM_RANGES}`);
     const slots = memslotBudget(vm.checkExtension(Cap.NR_MEMSLOTS));
     this.testSlotId = slots.testSlotId;
-    const ctx = { vm, map, sharedLimit: this.layout.freeBase, sharedBit: pm.sharedBit, prealloc: pm.prealloc, discard: pm.discard === "always", slotLimit: slots.backendSlots };
+    const ctx = { vm, map, sharedLimit: this.layout.freeBase, sharedBit: pm.sharedBit, prealloc: pm.prealloc, discard: pm.discard, slotLimit: slots.backendSlots };
     this.map = map;
     const memory = pm.backend === "attributes" ? new AttributesBackend(ctx) : new MemslotsBackend(ctx);
     this.memory = memory;

@@ -28,7 +28,7 @@ export class AttributesBackend implements MemoryBackend {
   constructor(ctx: BackendContext) {
     this.vm = ctx.vm;
     this.base = ctx.map.base;
-    this.discard = ctx.discard;
+    this.discard = ctx.discard === "always";
     this.gmem = ctx.vm.createGuestMemfd(ctx.map.size, 0n);
     this.memfd = new (loadAddon().Memfd)("tsvmm-shared", ctx.map.size);
     this.sharedView = Buffer.from(this.memfd.map());

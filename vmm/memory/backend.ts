@@ -44,7 +44,7 @@ export interface BackendContext {
   /** fallocate the private side up front */
   prealloc: boolean;
   /** always: punch the side a page left; never: keep both (as the kernel's private_mem_conversions_test) */
-  discard: boolean;
+  discard: DiscardPolicy;
   /** memslot ids the backend may use: 0 to slotLimit - 1 (see memslotBudget) */
   slotLimit: number;
 }

@@ -65,7 +65,7 @@ export class MemslotsBackend implements MemoryBackend {
     this.vm = ctx.vm;
     this.map = ctx.map;
     this.slotLimit = ctx.slotLimit;
-    this.discard = ctx.discard;
+    this.discard = ctx.discard === "always";
     this.lowPages = Number(ctx.sharedLimit >> PAGE_SHIFT);
     this.aliasBase = ctx.sharedBit ? 1n << BigInt(ctx.sharedBit) : 0n;
     this.views = ctx.sharedBit ? [0, 1] : [0];
