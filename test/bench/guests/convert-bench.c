@@ -11,6 +11,11 @@
  *       the shared view while private: each is a KVM_EXIT_MEMORY_FAULT, a conversion to shared
  *       and a retry of the store.
  *
+ *   mode=alternate n=N
+ *       every other page of a range of 2N pages to shared, one request each, until N are done or
+ *       the VMM refuses one (the memslots backend runs out of memslots): how many succeeded, the
+ *       errno of the refusal, and the median cost of the first and of the last 100 conversions.
+ *
  * The range lies in the middle of the private RAM: the guest reserves 2 MiB it never uses, then
  * the range (2 MiB aligned), so the pages on both sides of it are private.
  *
@@ -108,6 +113,29 @@ static int implicit_touches(uint64_t gpa, uint64_t alias, unsigned n, unsigned w
 	return 0;
 }
 
+static int alternate(uint64_t gpa, unsigned n)
+{
+	static uint64_t last[100];
+	unsigned done = 0;
+	long ret = 0;
+	for (; done < n; done++) {
+		uint64_t t0 = rdtsc();
+		ret = tsvmm_map_gpa_range(gpa + 2ULL * done * PAGE, 1, TSVMM_MAP_GPA_SHARED);
+		uint64_t t1 = rdtsc();
+		if (ret)
+			break;
+		if (done < 100)
+			ticks[done] = t1 - t0;
+		last[done % 100] = t1 - t0;
+	}
+	unsigned first_n = done < 100 ? done : 100;
+	sort(ticks, first_n);
+	sort(last, first_n);
+	tsvmm_printf("convert-bench: result mode=alternate n=%u conversions=%u refused_with=%ld ticks_median_first100=%llu ticks_median_last100=%llu\n",
+		     n, done, ret, (ull)(first_n ? ticks[first_n / 2] : 0), (ull)(first_n ? last[first_n / 2] : 0));
+	return 0;
+}
+
 int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 {
 	if (cpu != 0)
@@ -118,10 +146,10 @@ int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 	tsvmm_cmdline_get("size", sizes, sizeof(sizes));
 	unsigned n = (unsigned)tsvmm_cmdline_uint("n", 100);
 	unsigned warm = (unsigned)tsvmm_cmdline_uint("warm", 10);
-	int implicit = !strcmp(mode, "implicit");
-	if (!implicit && strcmp(mode, "convert"))
-		return error("mode= must be convert or implicit", 0, 0);
-	if (n < 2 || n > MAX_N)
+	int implicit = !strcmp(mode, "implicit"), alternating = !strcmp(mode, "alternate");
+	if (!implicit && !alternating && strcmp(mode, "convert"))
+		return error("mode= must be convert, implicit or alternate", 0, 0);
+	if (n < 2 || n > (alternating ? 4 * MAX_N : MAX_N))
 		return error("n= out of range [2, MAX_N]", n, MAX_N);
 
 	const char *problem = tsvmm_boot_check(boot);
@@ -133,7 +161,7 @@ int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 			   : !implicit && boot->convert_method == TSVMM_CONVERT_NONE ? "no conversion method"
 										: 0;
 	/* 2 MiB of private pages left alone before the range, then the range (rounded up to 2 MiB) */
-	uint64_t span = implicit ? ((warm + n) * PAGE + HUGE - 1) & ~(HUGE - 1) : HUGE;
+	uint64_t span = implicit ? ((warm + n) * PAGE + HUGE - 1) & ~(HUGE - 1) : alternating ? (2ULL * n * PAGE + HUGE - 1) & ~(HUGE - 1) : HUGE;
 	uint64_t base = 0, gpa = 0;
 	if (!skip) {
 		base = tsvmm_reserve_pages((HUGE + span) / PAGE, HUGE);
@@ -163,6 +191,8 @@ int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 			return error("tsvmm_map of the shared view failed", gpa | alias, rc);
 		return implicit_touches(gpa, alias, n, warm);
 	}
+	if (alternating)
+		return alternate(gpa, n);
 	/* "4k", "2m" or "4k,2m": in that order */
 	for (const char *s = sizes; *s;) {
 		uint64_t size = !strncmp(s, "4k", 2) ? PAGE : !strncmp(s, "2m", 2) ? HUGE : 0;
