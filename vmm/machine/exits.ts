@@ -29,6 +29,8 @@ export interface ExitContext {
   finish(status: number, reason: string, report?: string): void;
   trace(vcpu: number, kind: string, fields: Record<string, unknown>): void;
   log(line: string): void;
+  /** KVM_EXIT_DEBUG for an attached debugger (vmm/control); undefined when none is attached */
+  debugExit(v: VcpuState, info: { exception: number; pc: bigint; dr6: bigint; dr7: bigint }): Outcome | undefined;
 }
 
 export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome | Promise<Outcome> {
@@ -80,6 +82,9 @@ export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome
       return stop(ExitStatus.UNHANDLED_EXIT, `KVM_EXIT_SYSTEM_EVENT type ${run.systemEvent.type}`);
     case Exit.MEMORY_FAULT:
       return memoryFault(m, v, errno);
+    case Exit.DEBUG:
+      // single-step or a debug-register breakpoint (KVM_SET_GUEST_DEBUG): the debugger's stop
+      return m.debugExit(v, run.debug) ?? stop(ExitStatus.UNHANDLED_EXIT, "KVM_EXIT_DEBUG without a debugger attached");
     default:
       return stop(ExitStatus.UNHANDLED_EXIT, `unhandled ${exitName(reason)} (exit reason ${reason})`);
   }
