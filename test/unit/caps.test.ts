@@ -4,7 +4,7 @@ import { assessHost, HostProbe } from "../../vmm/host/caps";
 
 const system = {
   vmTypes: 1, guestMemfd: 1, guestMemfdFlags: 3, memoryAttributes: 0, userMemory2: 1, memoryFaultInfo: 1,
-  exitHypercall: 0x1000, syncRegs: 7, nrMemslots: 32764, immediateExit: 1, userSpaceMsr: 1, preFaultMemory: 0, maxVcpus: 1024,
+  exitHypercall: 0x1000, syncRegs: 7, nrMemslots: 32764, immediateExit: 1, userSpaceMsr: 1, preFaultMemory: 0, maxVcpus: 1024, setGuestDebug: 1, guestDebugControls: 0x1f0003,
 };
 const vmDefault = { guestMemfd: 1, guestMemfdFlags: 3, memoryAttributes: 0, exitHypercall: 0x1000, userMemory2: 1 };
 

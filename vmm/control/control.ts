@@ -71,6 +71,8 @@ export class Control {
   constructor(
     private readonly machine: Machine,
     symbols: SymbolTable,
+    /** KVM_SET_GUEST_DEBUG is available (see `tsvmm caps`) */
+    private readonly guestDebug = true,
   ) {
     this.symbols = symbols;
     const observer: MachineObserver = {
@@ -114,8 +116,13 @@ export class Control {
 
   /** Call before Machine.run(): every vCPU stops after its first instruction (single-step). */
   pauseAtStart(): void {
-    this.startPaused = true;
     this.firstStop = this.nextStop().then(() => undefined);
+    if (!this.guestDebug) {
+      // No single-step: kick the vCPUs out as soon as they start (a few instructions in).
+      setImmediate(() => void this.pause("start", 0, "started paused (kicked at start: this KVM has no KVM_SET_GUEST_DEBUG)"));
+      return;
+    }
+    this.startPaused = true;
     for (let i = 0; i < this.cpus; i++) this.machine.setGuestDebug(i, GuestDebug.ENABLE | GuestDebug.SINGLESTEP, []);
     void this.machine.pauseAll();
   }
@@ -176,6 +183,7 @@ export class Control {
 
   /** Execute n guest instructions on one vCPU while the others stay paused. */
   async step(vcpu: number, n = 1): Promise<Stop> {
+    this.requireGuestDebug("single-step");
     this.requirePaused();
     this.requireVcpu(vcpu);
     for (let i = 0; i < n && !this.machine.ended; i++) {
@@ -268,6 +276,7 @@ export class Control {
   addBreakpoint(spec: BreakSpec): Breakpoint {
     const b: Breakpoint = { id: this.nextBreakId++, spec, hits: 0 };
     if (spec.kind === "addr") {
+      this.requireGuestDebug(`addr=${spec.target}`);
       b.addr = this.resolve(spec.target);
       if (this.breakpoints.filter((x) => x.addr !== undefined).length >= HW_BREAKPOINTS)
         throw new ControlError(`addr=${spec.target}: all ${HW_BREAKPOINTS} debug registers are in use; delete an instruction breakpoint first`);
@@ -477,6 +486,10 @@ export class Control {
   private requirePaused(): void {
     if (this.machine.ended) throw new ControlError(`the VM has ended (${this.machine.ended.reason})`);
     if (!this.paused) throw new ControlError("the VM is running: pause it first (`pause`, or Ctrl-C in gdb)");
+  }
+
+  private requireGuestDebug(what: string): void {
+    if (!this.guestDebug) throw new ControlError(`${what} needs KVM_SET_GUEST_DEBUG, which this KVM lacks (see \`tsvmm caps\`); event breakpoints and pause work without it`);
   }
 
   private requireRunning(): void {

@@ -20,6 +20,8 @@ export interface DebuggerOptions {
   gdb?: string;
   /** --gdb-wait: start paused until a debugger attaches */
   gdbWait?: boolean;
+  /** KVM_SET_GUEST_DEBUG exists (Verdict.debugging); without it no single-step or addr= */
+  guestDebug?: boolean;
   /** where the monitor writes (stdout in the CLI) */
   write?: (text: string) => void;
 }
@@ -41,7 +43,7 @@ export function readMonitorScript(file: string): MonitorInput {
 }
 
 export async function startDebugger(machine: Machine, guest: ElfImage, opts: DebuggerOptions, log: (line: string) => void): Promise<DebuggerSession> {
-  const control = new Control(machine, new SymbolTable(guest.symbols));
+  const control = new Control(machine, new SymbolTable(guest.symbols), opts.guestDebug ?? true);
   const commands = new Commands(control);
   for (const text of opts.breaks ?? []) {
     try {

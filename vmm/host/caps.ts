@@ -38,6 +38,10 @@ export interface HostProbe {
     userSpaceMsr: number;
     preFaultMemory: number;
     maxVcpus: number;
+    /** KVM_CAP_SET_GUEST_DEBUG */
+    setGuestDebug: number;
+    /** KVM_CAP_SET_GUEST_DEBUG2: the KVM_GUESTDBG_* control bits accepted (0 on kernels before 5.14) */
+    guestDebugControls: number;
   };
   /** VM-scope answers for every VM type the host lists */
   vmTypes: Record<string, VmScopeCaps | { error: string }>;
@@ -63,6 +67,8 @@ export interface Verdict {
   backends: Record<Backend, { available: boolean; reason: string }>;
   hypercallExit: boolean;
   memoryFaultExit: boolean;
+  /** What the debugger (--monitor, --gdb, addr= breakpoints) can use here */
+  debugging: { guestDebug: boolean; line: string };
   lines: string[];
 }
 
@@ -109,6 +115,8 @@ export function probeHost(device = "/dev/kvm", kvm?: NativeKvm): HostProbe {
       userSpaceMsr: c(Cap.X86_USER_SPACE_MSR),
       preFaultMemory: c(Cap.PRE_FAULT_MEMORY),
       maxVcpus: c(Cap.MAX_VCPUS),
+      setGuestDebug: c(Cap.SET_GUEST_DEBUG),
+      guestDebugControls: c(Cap.SET_GUEST_DEBUG2),
     };
     const vmTypes: HostProbe["vmTypes"] = {};
     const mask = system.vmTypes || 1;
@@ -213,6 +221,8 @@ export function assessHost(p: HostProbe): Verdict {
       ? "KVM_EXIT_MEMORY_FAULT (exit 39) can be produced and handled here."
       : "This KVM never produces KVM_EXIT_MEMORY_FAULT; backing failures come back as MMIO exits.",
   );
+  const debugging = assessDebugging(p);
+  lines.push(debugging.line);
   return {
     canRun,
     execution,
@@ -225,6 +235,19 @@ export function assessHost(p: HostProbe): Verdict {
     backends: { attributes, memslots },
     hypercallExit,
     memoryFaultExit,
+    debugging,
     lines,
   };
+}
+
+/** Guest debugging as measured on each kind of KVM (reference/host-kvm.md and the debug tests). */
+function assessDebugging(p: HostProbe): Verdict["debugging"] {
+  if (!p.system.setGuestDebug)
+    return { guestDebug: false, line: "Debugging: no KVM_SET_GUEST_DEBUG: event breakpoints and pausing work; single-step and addr= breakpoints are refused." };
+  const controls = p.system.guestDebugControls ? ` (controls 0x${p.system.guestDebugControls.toString(16)})` : "";
+  const pvm =
+    p.vendorModule === "kvm_pvm"
+      ? "; measured on kvm_pvm: a step over an instruction that made an I/O exit runs one more instruction (its trap is lost), and int3 is an emulation failure, so it is never used"
+      : "";
+  return { guestDebug: true, line: `Debugging: KVM_SET_GUEST_DEBUG${controls}: single-step and 4 debug-register instruction breakpoints (gdb's break and hbreak)${pvm}.` };
 }
