@@ -13,6 +13,9 @@ import { GUEST_DIR } from "../../vmm/guests";
 import { parseElf } from "../../vmm/machine/elf";
 import { SymbolTable } from "../../vmm/debug/symbols";
 import { encodePacket } from "../../vmm/debug/gdbPacket";
+import { Vm } from "../../vmm/api";
+import { Exit } from "../../vmm/kvm/uapi";
+import { ROOT } from "../support/cli";
 
 const T = { timeout: 60000 };
 const HELLO = path.join(GUEST_DIR, "hello.elf");
@@ -239,8 +242,8 @@ test("gdb: break at a symbol, threads, registers, stepi, monitor commands, conti
 });
 
 /** A raw protocol client: send bytes, collect what comes back */
-function rawClient(port: number) {
-  const socket = net.connect(port, "127.0.0.1");
+function rawClient(port: number | string) {
+  const socket = typeof port === "string" ? net.connect(port) : net.connect(port, "127.0.0.1");
   let got = "";
   socket.on("data", (d) => (got += d.toString("latin1")));
   return {
@@ -303,6 +306,50 @@ test("a gdb port already in use is a usage error naming it", T, async (t) => {
   } finally {
     holder.close();
   }
+});
+
+test("gdb stub on a Unix socket: a file in the way is refused, detach lets the VM run on", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const sock = path.join(tmp, "gdb.sock");
+  fs.writeFileSync(sock, ""); // not a socket: must be refused, not deleted
+  const refused = await tsvmm(["run", "hello", "--gdb", `unix:${sock}`]);
+  assert.equal(refused.status, 64, refused.stderr);
+  assert.match(refused.stderr, /--gdb: .*gdb.sock already exists and is not a socket \(EADDRINUSE\)/);
+  fs.rmSync(sock);
+  const vm = await background(["run", "hello", "--gdb", `unix:${sock}`, "--gdb-wait"], /gdb: listening/);
+  const c = rawClient(sock);
+  await c.connected;
+  c.send(encodePacket("?"));
+  assert.match(await c.expect(/#[0-9a-f]{2}$/), /^\+\$T05thread:1;#/);
+  c.send(encodePacket("D"));
+  assert.match(await c.expect(/#[0-9a-f]{2}$/), /^\+\$OK#/);
+  const r = await vm.done;
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /gdb: debugger detached; the VM runs on/);
+});
+
+test("API: until an exit stops there on the right vCPU; registers and memory; finish", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const vm = await Vm.boot({ guest: "echo", cpus: 2, timeout: 30 });
+  assert.match(vm.why(), /started paused/);
+  const e = await vm.until("exit", (x) => x.reason === Exit.HLT);
+  assert.ok(e);
+  assert.equal(e.vcpu, 1);
+  assert.match(vm.symbolize(vm.registers(1).regs.rip), /^tsvmm_halt\+0x/);
+  assert.equal(vm.read(0x100000n, 4).length, 4);
+  assert.deepEqual(vm.pages(), [{ start: 0n, end: 64n << 20n, state: "shared", pages: 16384 }]);
+  await assert.rejects(vm.convert({ start: 0x200000n, end: 0x201000n }, "private"), /no private memory/);
+  const r = await vm.kill();
+  assert.equal(r.status, 130);
+});
+
+test("the stop-at-main example runs to its end", T, (t) => {
+  if (!requireKvm(t)) return;
+  const r = spawnSync(process.execPath, [path.join(ROOT, "dist", "examples", "stop-at-main.js")], { encoding: "utf8", timeout: 30000 });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /stopped: vCPU 0: breakpoint 1 \(addr=tsvmm_main\) at tsvmm_main/);
+  assert.match(r.stdout, /stepped 2 instructions on vCPU 0, now at tsvmm_main\+0x/);
+  assert.match(r.stdout, /exit status 0/);
 });
 
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));

@@ -65,6 +65,8 @@ export class Control {
   /** pauseAtStart(): resolves once every vCPU is paused at the start (or the run ended) */
   firstStop: Promise<void> = Promise.resolve();
   private readonly stopListeners = new Set<(s: Stop) => void>();
+  /** until(): one-shot event matchers that pause the VM like a breakpoint */
+  private readonly waiters: Array<{ match: (e: MachineEvent) => boolean; resolve: (s: Stop) => void }> = [];
   private readonly endListeners = new Set<(r: MachineResult) => void>();
   private readonly startTime = performance.now();
 
@@ -215,6 +217,14 @@ export class Control {
     this.log.push({ time: performance.now() - this.startTime, text, event });
     if (this.log.length > EVENT_LOG) this.log.shift();
     if (this.stepping || this.machine.ended) return;
+    const waiter = this.waiters.findIndex((w) => w.match(event));
+    if (waiter >= 0) {
+      const [w] = this.waiters.splice(waiter, 1);
+      if (!this.pending && !(this.machine.paused && this.stopped))
+        void this.pause("event", event.vcpu < 0 ? 0 : event.vcpu, `until: ${text}`, { event }).then(w.resolve);
+      else void (this.pending ?? Promise.resolve(this.stopped!)).then(() => w.resolve({ reason: "event", vcpu: Math.max(event.vcpu, 0), text: `until: ${text}`, event }));
+      return;
+    }
     const hit = this.breakpoints.find((b) => matches(b.spec, event));
     if (hit) hit.hits++;
     if (hit || this.stopOnAnyEvent) {
@@ -264,6 +274,24 @@ export class Control {
     const text = hit ? `breakpoint ${hit.id} (${describeBreakSpec(hit.spec)}) at ${this.symbols.describe(pc)}` : `debug exception at ${this.symbols.describe(pc)}`;
     if (this.pending || (this.machine.paused && this.stopped)) return; // already stopping: this vCPU stays held
     void this.pause("breakpoint", vcpu, `vCPU ${vcpu}: ${text}`, { breakpoint: hit?.id });
+  }
+
+  /** Resolves when an event matches (the VM is then paused at it), or undefined if the run ends
+   *  first. Register before resume(); it does not resume by itself. */
+  until(match: (e: MachineEvent) => boolean): Promise<Stop | undefined> {
+    return new Promise((resolve) => {
+      if (this.machine.ended) return resolve(undefined);
+      const w = { match, resolve: (s: Stop) => resolve(s) };
+      this.waiters.push(w);
+      const off = this.onEnd(() => {
+        off();
+        const i = this.waiters.indexOf(w);
+        if (i >= 0) {
+          this.waiters.splice(i, 1);
+          resolve(undefined);
+        }
+      });
+    });
   }
 
   // ---- breakpoints ----

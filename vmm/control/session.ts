@@ -22,12 +22,17 @@ export interface DebuggerOptions {
   gdbWait?: boolean;
   /** KVM_SET_GUEST_DEBUG exists (Verdict.debugging); without it no single-step or addr= */
   guestDebug?: boolean;
+  /** start paused even without a monitor (the TypeScript API) */
+  startPaused?: boolean;
+  /** called once the debugger is set up, before the VM starts (the TypeScript API) */
+  onSession?: (session: DebuggerSession) => void;
   /** where the monitor writes (stdout in the CLI) */
   write?: (text: string) => void;
 }
 
 export interface DebuggerSession {
   control: Control;
+  commands: Commands;
   gdb?: GdbStub;
   monitor?: MonitorHandle;
   close(): void;
@@ -63,8 +68,8 @@ export async function startDebugger(machine: Machine, guest: ElfImage, opts: Deb
     const elf = guest.name.includes("/") ? guest.name : `build/guest/${guest.name}.elf`;
     log(`gdb: listening on ${describeGdbAddress(address)}: gdb ${elf} -ex 'target remote ${target}'`);
   }
-  if (opts.monitor || opts.gdbWait) control.pauseAtStart();
-  if (!opts.monitor && !gdb && control.list().length) {
+  if (opts.monitor || opts.gdbWait || opts.startPaused) control.pauseAtStart();
+  if (!opts.monitor && !gdb && !opts.onSession && control.list().length) {
     // Nothing could resume a stopped VM: print each stop and go on.
     control.onStop((s) => {
       log(commands.describeStop(s).replace(/\n/g, "\ntsvmm: "));
@@ -72,8 +77,9 @@ export async function startDebugger(machine: Machine, guest: ElfImage, opts: Deb
     });
   }
   const monitor = opts.monitor ? startMonitor(control, commands, opts.monitor, opts.write ?? ((t) => process.stdout.write(t))) : undefined;
-  return {
+  const session: DebuggerSession = {
     control,
+    commands,
     gdb,
     monitor,
     close() {
@@ -81,4 +87,6 @@ export async function startDebugger(machine: Machine, guest: ElfImage, opts: Deb
       gdb?.close();
     },
   };
+  opts.onSession?.(session);
+  return session;
 }

@@ -50,11 +50,10 @@ export class GdbStub {
       const server = net.createServer((socket) => this.accept(socket));
       server.once("error", (err: NodeJS.ErrnoException) => {
         const where = describeGdbAddress(address);
-        reject(
-          err.code === "EADDRINUSE"
-            ? new UsageError(`--gdb: ${where} is already in use (EADDRINUSE)`, "pick another port, or end whatever listens there")
-            : new UsageError(`--gdb: cannot listen on ${where} (${err.code ?? err.message})`),
-        );
+        const inUse = "tcp" in address
+          ? new UsageError(`--gdb: ${where} is already in use (EADDRINUSE)`, "pick another port, or end whatever listens there")
+          : new UsageError(`--gdb: ${where} already exists and is not a socket (EADDRINUSE)`, "remove it or choose another path");
+        reject(err.code === "EADDRINUSE" ? inUse : new UsageError(`--gdb: cannot listen on ${where} (${err.code ?? err.message})`));
       });
       if ("unix" in address) {
         try {

@@ -1,0 +1,83 @@
+// The debugger where private memory is real: conversion, refusal and memory-fault breakpoints
+// through the monitor, the TypeScript API and its example, on every backend this kernel offers.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { spawnSync } from "node:child_process";
+import { assessHost, probeHost } from "../../vmm/host/caps";
+import { loadAddon } from "../../vmm/native";
+import { decodeCpuid } from "../../vmm/kvm/structs";
+import { Vm } from "../../vmm/api";
+import { labCli } from "./support";
+import { ROOT } from "../support/cli";
+
+const verdict = assessHost(probeHost());
+const backends = (["attributes", "memslots"] as const).filter((b) => verdict.backends[b].available);
+const T = { timeout: 300_000 };
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "tsvmm-lab-debug-"));
+
+function sharedBit(): number {
+  const kvm = new (loadAddon().Kvm)("/dev/kvm");
+  try {
+    return (decodeCpuid(kvm.supportedCpuid()).find((e) => e.function === 0x80000008)!.eax & 0xff) - 1;
+  } finally {
+    kvm.close();
+  }
+}
+
+for (const backend of backends) {
+  test(`monitor: stop at a conversion to private and at a refused request, look, run to the end (${backend})`, T, async () => {
+    const file = path.join(tmp, `convert-${backend}.mon`);
+    fs.writeFileSync(
+      file,
+      ["break conversion,to=private,source=hypercall", "continue", "why", "delete 1", "break refused", "continue", "events 2", "delete 2", "continue"].join("\n") + "\n",
+    );
+    const r = await labCli(["run", "convert", "--backend", backend, "--monitor-script", file, "--quiet"]);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    const out = r.stdout;
+    const stop = /stopped: breakpoint 1 \(conversion,to=private,source=hypercall\): conversion #\d+ vCPU 0 hypercall (0x[0-9a-f]+)\+0x([0-9a-f]+) \S+→private: ok/.exec(out);
+    assert.ok(stop, out);
+    assert.match(out, /rip is \S+/);
+    assert.match(out, new RegExp(`pages around ${stop[1]}:\\n(.*\\n)*? +${stop[1]}-0x[0-9a-f]+ private`));
+    assert.match(out, /\(tsvmm\) why\nbreakpoint 1 \(conversion,to=private,source=hypercall\)/);
+    assert.match(out, /stopped: breakpoint 2 \(refused\): conversion #\d+ vCPU 0 hypercall \S+ .*EINVAL/);
+    assert.match(out, /the VM ended: guest exited with status 0/);
+    assert.doesNotMatch(out, /^not ok/m);
+  });
+}
+
+test("monitor: a fault breakpoint stops at a real KVM_EXIT_MEMORY_FAULT (implicit conversion); the host cannot read the private page", T, async () => {
+  const file = path.join(tmp, "implicit.mon");
+  fs.writeFileSync(file, ["break fault", "continue", "delete 1", "continue"].join("\n") + "\n");
+  const r = await labCli(["run", "implicit", "--backend", "memslots", "--shared-bit", String(sharedBit()), "--monitor-script", file, "--quiet"]);
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /stopped: breakpoint 1 \(fault\): conversion #\d+ vCPU \d fault 0x[0-9a-f]+\+0x1000 \S+→\S+: ok/);
+});
+
+for (const backend of backends) {
+  test(`API: until a conversion to private, private pages are unreadable, host convert is recorded with source api (${backend})`, T, async () => {
+    const vm = await Vm.boot({ guest: "convert", privateMemory: { backend }, timeout: 240 });
+    const e = await vm.until("conversion", (c) => c.to === "private" && c.source === "hypercall");
+    assert.ok(e, "a conversion to private happened");
+    assert.equal(e.outcome, "converted");
+    assert.ok(vm.pages({ start: e.gpa, end: e.gpa + e.size }).every((r) => r.state === "private"));
+    assert.throws(() => vm.read(e.gpa, 16), /private page 0x[0-9a-f]+: the host cannot read private memory/);
+    assert.match(vm.why(), /^until: conversion #\d+ vCPU 0 hypercall/);
+    assert.match(vm.symbolize(vm.registers(0).regs.rip), /^[a-z_]/);
+    assert.match(await vm.monitor("pages"), /private/);
+    const r = await vm.finish();
+    assert.equal(r.status, 0, r.reason);
+  });
+}
+
+test("the watch-conversions example runs to its end", T, () => {
+  const r = spawnSync(process.execPath, [path.join(ROOT, "dist", "examples", "watch-conversions.js")], { encoding: "utf8", timeout: 240_000 });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /paused at: until: conversion/);
+  assert.match(r.stdout, /host read refused: .*cannot read private memory/);
+  assert.match(r.stdout, /exit status 0/);
+});
+
+test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
