@@ -80,4 +80,27 @@ test("the watch-conversions example runs to its end", T, () => {
   assert.match(r.stdout, /exit status 0/);
 });
 
+test("--on-fault stop with a debugger pauses at the fault; a host conversion lets the access retry and the guest go on", T, async () => {
+  const bit = sharedBit();
+  const vm = await Vm.boot({ guest: "implicit", privateMemory: { backend: "memslots", sharedBit: bit, onFault: "stop" }, timeout: 240 });
+  const first = vm.stopped();
+  await vm.resume();
+  const stop = await first;
+  assert.ok(stop, "paused at a fault");
+  assert.equal(stop.reason, "fault");
+  const m = /KVM_EXIT_MEMORY_FAULT gpa=(0x[0-9a-f]+) .*refused \(--on-fault stop\) \(the VM is paused instead of ending/.exec(stop.text);
+  assert.ok(m, stop.text);
+  const gpa = BigInt(m[1]);
+  const alias = 1n << BigInt(bit);
+  const page = gpa & ~alias & ~0xfffn;
+  assert.equal(await vm.convert({ start: page, end: page + 0x1000n }, gpa & alias ? "shared" : "private"), 0);
+  const second = vm.stopped();
+  await vm.resume();
+  const next = await second;
+  // the converted access went through: the next stop (if any) is at another page
+  if (next) assert.doesNotMatch(next.text, new RegExp(`gpa=${m[1]} `));
+  const r = await vm.kill();
+  assert.ok(r.status === 130 || r.status === 0, r.reason);
+});
+
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));

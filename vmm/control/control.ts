@@ -11,7 +11,7 @@ import { translate } from "../debug/pageWalk";
 import { BreakSpec, ConversionSource, describeBreakSpec, exitReasonName, GpaRange, MachineEvent, matches } from "./breakSpec";
 import { formatRegisters } from "../machine/report";
 
-export type StopReason = "start" | "interrupt" | "breakpoint" | "event" | "step" | "next";
+export type StopReason = "start" | "interrupt" | "breakpoint" | "event" | "step" | "next" | "fault";
 
 export interface Stop {
   reason: StopReason;
@@ -62,6 +62,8 @@ export class Control {
   private stopOnAnyEvent = false;
   private stepping = false;
   private startPaused = false;
+  /** a monitor, debugger or API can resume a stopped VM (--on-fault stop pauses instead of ending) */
+  interactive = false;
   /** pauseAtStart(): resolves once every vCPU is paused at the start (or the run ended) */
   firstStop: Promise<void> = Promise.resolve();
   private readonly stopListeners = new Set<(s: Stop) => void>();
@@ -83,6 +85,11 @@ export class Control {
       debugExit: (vcpu, info) => this.onDebugExit(vcpu, info.pc, info.dr6),
       end: (r) => {
         for (const l of this.endListeners) l(r);
+      },
+      pauseInsteadOfEnding: (vcpu, why) => {
+        if (!this.interactive || this.machine.ended) return false;
+        if (!this.pending && !(this.machine.paused && this.stopped)) void this.pause("fault", vcpu, `${why} (the VM is paused instead of ending; continue re-runs the access)`);
+        return true;
       },
     };
     machine.observer = observer;

@@ -69,6 +69,7 @@ export async function startDebugger(machine: Machine, guest: ElfImage, opts: Deb
     log(`gdb: listening on ${describeGdbAddress(address)}: gdb ${elf} -ex 'target remote ${target}'`);
   }
   if (opts.monitor || opts.gdbWait || opts.startPaused) control.pauseAtStart();
+  control.interactive = Boolean(opts.monitor || gdb || opts.onSession);
   if (!opts.monitor && !gdb && !opts.onSession && control.list().length) {
     // Nothing could resume a stopped VM: print each stop and go on.
     control.onStop((s) => {

@@ -32,6 +32,7 @@ export function describeGdbAddress(a: GdbAddress): string {
 
 const SIGTRAP = "05";
 const SIGINT = "02";
+const SIGSEGV = "0b";
 
 export class GdbStub {
   private server?: net.Server;
@@ -159,7 +160,7 @@ class GdbSession {
 
   private stopped(s: Stop): void {
     const kind = s.reason === "breakpoint" && s.breakpoint !== undefined ? this.breakpointKind(s.breakpoint) : undefined;
-    this.lastStop = { signal: s.reason === "interrupt" ? SIGINT : SIGTRAP, vcpu: s.vcpu, kind };
+    this.lastStop = { signal: s.reason === "interrupt" ? SIGINT : s.reason === "fault" ? SIGSEGV : SIGTRAP, vcpu: s.vcpu, kind };
     this.generalThread = s.vcpu;
     if (this.running) {
       this.running = false;

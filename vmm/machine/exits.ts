@@ -31,6 +31,8 @@ export interface ExitContext {
   log(line: string): void;
   /** KVM_EXIT_DEBUG for an attached debugger (vmm/control); undefined when none is attached */
   debugExit(v: VcpuState, info: { exception: number; pc: bigint; dr6: bigint; dr7: bigint }): Outcome | undefined;
+  /** --on-fault stop with a monitor or debugger attached: pause there instead of ending (true) */
+  pauseInsteadOfEnding(v: VcpuState, why: string): boolean;
 }
 
 export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome | Promise<Outcome> {
@@ -168,6 +170,9 @@ async function memoryFault(m: ExitContext, v: VcpuState, errno: number): Promise
     if (m.vcpus.every((x) => x.halted)) m.finish(ExitStatus.MEMORY_FAULT, `every vCPU stopped; the last: ${describe}: ${outcome.reason}`);
     return "stay";
   }
+  // With a debugger attached the VM pauses here; continuing re-runs the access (after, say, a
+  // `convert` from the monitor).
+  if (m.pauseInsteadOfEnding(v, `vCPU ${index}: ${describe}: ${outcome.reason}`)) return "stay";
   m.finish(ExitStatus.MEMORY_FAULT, `vCPU ${index}: ${describe}: ${outcome.reason}`, v.registerReport());
   return "stay";
 }

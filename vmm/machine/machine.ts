@@ -88,6 +88,8 @@ export interface MachineObserver {
   debugExit(vcpu: number, info: { exception: number; pc: bigint; dr6: bigint; dr7: bigint }): void;
   /** The run ended */
   end(result: MachineResult): void;
+  /** An exit that would end the run (--on-fault stop); true = the debugger pauses the VM instead */
+  pauseInsteadOfEnding(vcpu: number, why: string): boolean;
 }
 
 /** A vCPU as a debugger sees it */
@@ -139,6 +141,11 @@ export class Machine {
         return machine.result !== undefined;
       },
       finish: (status, reason, report) => this.finish(status, reason, report),
+      pauseInsteadOfEnding: (v, why) => {
+        if (!this.observer?.pauseInsteadOfEnding(v.index, why)) return false;
+        v.held = true;
+        return true;
+      },
       debugExit: (v, info) => {
         if (!this.observer) return undefined;
         v.held = true;
