@@ -103,7 +103,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       });
     m.create();
     opts.onMachine?.(m);
-    if (opts.debug) debug = await startDebugger(m, guest, { ...opts.debug, guestDebug: verdict.debugging.guestDebug }, (line) => opts.log?.(line));
+    if (opts.debug) debug = await startDebugger(m, guest, { ...opts.debug, guestDebug: verdict.debugging.guestDebug ? undefined : verdict.debugging.refusal }, (line) => opts.log?.(line));
     opts.onInput?.((bytes) => m.serial.receive(bytes));
     const result = await m.run(opts.timeout, opts.signal);
     if (traceFailure && result.status !== ExitStatus.OUTPUT_FAILED) opts.log?.(`${traceFailure}: the trace is incomplete`);

@@ -27,26 +27,6 @@ function script(name: string, lines: string[]): string {
   return file;
 }
 
-/** tsvmm with text on stdin (not a terminal) */
-function tsvmmWithInput(args: string[], input: string, limitMs = 30000): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [TSVMM, ...args], { stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    const limit = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`tsvmm ${args.join(" ")} did not finish within ${limitMs} ms\n${stdout}\n${stderr}`));
-    }, limitMs);
-    child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
-    child.on("close", (status, signal) => {
-      clearTimeout(limit);
-      resolve({ status, signal, stdout, stderr });
-    });
-    child.stdin.end(input);
-  });
-}
-
 /** Start tsvmm in the background; resolves once its stderr matches `ready` */
 function background(args: string[], ready: RegExp): Promise<{ done: Promise<CliResult>; kill: () => void }> {
   return new Promise((resolve, reject) => {
@@ -129,7 +109,7 @@ test("monitor script: stop at a symbol, step, read memory and page states, refus
 test("monitor on stdin: an exit breakpoint names the exit and the vCPU, events lists it, quit ends with 130", T, async (t) => {
   if (!requireKvm(t)) return;
   // echo on 2 vCPUs: vCPU 1 halts at once (KVM_EXIT_HLT reaches TypeScript), vCPU 0 waits for input
-  const r = await tsvmmWithInput(["run", "echo", "--cpus", "2", "--monitor"], "break exit=HLT\ncontinue\nwhy\nevents 3\nvcpus\nquit\nregs\n");
+  const r = await tsvmm(["run", "echo", "--cpus", "2", "--monitor"], { input: "break exit=HLT\ncontinue\nwhy\nevents 3\nvcpus\nquit\nregs\n" });
   assert.equal(r.status, 130, r.stderr);
   assert.match(r.stdout, /stopped: breakpoint 1 \(exit=HLT\): vCPU 1: KVM_EXIT_HLT\n {2}vCPU 1 registers/);
   assert.match(r.stdout, /rip is tsvmm_halt\+0x/);

@@ -75,8 +75,8 @@ export class Control {
   constructor(
     private readonly machine: Machine,
     symbols: SymbolTable,
-    /** KVM_SET_GUEST_DEBUG is available (see `tsvmm caps`) */
-    private readonly guestDebug = true,
+    /** why single-step and debug registers cannot be used here (see `tsvmm caps`); absent = they can */
+    private readonly noGuestDebug?: string,
   ) {
     this.symbols = symbols;
     const observer: MachineObserver = {
@@ -126,9 +126,9 @@ export class Control {
   /** Call before Machine.run(): every vCPU stops after its first instruction (single-step). */
   pauseAtStart(): void {
     this.firstStop = this.nextStop().then(() => undefined);
-    if (!this.guestDebug) {
+    if (this.noGuestDebug) {
       // No single-step: kick the vCPUs out as soon as they start (a few instructions in).
-      setImmediate(() => void this.pause("start", 0, "started paused (kicked at start: this KVM has no KVM_SET_GUEST_DEBUG)"));
+      setImmediate(() => void this.pause("start", 0, `started paused (kicked out just after the start: ${this.noGuestDebug})`));
       return;
     }
     this.startPaused = true;
@@ -524,7 +524,7 @@ export class Control {
   }
 
   private requireGuestDebug(what: string): void {
-    if (!this.guestDebug) throw new ControlError(`${what} needs KVM_SET_GUEST_DEBUG, which this KVM lacks (see \`tsvmm caps\`); event breakpoints and pause work without it`);
+    if (this.noGuestDebug) throw new ControlError(`${what} is refused: ${this.noGuestDebug} (see \`tsvmm caps\`); event breakpoints and pause work`);
   }
 
   private requireRunning(): void {

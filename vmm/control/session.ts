@@ -20,8 +20,8 @@ export interface DebuggerOptions {
   gdb?: string;
   /** --gdb-wait: start paused until a debugger attaches */
   gdbWait?: boolean;
-  /** KVM_SET_GUEST_DEBUG exists (Verdict.debugging); without it no single-step or addr= */
-  guestDebug?: boolean;
+  /** Why this KVM's guest debugging cannot be used (Verdict.debugging.refusal); absent = usable */
+  guestDebug?: string;
   /** start paused even without a monitor (the TypeScript API) */
   startPaused?: boolean;
   /** called once the debugger is set up, before the VM starts (the TypeScript API) */
@@ -48,7 +48,7 @@ export function readMonitorScript(file: string): MonitorInput {
 }
 
 export async function startDebugger(machine: Machine, guest: ElfImage, opts: DebuggerOptions, log: (line: string) => void): Promise<DebuggerSession> {
-  const control = new Control(machine, new SymbolTable(guest.symbols), opts.guestDebug ?? true);
+  const control = new Control(machine, new SymbolTable(guest.symbols), opts.guestDebug);
   const commands = new Commands(control);
   for (const text of opts.breaks ?? []) {
     try {

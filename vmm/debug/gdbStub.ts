@@ -209,8 +209,9 @@ class GdbSession {
         case "haltReason": {
           const end = this.ended();
           if (end) return reply(end);
-          // Attaching stops the target (all-stop)
-          if (!c.paused) await c.pause("interrupt", 0, "paused: gdb attached");
+          // Attaching stops the target (all-stop); with --gdb-wait it is stopping at its start
+          await c.firstStop;
+          if (!c.paused && !c.ended) await c.pause("interrupt", 0, "paused: gdb attached");
           const s = c.stop!;
           this.generalThread = s.vcpu;
           return reply(this.stopReply(this.lastStop ?? { signal: SIGTRAP, vcpu: s.vcpu }));
