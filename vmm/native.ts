@@ -23,7 +23,7 @@ export interface NativeSyscallError extends Error {
 export type NativeStateErrorCode =
   /** the object was closed */
   | "ERR_TSVMM_CLOSED"
-  /** a vCPU ioctl (getRegs, setRegs, getSregs, setSregs, setCpuid) while the vCPU thread may be
+  /** a vCPU ioctl (getRegs, setRegs, getSregs, setSregs, setCpuid, setGuestDebug) while the vCPU thread may be
    *  inside KVM_RUN: it would block the JS thread until KVM_RUN returns. Allowed before start(),
    *  after stop(), and while parked (between an event and resume()). */
   | "ERR_TSVMM_VCPU_RUNNING"
@@ -162,6 +162,9 @@ export interface NativeVcpu {
   setSregs(sregs: Buffer): void;
   /** KVM_SET_CPUID2 with these kvm_cpuid_entry2 bytes (40 bytes per entry) */
   setCpuid(entries: Buffer): void;
+  /** KVM_SET_GUEST_DEBUG with a struct kvm_guest_debug (72 bytes: control, pad, debugreg[8]);
+   *  a debug event then arrives as a KVM_EXIT_DEBUG exit (kvm_run.debug.arch). */
+  setGuestDebug(debug: Buffer): void;
   /** kvm_run.kvm_valid_regs set before every KVM_RUN (KVM_CAP_SYNC_REGS) */
   setSyncRegs(mask: number): void;
   /** Start the vCPU thread. Each event parks the thread until resume() or stop(). A started vCPU

@@ -8,6 +8,7 @@ import { ExitStatus, UsageError } from "./errors";
 import { computeLayout } from "./machine/layout";
 import { PrivateRequest, resolvePrivateMemory } from "./memory/policy";
 import { assessHost, openKvm, probeHost } from "./host/caps";
+import { DebuggerOptions, DebuggerSession, startDebugger } from "./control/session";
 
 export type ConsoleMode = "raw" | "screen" | "capture";
 
@@ -35,6 +36,8 @@ export interface RunOptions {
   privateMemory?: PrivateRequest;
   /** Called with the machine once it is created (API conversions, inspection) */
   onMachine?: (machine: Machine) => void;
+  /** Event breakpoints, the monitor and the GDB stub (vmm/control) */
+  debug?: DebuggerOptions;
 }
 
 export interface GuestRun extends MachineResult {
@@ -60,6 +63,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
   let screen: ConsoleScreen | undefined;
   let trace: TraceFile | undefined;
   let traceFailure: string | undefined;
+  let debug: DebuggerSession | undefined;
   try {
     const verdict = assessHost(probeHost(device, kvm));
     const privateMemory = resolvePrivateMemory(opts.privateMemory ?? {}, guest, layout, verdict);
@@ -99,6 +103,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       });
     m.create();
     opts.onMachine?.(m);
+    if (opts.debug) debug = await startDebugger(m, guest, { ...opts.debug, guestDebug: verdict.debugging.guestDebug ? undefined : verdict.debugging.refusal }, (line) => opts.log?.(line));
     opts.onInput?.((bytes) => m.serial.receive(bytes));
     const result = await m.run(opts.timeout, opts.signal);
     if (traceFailure && result.status !== ExitStatus.OUTPUT_FAILED) opts.log?.(`${traceFailure}: the trace is incomplete`);
@@ -112,6 +117,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       lastLine: m.lastConsoleLine,
     };
   } finally {
+    debug?.close();
     if (machine) machine.close();
     else kvm.close();
     screen?.dispose();

@@ -77,6 +77,7 @@ Napi::Function Vcpu::DefineClass(Napi::Env env) {
           InstanceMethod("getSregs", &Vcpu::GetSregs),
           InstanceMethod("setSregs", &Vcpu::SetSregs),
           InstanceMethod("setCpuid", &Vcpu::SetCpuid),
+          InstanceMethod("setGuestDebug", &Vcpu::SetGuestDebug),
           InstanceMethod("setSyncRegs", &Vcpu::SetSyncRegs),
           InstanceMethod("start", &Vcpu::Start),
           InstanceMethod("resume", &Vcpu::Resume),
@@ -199,6 +200,12 @@ Napi::Value Vcpu::SetCpuid(const Napi::CallbackInfo& info) {
                       {ErrorArg::Num("vcpu", index_, "vcpu"), ErrorArg::Num("nent", nent, "nent")});
   }
   return env.Undefined();
+}
+
+Napi::Value Vcpu::SetGuestDebug(const Napi::CallbackInfo& info) {
+  RequireStill(info.Env(), "setGuestDebug");
+  SetStruct(info, KVM_SET_GUEST_DEBUG, "KVM_SET_GUEST_DEBUG", sizeof(kvm_guest_debug));
+  return info.Env().Undefined();
 }
 
 Napi::Value Vcpu::SetSyncRegs(const Napi::CallbackInfo& info) {

@@ -76,6 +76,7 @@ class Vcpu : public Napi::ObjectWrap<Vcpu> {
   Napi::Value GetSregs(const Napi::CallbackInfo& info);
   Napi::Value SetSregs(const Napi::CallbackInfo& info);
   Napi::Value SetCpuid(const Napi::CallbackInfo& info);
+  Napi::Value SetGuestDebug(const Napi::CallbackInfo& info);
   Napi::Value SetSyncRegs(const Napi::CallbackInfo& info);
   Napi::Value Start(const Napi::CallbackInfo& info);
   Napi::Value Resume(const Napi::CallbackInfo& info);

@@ -6,6 +6,7 @@ export const KVM_API_VERSION = 12;
 export const Cap = {
   NR_VCPUS: 9,
   NR_MEMSLOTS: 10,
+  SET_GUEST_DEBUG: 23,
   MAX_VCPUS: 66,
   SYNC_REGS: 74,
   IMMEDIATE_EXIT: 136,
@@ -17,6 +18,7 @@ export const Cap = {
   GUEST_MEMFD: 234,
   VM_TYPES: 235,
   PRE_FAULT_MEMORY: 236,
+  SET_GUEST_DEBUG2: 195,
   GUEST_MEMFD_FLAGS: 244,
 } as const;
 
@@ -76,6 +78,17 @@ export const InternalError = {
   SIMUL_EX: 2,
   DELIVERY_EV: 3,
   UNEXPECTED_EXIT_REASON: 4,
+} as const;
+
+/** KVM_SET_GUEST_DEBUG control bits (x86) */
+export const GuestDebug = {
+  ENABLE: 0x1,
+  SINGLESTEP: 0x2,
+  USE_SW_BP: 0x10000,
+  USE_HW_BP: 0x20000,
+  INJECT_DB: 0x40000,
+  INJECT_BP: 0x80000,
+  BLOCKIRQ: 0x100000,
 } as const;
 
 export const IoDirection = { IN: 0, OUT: 1 } as const;

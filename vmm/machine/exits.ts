@@ -29,6 +29,10 @@ export interface ExitContext {
   finish(status: number, reason: string, report?: string): void;
   trace(vcpu: number, kind: string, fields: Record<string, unknown>): void;
   log(line: string): void;
+  /** KVM_EXIT_DEBUG for an attached debugger (vmm/control); undefined when none is attached */
+  debugExit(v: VcpuState, info: { exception: number; pc: bigint; dr6: bigint; dr7: bigint }): Outcome | undefined;
+  /** --on-fault stop with a monitor or debugger attached: pause there instead of ending (true) */
+  pauseInsteadOfEnding(v: VcpuState, why: string): boolean;
 }
 
 export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome | Promise<Outcome> {
@@ -80,6 +84,9 @@ export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome
       return stop(ExitStatus.UNHANDLED_EXIT, `KVM_EXIT_SYSTEM_EVENT type ${run.systemEvent.type}`);
     case Exit.MEMORY_FAULT:
       return memoryFault(m, v, errno);
+    case Exit.DEBUG:
+      // single-step or a debug-register breakpoint (KVM_SET_GUEST_DEBUG): the debugger's stop
+      return m.debugExit(v, run.debug) ?? stop(ExitStatus.UNHANDLED_EXIT, "KVM_EXIT_DEBUG without a debugger attached");
     default:
       return stop(ExitStatus.UNHANDLED_EXIT, `unhandled ${exitName(reason)} (exit reason ${reason})`);
   }
@@ -163,6 +170,9 @@ async function memoryFault(m: ExitContext, v: VcpuState, errno: number): Promise
     if (m.vcpus.every((x) => x.halted)) m.finish(ExitStatus.MEMORY_FAULT, `every vCPU stopped; the last: ${describe}: ${outcome.reason}`);
     return "stay";
   }
+  // With a debugger attached the VM pauses here; continuing re-runs the access (after, say, a
+  // `convert` from the monitor).
+  if (m.pauseInsteadOfEnding(v, `vCPU ${index}: ${describe}: ${outcome.reason}`)) return "stay";
   m.finish(ExitStatus.MEMORY_FAULT, `vCPU ${index}: ${describe}: ${outcome.reason}`, v.registerReport());
   return "stay";
 }

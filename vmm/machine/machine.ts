@@ -2,7 +2,7 @@
 // (create, run, quiesce/resume, finish, close). What each exit does is in exits.ts.
 import type { NativeKvm, NativeVm, VcpuEvent } from "../native";
 import { Cap, EXIT_HYPERCALL_MAP_GPA_RANGE, SyncRegs, VmType } from "../kvm/uapi";
-import { CpuidEntry, decodeCpuid, encodeCpuid } from "../kvm/structs";
+import { CpuidEntry, decodeCpuid, encodeCpuid, encodeGuestDebug, encodeRegs, Regs, Sregs } from "../kvm/structs";
 import { ExitStatus, fromSyscall, isSyscallError, UsageError } from "../errors";
 import {
   BackendId,
@@ -78,6 +78,23 @@ export interface MachineResult {
   conversions?: { tally: Record<string, number>; summary: string[] };
 }
 
+/** What a debugger front end (vmm/control) hears from the machine. */
+export interface MachineObserver {
+  /** Every exit that reaches TypeScript, before the exit switch handles it */
+  exit(vcpu: number, reason: number): void;
+  /** Every conversion-engine event (conversions, refusals, memory faults) */
+  conversion(e: ConversionEvent): void;
+  /** KVM_EXIT_DEBUG: the vCPU stays parked until resumeAll() or runOne() lets it go */
+  debugExit(vcpu: number, info: { exception: number; pc: bigint; dr6: bigint; dr7: bigint }): void;
+  /** The run ended */
+  end(result: MachineResult): void;
+  /** An exit that would end the run (--on-fault stop); true = the debugger pauses the VM instead */
+  pauseInsteadOfEnding(vcpu: number, why: string): boolean;
+}
+
+/** A vCPU as a debugger sees it */
+export type VcpuRunState = "running" | "paused" | "halted";
+
 export class Machine {
   readonly layout: Layout;
   private kvm?: NativeKvm;
@@ -90,6 +107,10 @@ export class Machine {
   /** closed while vCPUs must stay out of KVM_RUN (memslot re-layout, timeout report) */
   private gate?: Promise<void>;
   private openGate?: () => void;
+  /** closed while a debugger holds the VM paused */
+  private pauseGate?: { closed: Promise<void>; open: () => void };
+  observer?: MachineObserver;
+  private endWaiters: Array<() => void> = [];
   private readonly vcpus: VcpuState[] = [];
   private readonly bus = new PortBus();
   private readonly exitContext: ExitContext;
@@ -121,6 +142,17 @@ export class Machine {
         return machine.result !== undefined;
       },
       finish: (status, reason, report) => this.finish(status, reason, report),
+      pauseInsteadOfEnding: (v, why) => {
+        if (!this.observer?.pauseInsteadOfEnding(v.index, why)) return false;
+        v.held = true;
+        return true;
+      },
+      debugExit: (v, info) => {
+        if (!this.observer) return undefined;
+        v.held = true;
+        this.observer.debugExit(v.index, info);
+        return "stay";
+      },
       trace: (vcpu, kind, fields) => this.traceEvent(vcpu, kind, fields),
       log: (line) => this.log(line),
     };
@@ -193,6 +225,7 @@ export class Machine {
 
   private conversionEvent(e: ConversionEvent): void {
     this.log(formatEvent(e));
+    this.observer?.conversion(e);
     this.opts.trace?.({ ...e, kind: "conversion", seq: this.seq++, conversion: e.seq });
   }
 
@@ -268,8 +301,7 @@ export class Machine {
   private onEvent(v: VcpuState, event: VcpuEvent): void {
     if (this.result) return;
     v.parked = true;
-    v.onParked?.();
-    v.onParked = undefined;
+    for (const parked of v.parkWaiters.splice(0)) parked();
     switch (event.kind) {
       case "paused":
         void this.resume(v);
@@ -279,6 +311,7 @@ export class Machine {
         return;
       case "exit": {
         this.typescriptExits++;
+        this.observer?.exit(v.index, v.kvmRun.exitReason);
         const outcome = handleExit(this.exitContext, v, event.errno);
         if (outcome instanceof Promise)
           outcome.then(
@@ -297,6 +330,10 @@ export class Machine {
   private async resume(v: VcpuState): Promise<void> {
     while (this.gate) await this.gate;
     if (this.result || v.halted || !v.parked) return;
+    if (this.pauseGate && !v.stepping) {
+      v.held = true; // a debugger keeps it parked until resumeAll() or runOne()
+      return;
+    }
     v.parked = false;
     v.native.resume();
   }
@@ -306,23 +343,126 @@ export class Machine {
     while (this.gate) await this.gate;
     this.gate = new Promise<void>((open) => (this.openGate = open));
     try {
-      await Promise.all(
-        this.vcpus
-          .filter((v) => !v.parked && !this.result)
-          .map(
-            (v) =>
-              new Promise<void>((parked) => {
-                v.onParked = parked;
-                v.native.kick();
-              }),
-          ),
-      );
+      await this.parkAll();
       return work();
     } finally {
       const open = this.openGate!;
       this.gate = undefined;
       open();
     }
+  }
+
+  /** Kick every vCPU inside KVM_RUN and wait until each is parked. */
+  private parkAll(): Promise<void> {
+    return Promise.all(
+      this.vcpus
+        .filter((v) => !v.parked && !this.result)
+        .map(
+          (v) =>
+            new Promise<void>((parked) => {
+              v.parkWaiters.push(parked);
+              v.native.kick();
+            }),
+        ),
+    ).then(() => undefined);
+  }
+
+  // ---- the debugger's surface (vmm/control uses only these) ----
+
+  get cpuCount(): number {
+    return this.vcpus.length;
+  }
+
+  get ended(): MachineResult | undefined {
+    return this.result;
+  }
+
+  /** Stop every vCPU outside KVM_RUN and keep them there until resumeAll(). */
+  async pauseAll(): Promise<void> {
+    if (!this.pauseGate) {
+      let open!: () => void;
+      const closed = new Promise<void>((r) => (open = r));
+      this.pauseGate = { closed, open };
+    }
+    await this.parkAll();
+  }
+
+  get paused(): boolean {
+    return this.pauseGate !== undefined;
+  }
+
+  resumeAll(): void {
+    const g = this.pauseGate;
+    this.pauseGate = undefined;
+    g?.open();
+    for (const v of this.vcpus) {
+      if (v.held) {
+        v.held = false;
+        void this.resume(v);
+      }
+    }
+  }
+
+  vcpuState(index: number): VcpuRunState {
+    const v = this.vcpuAt(index);
+    return v.halted ? "halted" : v.parked ? "paused" : "running";
+  }
+
+  /** Let one held vCPU run while the others stay paused, until it is held again (its next debug
+   *  exit, e.g. after a single step), halts, or the run ends. */
+  async runOne(index: number): Promise<void> {
+    const v = this.vcpuAt(index);
+    if (v.halted || !v.held) throw new Error(`vCPU ${index} is ${v.halted ? "halted" : "not stopped by the debugger"}`);
+    v.held = false;
+    v.stepping = true;
+    try {
+      const stopped = new Promise<void>((resolve) => {
+        const check = () => (v.held || v.halted || this.result ? resolve() : v.parkWaiters.push(() => setImmediate(check)));
+        v.parkWaiters.push(() => setImmediate(check));
+        this.endWaiters.push(resolve);
+      });
+      void this.resume(v);
+      await stopped;
+    } finally {
+      v.stepping = false;
+    }
+  }
+
+  private vcpuAt(index: number): VcpuState {
+    const v = this.vcpus[index];
+    if (!v) throw new RangeError(`no vCPU ${index} (this VM has ${this.vcpus.length})`);
+    return v;
+  }
+
+  /** Registers of a parked vCPU */
+  registers(index: number): { regs: Regs; sregs: Sregs } {
+    return this.vcpuAt(index).registers();
+  }
+
+  setRegisters(index: number, regs: Regs): void {
+    this.vcpuAt(index).native.setRegs(encodeRegs(regs));
+  }
+
+  /** KVM_SET_GUEST_DEBUG on a parked (or not yet started) vCPU */
+  setGuestDebug(index: number, control: number, debugreg: readonly bigint[]): void {
+    this.vcpuAt(index).native.setGuestDebug(encodeGuestDebug(control, debugreg));
+  }
+
+  /** 0, or the shared-view bit of the aliased layout */
+  get sharedBit(): number {
+    return this.opts.privateMemory?.sharedBit ?? 0;
+  }
+
+  /** RAM as the host sees it (only shared pages may be read), its page states, its size */
+  get memoryView(): { shared: Buffer; map?: PageStateMap; ramSize: bigint } {
+    return { shared: this.memory!.sharedView, map: this.map, ramSize: this.layout.ramSize };
+  }
+
+  /** Discard the private backing of pages (monitor/API punch), in order with conversions */
+  punch(gpa: bigint, size: bigint): Promise<bigint> {
+    if (!this.engine) return Promise.reject(new Error("this VM has no private memory"));
+    const map = this.map!;
+    return this.engine.hostOperation(() => this.memory!.punchPrivate(map.pageOf(gpa), Number(size >> PAGE_SHIFT)));
   }
 
   private makeTestSlot(gpa: bigint, create: boolean): TestSlot | string {
@@ -333,10 +473,10 @@ export class Machine {
     return this.testSlot;
   }
 
-  /** Conversions from the API (source "cli"); resolves to 0 or a positive errno. */
-  convert(gpa: bigint, size: bigint, to: "private" | "shared"): Promise<number> {
+  /** Host-initiated conversions (source "cli", "monitor" or "api"); resolves to 0 or a positive errno. */
+  convert(gpa: bigint, size: bigint, to: "private" | "shared", source: "cli" | "monitor" | "api" = "cli"): Promise<number> {
     if (!this.engine) return Promise.reject(new Error("this VM has no private memory"));
-    return this.engine.request("cli", -1, { gpa, pages: size >> PAGE_SHIFT, attrs: to === "private" ? MAP_GPA_RANGE_ENCRYPTED : 0n });
+    return this.engine.request(source, -1, { gpa, pages: size >> PAGE_SHIFT, attrs: to === "private" ? MAP_GPA_RANGE_ENCRYPTED : 0n });
   }
 
   private console(bytes: Uint8Array): void {
@@ -402,7 +542,10 @@ export class Machine {
       conversions: this.engine ? { tally: this.engine.tally, summary: this.engine.summary() } : undefined,
     };
     this.openGate?.();
+    this.pauseGate?.open();
+    for (const ended of this.endWaiters.splice(0)) ended();
     this.traceEvent(-1, "end", { status, reason });
+    this.observer?.end(this.result);
     this.resolveRun?.(this.result);
   }
 

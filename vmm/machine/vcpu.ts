@@ -9,9 +9,14 @@ export class VcpuState {
   halted = false;
   /** outside KVM_RUN, waiting for us */
   parked = false;
+  /** kept parked by a debugger (vmm/control) until it lets the vCPU go */
+  held = false;
+  /** may re-enter while the VM is paused (a debugger's single-step) */
+  stepping = false;
   /** The mapped struct kvm_run */
   readonly kvmRun: KvmRunView;
-  onParked?: () => void;
+  /** called once, the next time the vCPU parks */
+  parkWaiters: Array<() => void> = [];
 
   constructor(readonly native: NativeVcpu) {
     this.kvmRun = new KvmRunView(native.run);
@@ -21,18 +26,23 @@ export class VcpuState {
     return this.native.index;
   }
 
+  /** KVM_GET_REGS and KVM_GET_SREGS (the vCPU must be parked) */
+  registers(): { regs: Regs; sregs: Sregs } {
+    const r = this.native.getRegs();
+    const s = this.native.getSregs();
+    return {
+      regs: decodeRegs(new DataView(r.buffer, r.byteOffset, r.byteLength)),
+      sregs: decodeSregs(new DataView(s.buffer, s.byteOffset, s.byteLength)),
+    };
+  }
+
   /** The registers for a failure report (or why they cannot be read) */
   registerReport(): string {
-    let regs: Regs;
-    let sregs: Sregs;
     try {
-      const r = this.native.getRegs();
-      regs = decodeRegs(new DataView(r.buffer, r.byteOffset, r.byteLength));
-      const s = this.native.getSregs();
-      sregs = decodeSregs(new DataView(s.buffer, s.byteOffset, s.byteLength));
+      const { regs, sregs } = this.registers();
+      return formatRegisters(this.native.index, regs, sregs);
     } catch (err) {
       return `  (registers unavailable: ${(err as Error).message})`;
     }
-    return formatRegisters(this.native.index, regs, sregs);
   }
 }

@@ -7,7 +7,8 @@ import { Errno, MEMORY_EXIT_FLAG_PRIVATE } from "../kvm/uapi";
 import { hex } from "../format";
 import type { TestSlot } from "./testSlot";
 
-export type Source = "hypercall" | "doorbell" | "fault" | "cli";
+/** cli: Machine.convert() from code; monitor and api: the debugger front ends (vmm/control) */
+export type Source = "hypercall" | "doorbell" | "fault" | "cli" | "monitor" | "api";
 export type FaultPolicy = "convert" | "deny" | "stop";
 export type HypercallPolicy = "convert" | "deny";
 

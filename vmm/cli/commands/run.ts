@@ -7,6 +7,8 @@ import { attachTerminalInput } from "../terminal";
 import { abortOnStop } from "../stop";
 import { ConsoleLogWriter, LOG_HOLD_MS } from "../../console/logWriter";
 import { MAX_IMAGE_SIZE } from "../../guests";
+import { MonitorInput } from "../../control/monitor";
+import { readMonitorScript } from "../../control/session";
 
 export interface RunArgs {
   guest: string;
@@ -26,6 +28,11 @@ export interface RunArgs {
   prealloc: boolean;
   discard: "always" | "never";
   "convert-via"?: "hypercall" | "doorbell";
+  break?: string[];
+  monitor: boolean;
+  "monitor-script"?: string;
+  gdb?: string;
+  "gdb-wait": boolean;
 }
 
 /** What each of tsvmm's own statuses means; `run --help` and the README list them all. */
@@ -65,7 +72,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
         describe: "guest RAM size, 2M to 3G: a bare number is MiB (as QEMU's -m); K, M, G, T suffixes are powers of 1024, B is bytes",
       })
       .option("cpus", { requiresArg: true, default: 1, describe: `vCPUs, each started at the firmware entry with its index (1 to ${MAX_CPUS})` })
-      .option("timeout", { requiresArg: true, default: 60, describe: "stop the guest after this many seconds and exit 124 (0 = no limit)" })
+      .option("timeout", { requiresArg: true, describe: "stop the guest after this many seconds and exit 124 (0 = no limit; default 60, none with --monitor/--gdb)" })
       .option("console", {
         choices: ["raw", "screen"] as const,
         default: "raw" as const,
@@ -93,7 +100,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option("on-fault", {
         choices: ["convert", "deny", "stop"] as const,
         default: "convert" as const,
-        describe: "on KVM_EXIT_MEMORY_FAULT: convert and re-run; deny: stop that vCPU with a report; stop: stop the VM with the event and registers (exit 75)",
+        describe: "on KVM_EXIT_MEMORY_FAULT: convert and re-run; deny: stop that vCPU with a report; stop: stop the VM with the event and registers (exit 75), or with --monitor/--gdb pause there (continue re-runs the access)",
         group: "Private memory:",
       })
       .option("on-hypercall", {
@@ -114,12 +121,30 @@ export const runCommand: CommandModule<object, RunArgs> = {
         describe: "how guests ask for conversions: KVM_HC_MAP_GPA_RANGE by vmcall/vmmcall, or the port doorbell with the same registers. Default: the hypercall where KVM delivers it to userspace, else the doorbell",
         group: "Private memory:",
       })
+      .option("break", {
+        type: "string",
+        array: true,
+        describe:
+          "pause every vCPU when an event matches: conversion[,range=R,to=private|shared,source=hypercall|doorbell|fault|monitor|api,vcpu=N], fault, refused, exit=NAME, addr=SYMBOL|ADDRESS. Without --monitor or --gdb each stop is printed and the VM goes on",
+        group: "Debugging:",
+      })
+      .option("monitor", {
+        type: "boolean",
+        default: false,
+        describe: "start paused with a command prompt (`help` lists the commands; Ctrl-C pauses); commands are read from stdin when it is not a terminal",
+        group: "Debugging:",
+      })
+      .option("monitor-script", { type: "string", describe: "start paused and run the monitor commands in FILE; when it ends the VM runs on", group: "Debugging:" })
+      .option("gdb", { type: "string", describe: "GDB stub on tcp:PORT (localhost) or unix:PATH; gdb GUEST.elf -ex 'target remote :PORT'", group: "Debugging:" })
+      .option("gdb-wait", { type: "boolean", default: false, describe: "start paused until a debugger attaches (--gdb, default tcp:1234)", group: "Debugging:" })
       .example("$0 run hello", "boot the default test guest")
       .example("$0 run smp --cpus 4", "every vCPU reports in")
       .example("$0 run fault --cmdline fault=pf", "take a page fault; the firmware reports it and tsvmm exits 71")
       .example("$0 run spin --timeout 2", "a guest that never exits is stopped after 2 s with its registers (exit 124)")
       .example("$0 lab -- tsvmm run convert --backend memslots", "private memory needs a real KVM: the nested lab has one")
       .example("$0 run implicit --shared-bit 40 --trace t.ndjson", "implicit conversions on KVM_EXIT_MEMORY_FAULT, every event in the trace")
+      .example("$0 run hello --monitor --break addr=tsvmm_main", "stop at the guest's main function and look around")
+      .example("$0 run hello --gdb tcp:1234 --gdb-wait", "then: gdb build/guest/hello.elf -ex 'target remote :1234'")
       .epilog(
         [
           "Exit status: the guest's own (0-63, written to port 0xf4), or tsvmm's:",
@@ -138,7 +163,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
     await null;
     const memSize = parseSize("--mem", args.mem);
     const cpus = parseCount("--cpus", args.cpus, 1, MAX_CPUS);
-    const timeout = parseSeconds("--timeout", args.timeout);
+    const debugging = args.monitor || args["monitor-script"] !== undefined || args.gdb !== undefined || args["gdb-wait"];
+    const timeout = parseSeconds("--timeout", args.timeout ?? (debugging ? 0 : 60));
     const privateRanges = args.private === undefined ? undefined : parseRanges("--private", args.private);
     // Only whether it is a bit of a 64-bit address; the VM checks it against this CPU.
     const sharedBit =
@@ -146,6 +172,15 @@ export const runCommand: CommandModule<object, RunArgs> = {
         ? undefined
         : parseCount("--shared-bit", args["shared-bit"], 1, 63, "give the bit of the guest-physical address that selects the shared view, e.g. --shared-bit 39");
     const output = new ConsoleLogWriter(process.stdout, process.stderr);
+    // A monitor on the terminal or on stdin owns stdin: the guest gets no keyboard then.
+    const monitor: MonitorInput | undefined =
+      args["monitor-script"] !== undefined
+        ? readMonitorScript(args["monitor-script"])
+        : args.monitor
+          ? process.stdin.isTTY
+            ? { kind: "terminal", input: process.stdin, output: process.stdout }
+            : { kind: "stream", input: process.stdin }
+          : undefined;
     const log = (line: string) => {
       if (!args.quiet) output.log(`tsvmm: ${line}`);
     };
@@ -164,8 +199,14 @@ export const runCommand: CommandModule<object, RunArgs> = {
         trace: args.trace,
         log,
         signal: abort.signal,
-        onInput: (send) =>
-          (detachInput = attachTerminalInput(send, () => abort.abort({ status: ExitStatus.INTERRUPTED, reason: "interrupted from the terminal" }))),
+        onInput:
+          monitor?.kind === "terminal" || monitor?.kind === "stream"
+            ? undefined
+            : (send) => (detachInput = attachTerminalInput(send, () => abort.abort({ status: ExitStatus.INTERRUPTED, reason: "interrupted from the terminal" }))),
+        debug:
+          debugging || args.break?.length
+            ? { breaks: args.break, monitor, gdb: args.gdb, gdbWait: args["gdb-wait"], write: (text) => output.console(Buffer.from(text)) }
+            : undefined,
         privateMemory: {
           private: privateRanges,
           backend: args.backend,
