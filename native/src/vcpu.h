@@ -77,6 +77,9 @@ class Vcpu : public Napi::ObjectWrap<Vcpu> {
   Napi::Value SetSregs(const Napi::CallbackInfo& info);
   Napi::Value SetCpuid(const Napi::CallbackInfo& info);
   Napi::Value SetSyncRegs(const Napi::CallbackInfo& info);
+  Napi::Value GetMpState(const Napi::CallbackInfo& info);
+  Napi::Value SetMpState(const Napi::CallbackInfo& info);
+  Napi::Value SetMsrs(const Napi::CallbackInfo& info);
   Napi::Value Start(const Napi::CallbackInfo& info);
   Napi::Value Resume(const Napi::CallbackInfo& info);
   Napi::Value Kick(const Napi::CallbackInfo& info);

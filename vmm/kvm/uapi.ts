@@ -3,7 +3,9 @@
 export const KVM_API_VERSION = 12;
 
 export const Cap = {
+  IRQCHIP: 0,
   NR_VCPUS: 9,
+  PIT2: 33,
   NR_MEMSLOTS: 10,
   MAX_VCPUS: 66,
   SYNC_REGS: 74,
@@ -35,6 +37,9 @@ export const MemFlag = { LOG_DIRTY_PAGES: 1, READONLY: 2, GUEST_MEMFD: 4 } as co
 export const MEMORY_ATTRIBUTE_PRIVATE = 8n;
 export const MEMORY_EXIT_FLAG_PRIVATE = 8n;
 export const HC_MAP_GPA_RANGE = 12;
+
+export const MpState = { RUNNABLE: 0, UNINITIALIZED: 1, INIT_RECEIVED: 2, HALTED: 3, SIPI_RECEIVED: 4 } as const;
+export const PIT_SPEAKER_DUMMY = 1;
 
 export const SyncRegs = { REGS: 1, SREGS: 2, EVENTS: 4 } as const;
 
