@@ -482,6 +482,9 @@ void Vcpu::ThreadMain() {
     int err = rc < 0 ? errno : 0;
     runs_.fetch_add(1, std::memory_order_relaxed);
 
+    // A vCPU waiting for INIT/SIPI (KVM_MP_STATE_UNINITIALIZED, in-kernel APIC) blocks inside
+    // KVM_RUN and returns EAGAIN once an APIC event woke it: enter again.
+    if (rc < 0 && err == EAGAIN) continue;
     if (rc < 0 && err == EINTR) {
       std::unique_lock<std::mutex> lock(mu_);
       if (stop_requested_.load()) return;
