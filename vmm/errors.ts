@@ -14,6 +14,10 @@ export const ExitStatus = {
   UNHANDLED_EXIT: 74,
   MEMORY_FAULT: 75,
   BAD_HYPERCALL: 76,
+  /** a PC guest reset the machine (i8042 0xfe, port 0xcf9, KVM_SYSTEM_EVENT_RESET) */
+  GUEST_RESET: 78,
+  /** a PC guest panicked (a panic line on the console, KVM_SYSTEM_EVENT_CRASH) */
+  GUEST_PANIC: 79,
   TIMEOUT: 124,
   INTERRUPTED: 130,
 } as const;

@@ -38,6 +38,8 @@ export const MEMORY_ATTRIBUTE_PRIVATE = 8n;
 export const MEMORY_EXIT_FLAG_PRIVATE = 8n;
 export const HC_MAP_GPA_RANGE = 12;
 
+export const SystemEvent = { SHUTDOWN: 1, RESET: 2, CRASH: 3 } as const;
+
 export const MpState = { RUNNABLE: 0, UNINITIALIZED: 1, INIT_RECEIVED: 2, HALTED: 3, SIPI_RECEIVED: 4 } as const;
 export const PIT_SPEAKER_DUMMY = 1;
 

@@ -1,13 +1,15 @@
 import type { CommandModule } from "yargs";
-import { ConsoleMode, DEFAULT_MEM, runGuest } from "../../run";
+import { ConsoleMode, DEFAULT_LINUX_MEM, DEFAULT_MEM, runGuest } from "../../run";
 import { parseCount, parseRanges, parseSeconds, parseSize } from "../parse";
 import { MAX_CPUS } from "../../machine/abi";
 import { ExitStatus } from "../../errors";
 import { attachTerminalInput } from "../terminal";
 
 export interface RunArgs {
-  guest: string;
-  mem: string;
+  guest?: string;
+  kernel?: string;
+  initrd?: string;
+  mem?: string;
   cpus: number;
   timeout: number;
   console: ConsoleMode;
@@ -23,17 +25,26 @@ export interface RunArgs {
 }
 
 export const runCommand: CommandModule<object, RunArgs> = {
-  command: "run <guest>",
-  describe: "Boot a test guest (or any ELF) with guest_memfd RAM and its console on COM1",
+  command: "run [guest]",
+  describe: "Boot a test guest, a multiboot kernel or a Linux bzImage with guest_memfd RAM and its console on COM1",
   builder: (y) =>
     y
       .positional("guest", {
         type: "string",
-        demandOption: true,
-        describe: "a shipped guest (see `tsvmm guests`) or a path to a static x86-64 ELF linked at 1 MiB",
+        describe: "a shipped guest (see `tsvmm guests`), a path to a static x86-64 ELF linked at 1 MiB, or a multiboot (v1) kernel",
       })
-      .option("mem", { type: "string", default: `${DEFAULT_MEM >> 20n}M`, describe: "guest RAM size (K/M/G suffix; 2M to 3G)" })
-      .option("cpus", { type: "number", default: 1, describe: `vCPUs, each started at the firmware entry with its index (1 to ${MAX_CPUS})` })
+      .option("kernel", {
+        type: "string",
+        describe: "boot this Linux bzImage (boot protocol 2.10+, 64-bit entry) instead of a guest; console=ttyS0 puts its console on COM1",
+        group: "Multiboot and Linux guests:",
+      })
+      .option("initrd", {
+        type: "string",
+        describe: "Linux: the initramfs. Multiboot: modules, comma-separated, each 'FILE[ ARGS]'",
+        group: "Multiboot and Linux guests:",
+      })
+      .option("mem", { type: "string", describe: `guest RAM size (K/M/G suffix). tsvmm guests: 2M to 3G, default ${DEFAULT_MEM >> 20n}M; multiboot: default ${DEFAULT_MEM >> 20n}M, Linux: default ${DEFAULT_LINUX_MEM >> 20n}M, above 3G RAM continues at 4 GiB` })
+      .option("cpus", { type: "number", default: 1, describe: `vCPUs (1 to ${MAX_CPUS}): tsvmm guests start each at the firmware entry; multiboot and Linux guests start vCPU 0, the others wait for INIT/SIPI` })
       .option("timeout", { type: "number", default: 60, describe: "stop the guest after this many seconds and exit 124 (0 = no limit)" })
       .option("console", {
         choices: ["raw", "screen"] as const,
@@ -41,7 +52,12 @@ export const runCommand: CommandModule<object, RunArgs> = {
         describe: "raw streams the guest's bytes to stdout; screen renders them through a headless terminal and prints the final screen",
       })
       .option("trace", { type: "string", describe: "write every event (conversions, memory faults, host requests, halts, start, end) as NDJSON to this file" })
-      .option("cmdline", { type: "string", default: "", describe: "text for the guest's boot page, e.g. fault=pf" })
+      .option("cmdline", {
+        type: "string",
+        default: "",
+        alias: "append",
+        describe: "tsvmm guests: text for the boot page, e.g. fault=pf; multiboot and Linux: the kernel command line",
+      })
       .option("quiet", { type: "boolean", default: false, alias: "q", describe: "print only the guest's console (and failures)" })
       .option("private", {
         type: "string",
@@ -73,6 +89,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
       })
       .option("prealloc", { type: "boolean", default: false, describe: "fallocate all private memory up front instead of on demand", group: "Private memory:" })
       .example("$0 run hello", "boot the default test guest")
+      .example("$0 run multiboot --cpus 2", "the multiboot test kernel: info block, fw_cfg, INIT/SIPI, PIT and UART interrupts")
+      .example("$0 lab -- tsvmm run --kernel bzImage --initrd initramfs.cpio --append 'console=ttyS0'", "Linux is practical on a real KVM (or in the lab), not on an emulating one")
       .example("$0 run smp --cpus 4", "every vCPU reports in")
       .example("$0 run fault --cmdline fault=pf", "take a page fault; the firmware reports it and tsvmm exits 71")
       .example("$0 run spin --timeout 2", "a guest that never exits is stopped after 2 s with its registers (exit 124)")
@@ -83,13 +101,16 @@ export const runCommand: CommandModule<object, RunArgs> = {
           "Exit status: the guest's own status (0-63, written to port 0xf4), or",
           "  64 bad command line, 65 bad guest image, 69 host lacks a capability, 70 VMM error,",
           "  71 guest exception, 72 triple fault, 73 KVM internal/emulation error, 74 unhandled exit,",
-          "  75 memory fault, 124 timeout, 130 interrupted (Ctrl-C, or Ctrl-A x on a terminal).",
+          "  75 memory fault, 78 guest reset (i8042, port 0xcf9), 79 guest panic (seen on the console),",
+          "  124 timeout, 130 interrupted (Ctrl-C, or Ctrl-A x on a terminal).",
+          "Multiboot and Linux guests: 0 when the kernel powers off ('reboot: Power down', then every",
+          "  vCPU halted) or writes its status to port 0xf4; 74 when every vCPU halted with interrupts off.",
           "With a terminal on stdin, what you type reaches the guest's COM1 receiver.",
         ].join("\n"),
       )
       .strict(),
   handler: async (args) => {
-    const memSize = parseSize("--mem", args.mem);
+    const memSize = args.mem === undefined ? undefined : parseSize("--mem", args.mem);
     const cpus = parseCount("--cpus", args.cpus, 1, MAX_CPUS);
     const timeout = parseSeconds("--timeout", args.timeout);
     const log = (line: string) => {
@@ -102,6 +123,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
     try {
       const result = await runGuest({
         guest: args.guest,
+        kernel: args.kernel,
+        initrd: args.initrd,
         memSize,
         cpus,
         timeout,
@@ -125,7 +148,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       if (result.screen !== undefined) process.stdout.write(result.screen + "\n");
       const failed = result.status !== ExitStatus.OK;
       const e = result.exits;
-      const summary = `${args.guest}: ${result.reason} after ${result.seconds.toFixed(3)} s (${e.total} exits: ${e.native} handled natively, ${e.typescript} in TypeScript)`;
+      const summary = `${args.guest ?? args.kernel}: ${result.reason} after ${result.seconds.toFixed(3)} s (${e.total} exits: ${e.native} handled natively, ${e.typescript} in TypeScript)`;
       if (failed) {
         process.stderr.write(`tsvmm: ${summary}\n`);
         if (result.report) process.stderr.write(result.report + "\n");
