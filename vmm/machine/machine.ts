@@ -294,21 +294,22 @@ export class Machine {
   private async checkHalted(): Promise<void> {
     if (this.result || this.gate) return;
     const IF = 0x200n;
-    const stuck = await this.quiesce(() =>
-      this.vcpus.every((v) => {
+    // Decided and reported while every vCPU is out of KVM_RUN (the registers are readable then).
+    await this.quiesce(() => {
+      const stuck = this.vcpus.every((v) => {
         const mp = v.native.getMpState();
         if (mp === MpState.UNINITIALIZED) return true;
         const r = v.native.getRegs();
         return mp === MpState.HALTED && (decodeRegs(new DataView(r.buffer, r.byteOffset, r.byteLength)).rflags & IF) === 0n;
-      }),
-    );
-    if (!stuck || this.result) return;
-    if (this.poweringOff) return this.finish(ExitStatus.OK, "guest powered off (every vCPU halted after the kernel's power-down message)");
-    this.finish(
-      ExitStatus.UNHANDLED_EXIT,
-      "every vCPU halted with interrupts off (or never started): nothing can wake them",
-      this.vcpus.map((v) => v.registerReport()).join("\n"),
-    );
+      });
+      if (!stuck || this.result) return;
+      if (this.poweringOff) return this.finish(ExitStatus.OK, "guest powered off (every vCPU halted after the kernel's power-down message)");
+      this.finish(
+        ExitStatus.UNHANDLED_EXIT,
+        "every vCPU halted with interrupts off (or never started): nothing can wake them",
+        this.vcpus.map((v) => v.registerReport()).join("\n"),
+      );
+    });
   }
 
   /** A reset request from the guest (i8042, 0xcf9): the VM ends, it does not restart. */
