@@ -8,6 +8,7 @@ import { buildMultibootBoot, MULTIBOOT_BOOTLOADER_MAGIC, MultibootModule, parseM
 import { buildLinuxBoot, parseBzImage } from "./linux";
 import { enterFlat32 } from "../arch/x86/reset";
 import { enterLong64, longModeTables } from "../arch/x86/longMode";
+import { mpTable } from "../arch/x86/mpTable";
 
 export interface PcGuest {
   kind: "multiboot" | "linux";
@@ -34,13 +35,14 @@ export function multibootGuest(name: string, file: Buffer, layout: Layout, cmdli
   };
 }
 
+/** Linux without ACPI finds its processors, IOAPIC and IRQ routing in an MP table. */
 export function linuxGuest(name: string, file: Buffer, layout: Layout, cmdline: string, initrd?: { name: string; data: Buffer }): PcGuest {
   const image = parseBzImage(name, file);
   const boot = buildLinuxBoot({ image, memoryMap: pcMemoryMap(layout.ram), cmdline, initrd });
   return {
     kind: "linux",
     name,
-    writes: [longModeTables(), ...boot.writes],
+    writes: [longModeTables(), mpTable(layout.cpus), ...boot.writes],
     enter: (vcpu) => enterLong64(vcpu, { rip: BigInt(boot.entry64), rsi: BigInt(boot.bootParamsGpa) }),
     describe:
       `Linux ${image.version >> 8}.${image.version & 0xff} protocol bzImage ${name}: kernel at ${hex(boot.kernelStart)}` +
