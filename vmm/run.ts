@@ -9,6 +9,8 @@ import { computeLayout, computePcLayout, Layout } from "./machine/layout";
 import { parseElf } from "./machine/elf";
 import { findMultibootHeader } from "./boot/multiboot";
 import { linuxGuest, multibootGuest, PcGuest } from "./boot/pcGuest";
+import { xsaveConsistent } from "./arch/x86/xsave";
+import { decodeCpuid } from "./kvm/structs";
 import { PrivateRequest, resolvePrivateMemory } from "./memory/policy";
 import { assessHost, openKvm, probeHost } from "./host/caps";
 
@@ -94,6 +96,12 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
   let traceFd: number | undefined;
   try {
     const verdict = assessHost(probeHost(device, kvm));
+    let hideXsave = false;
+    if (boot.kind !== "tsvmm") {
+      const xsave = await xsaveConsistent(kvm, decodeCpuid(kvm.supportedCpuid()));
+      hideXsave = !xsave.ok;
+      if (hideXsave) opts.log?.(`XSAVE hidden from the guest: this KVM does not keep CPUID leaf 0xD consistent with XCR0 (${xsave.detail})`);
+    }
     const privateMemory = boot.kind === "tsvmm" ? resolvePrivateMemory(opts.privateMemory ?? {}, boot.guest, layout, verdict) : refusePrivate(opts.privateMemory);
     const mode = opts.console ?? "capture";
     // xterm costs ~10 ms to load: only the screen mode pays for it.
@@ -114,6 +122,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       layout,
       ram: { backing: verdict.ramBacking, region2: verdict.memoryRegion2 },
       amd: verdict.amd,
+      hideXsave,
       privateMemory,
       cmdline: opts.cmdline ?? "",
       log: opts.log,

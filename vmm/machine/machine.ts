@@ -21,6 +21,7 @@ import { DebugExit } from "../devices/debugExit";
 import { cpuidFor, pcCpuidFor } from "../arch/x86/cpuid";
 import { resetVcpu, setIdentityMap, setTss } from "../arch/x86/reset";
 import { pcMsrDefaults } from "../arch/x86/msrs";
+import { hideXsave } from "../arch/x86/xsave";
 import { attachPcPlatform } from "../arch/x86/platform/platform";
 import { consoleEvent, PcGuest } from "../boot/pcGuest";
 import { ExitContext, handleExit } from "./exits";
@@ -39,6 +40,8 @@ export interface MachineOptions {
   privateMemory?: PrivateMemoryOptions;
   /** AMD CPUs take vmmcall for hypercalls, Intel ones vmcall */
   amd: boolean;
+  /** PC guests: hide XSAVE from CPUID (this KVM does not keep leaf 0xD consistent with XCR0) */
+  hideXsave?: boolean;
   /** Guest console output, in order */
   onConsole: (bytes: Uint8Array) => void;
   /** Run-log lines for a person (stderr in the CLI) */
@@ -258,7 +261,7 @@ export class Machine {
       vcpu.setCpuid(encodeCpuid(cpuidFor(index, supported, hypercall)));
       resetVcpu(vcpu, index, boot.firmware.entry, BOOT_INFO_GPA);
     } else {
-      vcpu.setCpuid(encodeCpuid(pcCpuidFor(index, this.cpus, supported)));
+      vcpu.setCpuid(encodeCpuid(pcCpuidFor(index, this.cpus, this.opts.hideXsave ? hideXsave(supported) : supported)));
       const msrs = pcMsrDefaults();
       const set = vcpu.setMsrs(msrs);
       if (set < msrs.length) this.log(`vCPU ${index}: KVM refused MSR 0x${msrs[set].index.toString(16)} (left at its reset value)`);
