@@ -11,7 +11,8 @@ import type { MemoryMapEntry } from "./memoryMap";
 export const BOOT_PARAMS_GPA = 0x7000;
 export const CMDLINE_GPA = 0x20000;
 const CMDLINE_LIMIT = 0x10000;
-/** Page tables and GDT of the 64-bit entry live in [0x9000, 0x10000) (vmm/arch/x86/longMode.ts). */
+// The page tables and GDT of the 64-bit entry live in [0x9000, 0x10000) (vmm/arch/x86/longMode.ts),
+// the MP table at 0xf0000 (vmm/arch/x86/mpTable.ts).
 
 const HDR = {
   SETUP_SECTS: 0x1f1,

@@ -18,7 +18,7 @@ export interface PcGuest {
   /** Put the boot vCPU (0) at the kernel's entry */
   enter(vcpu: NativeVcpu): void;
   /** For the run log */
-  describe: string;
+  summary: string;
 }
 
 const hex = (v: number) => "0x" + v.toString(16);
@@ -31,7 +31,7 @@ export function multibootGuest(name: string, file: Buffer, layout: Layout, cmdli
     name,
     writes: boot.writes,
     enter: (vcpu) => enterFlat32(vcpu, { rip: BigInt(boot.entry), rax: BigInt(MULTIBOOT_BOOTLOADER_MAGIC), rbx: BigInt(boot.infoGpa) }),
-    describe: `multiboot kernel ${name}: entry ${hex(boot.entry)}, info block at ${hex(boot.infoGpa)}${modules.length ? `, ${modules.length} module${modules.length > 1 ? "s" : ""}` : ""}`,
+    summary: `multiboot kernel ${name}: entry ${hex(boot.entry)}, info block at ${hex(boot.infoGpa)}${modules.length ? `, ${modules.length} module${modules.length > 1 ? "s" : ""}` : ""}`,
   };
 }
 
@@ -44,7 +44,7 @@ export function linuxGuest(name: string, file: Buffer, layout: Layout, cmdline: 
     name,
     writes: [longModeTables(), mpTable(layout.cpus), ...boot.writes],
     enter: (vcpu) => enterLong64(vcpu, { rip: BigInt(boot.entry64), rsi: BigInt(boot.bootParamsGpa) }),
-    describe:
+    summary:
       `Linux ${image.version >> 8}.${image.version & 0xff} protocol bzImage ${name}: kernel at ${hex(boot.kernelStart)}` +
       (boot.initrd ? `, initrd [${hex(boot.initrd.start)}, ${hex(boot.initrd.end)})` : ""),
   };

@@ -161,7 +161,7 @@ export class Machine {
         setIdentityMap(vm);
         vm.createIrqchip();
         vm.createPit2(PIT_SPEAKER_DUMMY);
-        this.log(this.pc.describe);
+        this.log(this.pc.summary);
       }
       const hypercall = pm !== undefined && pm.convertMethod !== "doorbell";
       if (hypercall) vm.enableCap(Cap.EXIT_HYPERCALL, [1n << BigInt(HC_MAP_GPA_RANGE)]);
