@@ -100,6 +100,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
     if (boot.kind !== "tsvmm") {
       const xsave = await xsaveConsistent(kvm, decodeCpuid(kvm.supportedCpuid()));
       hideXsave = !xsave.ok;
+      if (xsave.inconclusive) opts.log?.(xsave.detail);
       if (hideXsave) opts.log?.(`XSAVE hidden from the guest: this KVM does not keep CPUID leaf 0xD consistent with XCR0 (${xsave.detail})`);
     }
     const privateMemory = boot.kind === "tsvmm" ? resolvePrivateMemory(opts.privateMemory ?? {}, boot.guest, layout, verdict) : refusePrivate(opts.privateMemory);

@@ -13,7 +13,8 @@ const XSAVE = 1 << 26;
 const LEGACY_AREA = 576; // x87/SSE legacy area + XSAVE header
 const PROBE_GPA = 0x1000;
 const PROBE_PORT = 0xf4;
-const PROBE_LIMIT_MS = 2000;
+/** Generous: in the nested lab under load a VM takes seconds to get going */
+const PROBE_LIMIT_MS = 15000;
 
 /** The XSAVE area size CPUID's subleaves give for the features in `xcr0` */
 export function xsaveSize(cpuid: CpuidEntry[], xcr0: bigint): number {
@@ -60,7 +61,7 @@ function probeCode(xcr0Low: number): Buffer {
  * Run the probe in a throwaway VM: true when CPUID.(0xD,0).EBX follows XCR0 (or there is nothing
  * to check), false when it does not, with what was seen.
  */
-export async function xsaveConsistent(kvm: NativeKvm, cpuid: CpuidEntry[]): Promise<{ ok: boolean; detail: string }> {
+export async function xsaveConsistent(kvm: NativeKvm, cpuid: CpuidEntry[]): Promise<{ ok: boolean; detail: string; inconclusive?: boolean }> {
   const xcr0 = supportedXcr0(cpuid);
   if (xcr0 === undefined) return { ok: true, detail: "no XSAVE state beyond SSE" };
   const want = xsaveSize(cpuid, xcr0);
@@ -83,7 +84,7 @@ export async function xsaveConsistent(kvm: NativeKvm, cpuid: CpuidEntry[]): Prom
         else resolve(event.kind === "error" ? event.error.message : `exit reason ${view.getUint32(8, true)}`);
       });
     });
-    if (typeof seen === "string") return { ok: true, detail: `probe inconclusive (${seen}); XSAVE left visible` };
+    if (typeof seen === "string") return { ok: true, inconclusive: true, detail: `the XSAVE probe was inconclusive (${seen}): XSAVE left visible` };
     const detail = `XCR0=0x${xcr0.toString(16)}: CPUID.(0xD,0).EBX=${seen}, the subleaves add up to ${want}`;
     return { ok: seen === want, detail };
   } finally {
