@@ -15,9 +15,9 @@ export const ExitStatus = {
   MEMORY_FAULT: 75,
   BAD_HYPERCALL: 76,
   /** a PC guest reset the machine (i8042 0xfe, port 0xcf9, KVM_SYSTEM_EVENT_RESET) */
-  GUEST_RESET: 78,
+  GUEST_RESET: 79,
   /** a PC guest panicked (a panic line on the console, KVM_SYSTEM_EVENT_CRASH) */
-  GUEST_PANIC: 79,
+  GUEST_PANIC: 80,
   TIMEOUT: 124,
   INTERRUPTED: 130,
 } as const;

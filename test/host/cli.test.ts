@@ -15,7 +15,7 @@ test("--help teaches: commands, options, exit statuses", T, async () => {
   for (const c of ["run \\[guest\\]", "caps", "guests"]) assert.match(top.stdout, new RegExp(c));
   const run = await tsvmm(["run", "--help"]);
   assert.equal(run.status, 0);
-  for (const o of ["--mem", "--cpus", "--timeout", "--console", "--trace", "124 timeout", "130 interrupted", "--kernel", "--initrd", "--append", "78 guest reset", "79 guest panic"]) assert.ok(run.stdout.includes(o), o);
+  for (const o of ["--mem", "--cpus", "--timeout", "--console", "--trace", "124 timeout", "130 interrupted", "--kernel", "--initrd", "--append", "79 guest reset", "80 guest panic"]) assert.ok(run.stdout.includes(o), o);
 });
 
 test("unknown commands and options are usage errors (64)", T, async () => {

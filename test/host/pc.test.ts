@@ -63,10 +63,10 @@ test("a kernel halted forever with interrupts off is reported (74), not waited o
 });
 
 for (const [name, code, port] of [["i8042", I8042_RESET, /0xfe to port 0x64/], ["0xcf9", CF9_RESET, /0x6 to port 0xcf9/]] as const) {
-  test(`a reset through ${name} ends the VM with status 78`, T, async (t) => {
+  test(`a reset through ${name} ends the VM with status 79`, T, async (t) => {
     if (!requireKvm(t)) return;
     const r = await tsvmm(["run", writeTemp("reset.bin", kludgeKernel([...code]))]);
-    assert.equal(r.status, 78, r.stderr);
+    assert.equal(r.status, 79, r.stderr);
     assert.match(r.stderr, /guest reset: /);
     assert.match(r.stderr, port);
   });

@@ -68,8 +68,8 @@
  * Exit statuses. 0..63 belong to the guest (0 = pass). The VMM's own:
  * 64 bad command line, 65 bad guest image, 69 host lacks a capability, 70 VMM internal error,
  * 71 guest exception (firmware), 72 triple fault/shutdown, 73 KVM internal or emulation error,
- * 74 unhandled exit, 75 memory fault stopped the VM, 76 bad hypercall, 78 guest reset and
- * 79 guest panic (multiboot and Linux guests), 124 timeout, 130 SIGINT.
+ * 74 unhandled exit, 75 memory fault stopped the VM, 76 bad hypercall, 79 guest reset and
+ * 80 guest panic (multiboot and Linux guests), 124 timeout, 130 SIGINT.
  */
 #define TSVMM_STATUS_PASS             0
 #define TSVMM_STATUS_FAIL             1   /* a guest's generic "some check failed" */
@@ -83,8 +83,8 @@
 #define TSVMM_STATUS_UNHANDLED_EXIT   74
 #define TSVMM_STATUS_MEMORY_FAULT     75
 #define TSVMM_STATUS_BAD_HYPERCALL    76
-#define TSVMM_STATUS_GUEST_RESET      78  /* i8042 or 0xcf9 reset, KVM_SYSTEM_EVENT_RESET */
-#define TSVMM_STATUS_GUEST_PANIC      79  /* a panic line on the console, KVM_SYSTEM_EVENT_CRASH */
+#define TSVMM_STATUS_GUEST_RESET      79  /* i8042 or 0xcf9 reset, KVM_SYSTEM_EVENT_RESET */
+#define TSVMM_STATUS_GUEST_PANIC      80  /* a panic line on the console, KVM_SYSTEM_EVENT_CRASH */
 #define TSVMM_STATUS_TIMEOUT          124
 #define TSVMM_STATUS_SIGINT           130
 

@@ -101,7 +101,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
           "Exit status: the guest's own status (0-63, written to port 0xf4), or",
           "  64 bad command line, 65 bad guest image, 69 host lacks a capability, 70 VMM error,",
           "  71 guest exception, 72 triple fault, 73 KVM internal/emulation error, 74 unhandled exit,",
-          "  75 memory fault, 78 guest reset (i8042, port 0xcf9), 79 guest panic (seen on the console),",
+          "  75 memory fault, 79 guest reset (i8042, port 0xcf9), 80 guest panic (seen on the console),",
           "  124 timeout, 130 interrupted (Ctrl-C, or Ctrl-A x on a terminal).",
           "Multiboot and Linux guests: 0 when the kernel powers off ('reboot: Power down', then every",
           "  vCPU halted) or writes its status to port 0xf4; 74 when every vCPU halted with interrupts off.",
