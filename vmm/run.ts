@@ -1,10 +1,11 @@
 // The programmatic way to boot a guest: the CLI's `run` and the tests both come through here.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { Machine, RunResult, TsvmmBoot } from "./machine/machine";
+import { Machine, MachineResult, TsvmmBoot } from "./machine/machine";
+export type { StopRequest } from "./machine/machine";
 import { loadFirmware, readGuest, readImageFile } from "./guests";
 import type { ConsoleScreen } from "./console/screen";
-import { ExitStatus, TsvmmError, UsageError } from "./errors";
+import { ExitStatus, UsageError } from "./errors";
 import { computeLayout, computePcLayout, Layout } from "./machine/layout";
 import { parseElf } from "./machine/elf";
 import { findMultibootHeader } from "./boot/multiboot";
@@ -30,11 +31,12 @@ export interface RunOptions {
   cmdline?: string;
   /** raw: stream bytes to `output`; screen: render through xterm and print the final screen; capture: only collect */
   console?: ConsoleMode;
-  output?: NodeJS.WritableStream;
+  output?: { write(bytes: Uint8Array): unknown };
   /** Run-log lines (stderr in the CLI) */
   log?: (line: string) => void;
   /** NDJSON event trace file */
   trace?: string;
+  /** Stops the VM: abort it with a StopRequest as the reason (any other reason counts as SIGINT) */
   signal?: AbortSignal;
   device?: string;
   /** Called once the VM is running with a function that feeds bytes to the guest's COM1 */
@@ -45,7 +47,7 @@ export interface RunOptions {
   onMachine?: (machine: Machine) => void;
 }
 
-export interface GuestRun extends RunResult {
+export interface GuestRun extends MachineResult {
   /** Everything the guest printed (UTF-8, at most the last 1 MiB) */
   console: string;
   /** The final screen (console: "screen" only) */
@@ -93,7 +95,8 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
   const kvm = openKvm(device);
   let machine: Machine | undefined;
   let screen: ConsoleScreen | undefined;
-  let traceFd: number | undefined;
+  let trace: TraceFile | undefined;
+  let traceFailure: string | undefined;
   try {
     const verdict = assessHost(probeHost(device, kvm));
     let hideXsave = false;
@@ -109,14 +112,6 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
     if (mode === "screen") screen = new (await import("./console/screen")).ConsoleScreen();
     const chunks: Buffer[] = [];
     let captured = 0;
-    if (opts.trace) {
-      try {
-        traceFd = fs.openSync(opts.trace, "w");
-      } catch (err) {
-        throw new TsvmmError(`--trace ${opts.trace}: cannot open for writing (${(err as NodeJS.ErrnoException).code})`, ExitStatus.USAGE);
-      }
-    }
-    const fd = traceFd;
     const m = new Machine({
       kvm,
       boot,
@@ -127,7 +122,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       privateMemory,
       cmdline: opts.cmdline ?? "",
       log: opts.log,
-      trace: fd === undefined ? undefined : (e) => fs.writeSync(fd, JSON.stringify(e) + "\n"),
+      trace: opts.trace === undefined ? undefined : (event) => trace?.write(event),
       onConsole: (bytes) => {
         const copy = Buffer.from(bytes);
         chunks.push(copy);
@@ -138,10 +133,19 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       },
     });
     machine = m;
+    // Opened after every check (the machine's constructor is the last), so a refused run leaves
+    // an existing trace file alone.
+    if (opts.trace !== undefined)
+      trace = openTrace(opts.trace, (problem) => {
+        traceFailure = problem;
+        // Later, not inside the trace call: the machine may be in the middle of starting or finishing.
+        queueMicrotask(() => m.finish(ExitStatus.OUTPUT_FAILED, `${problem}; the VM was stopped`));
+      });
     m.create();
     opts.onMachine?.(m);
     opts.onInput?.((bytes) => m.serial.receive(bytes));
     const result = await m.run(opts.timeout, opts.signal);
+    if (traceFailure && result.status !== ExitStatus.OUTPUT_FAILED) opts.log?.(`${traceFailure}: the trace is incomplete`);
     const unclaimed = [...m.unclaimedPorts].map(([p, n]) => `0x${p.toString(16)} (${n.reads} reads, ${n.writes} writes)`);
     if (unclaimed.length) opts.log?.(`ports no device claims were touched: ${unclaimed.join(", ")}`);
     for (const line of result.conversions?.summary ?? []) opts.log?.(line);
@@ -155,8 +159,37 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
     if (machine) machine.close();
     else kvm.close();
     screen?.dispose();
-    if (traceFd !== undefined) fs.closeSync(traceFd);
+    trace?.close();
   }
+}
+
+/** The NDJSON trace. A write that fails (disk full, file size limit) closes it and calls onFailure once. */
+interface TraceFile {
+  write: (event: Record<string, unknown>) => void;
+  close: () => void;
+}
+
+function openTrace(file: string, onFailure: (problem: string) => void): TraceFile {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(file, "w");
+  } catch (err) {
+    throw new UsageError(`--trace ${file}: cannot open for writing (${(err as NodeJS.ErrnoException).code})`);
+  }
+  const close = () => {
+    if (fd !== undefined) fs.closeSync(fd);
+    fd = undefined;
+  };
+  const write = (event: Record<string, unknown>) => {
+    if (fd === undefined) return;
+    try {
+      fs.writeFileSync(fd, JSON.stringify(event) + "\n");
+    } catch (err) {
+      close();
+      onFailure(`--trace ${file}: write failed (${(err as NodeJS.ErrnoException).code})`);
+    }
+  };
+  return { write, close };
 }
 
 /** Multiboot and Linux guests run with all RAM shared: private memory is for tsvmm's own guests. */

@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { resolvePrivateMemory } from "../../vmm/memory/policy";
 import { parseRanges } from "../../vmm/cli/parse";
+import { CLI_FLAGS } from "../../vmm/cli/flags";
 import type { Verdict } from "../../vmm/host/caps";
 import type { ElfImage } from "../../vmm/machine/elf";
 import type { Layout } from "../../vmm/machine/layout";
@@ -40,7 +41,7 @@ test("--shared-bit picks memslots and refuses attributes with the reason", () =>
 
 test("a host without private memory is refused with the lab as the way out (69)", () => {
   assert.throws(() => resolvePrivateMemory({}, guest(true), layout, verdict(false, false)), (e: unknown) => e instanceof TsvmmError && e.status === 69 && /tsvmm lab/.test(e.hint!));
-  assert.throws(() => resolvePrivateMemory({ backend: "attributes" }, guest(true), layout, verdict(false, true)), /--backend attributes: needs CONFIG_KVM_SW_PROTECTED_VM/);
+  assert.throws(() => resolvePrivateMemory({ backend: "attributes" }, guest(true), layout, verdict(false, true)), /privateMemory.backend attributes: needs CONFIG_KVM_SW_PROTECTED_VM/);
 });
 
 test("--private ranges must be whole pages above the image and inside RAM", () => {
@@ -59,6 +60,9 @@ test("--shared-bit lies above 4 GiB and below the CPU's physical address width",
   for (const bit of [31, 48, 63])
     assert.throws(
       () => resolvePrivateMemory({ sharedBit: bit }, guest(true), layout, verdict(false, true)),
-      (e: unknown) => e instanceof UsageError && e.message === `--shared-bit ${bit} is out of range` && /use 32 to 47/.test(e.hint!),
+      (e: unknown) =>
+        e instanceof UsageError &&
+        e.message === `privateMemory.sharedBit ${bit} is out of range` &&
+        e.describe(CLI_FLAGS).startsWith(`--shared-bit ${bit} is out of range\n  hint: use 32 to 47`),
     );
 });

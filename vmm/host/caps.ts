@@ -2,7 +2,7 @@
 // assessHost() is pure and turns the answers into a verdict.
 import * as fs from "node:fs";
 import { loadAddon, NativeKvm } from "../native";
-import { Cap, MEMORY_ATTRIBUTE_PRIVATE, HC_MAP_GPA_RANGE, VM_TYPE_NAMES } from "../kvm/uapi";
+import { Cap, EXIT_HYPERCALL_MAP_GPA_RANGE, KVM_API_VERSION, MEMORY_ATTRIBUTE_PRIVATE, VM_TYPE_NAMES } from "../kvm/uapi";
 import { decodeCpuid } from "../kvm/structs";
 import { isAmd, physicalAddressBits } from "../arch/x86/cpuid";
 import { chooseSharedRam, RamBacking } from "../memory/shared";
@@ -187,14 +187,14 @@ export function assessHost(p: HostProbe): Verdict {
         ? "guest_memfd MMAP|INIT_SHARED is missing on a default VM (needs Linux 6.18+)"
         : "default VM with guest_memfd-only memslots (MMAP with and without INIT_SHARED)",
   };
-  const hypercallExit = real && (BigInt(p.system.exitHypercall) & (1n << BigInt(HC_MAP_GPA_RANGE))) !== 0n;
+  const hypercallExit = real && (BigInt(p.system.exitHypercall) & EXIT_HYPERCALL_MAP_GPA_RANGE) !== 0n;
   const memoryFaultExit = real && p.system.memoryFaultInfo > 0;
-  const canRun = p.apiVersion === 12;
+  const canRun = p.apiVersion === KVM_API_VERSION;
 
   lines.push(
     canRun
       ? `tsvmm can boot its test guests here (${execution} execution, RAM backed by ${ramBacking}).`
-      : `tsvmm cannot run here: KVM API version ${p.apiVersion}, expected 12.`,
+      : `tsvmm cannot run here: KVM API version ${p.apiVersion}, expected ${KVM_API_VERSION}.`,
   );
   lines.push(
     attributes.available || memslots.available

@@ -1,12 +1,12 @@
 // The exit switch: every exit the native run loop does not answer itself lands here, one case per
 // exit reason, and each handler says whether the vCPU goes back into KVM_RUN.
 import { loadAddon } from "../native";
-import { Exit, exitName, HC_MAP_GPA_RANGE, InternalError, IoDirection, SystemEvent } from "../kvm/uapi";
+import { Exit, exitName, HC_MAP_GPA_RANGE, InternalError, IoDirection, KVM_ENOSYS, SystemEvent } from "../kvm/uapi";
 import { ExitStatus } from "../errors";
 import { CONVERT_PORT, HOST_PORT } from "./abi";
 import type { PortBus } from "../devices/bus";
 import type { ConversionEngine } from "../memory/engine";
-import { handleHostRequest, HostRequestContext } from "../memory/hostRequests";
+import { handleHostRequest, HostRequestContext } from "./hostRequests";
 import type { PrivateMemoryOptions } from "../memory/options";
 import type { VcpuState } from "./vcpu";
 
@@ -32,7 +32,7 @@ export interface ExitContext {
 }
 
 export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome | Promise<Outcome> {
-  const run = v.run;
+  const run = v.kvmRun;
   const reason = run.exitReason;
   const stop = (status: number, what: string): Outcome => {
     m.finish(status, `vCPU ${v.index}: ${what}`, v.registerReport());
@@ -93,8 +93,8 @@ export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome
 
 /** Port I/O for the devices on the bus (string I/O included) */
 function portIo(m: ExitContext, v: VcpuState): Outcome {
-  const io = v.run.io;
-  const data = v.run.ioData(io.dataOffset, io.size * io.count);
+  const io = v.kvmRun.io;
+  const data = v.kvmRun.ioData(io.dataOffset, io.size * io.count);
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   for (let i = 0; i < io.count && !m.ended; i++) {
     const o = i * io.size;
@@ -113,36 +113,36 @@ function portIo(m: ExitContext, v: VcpuState): Outcome {
 
 /** KVM_EXIT_HYPERCALL: only KVM_HC_MAP_GPA_RANGE is enabled; hypercall.ret is always set. */
 async function hypercall(m: ExitContext, v: VcpuState): Promise<Outcome> {
-  const { nr, args } = v.run.hypercall;
+  const { nr, args } = v.kvmRun.hypercall;
   if (nr !== BigInt(HC_MAP_GPA_RANGE) || !m.conversions) {
-    v.run.hypercallRet = BigInt(-1000 /* -KVM_ENOSYS */);
-    m.finish(ExitStatus.BAD_HYPERCALL, `vCPU ${v.index}: unexpected hypercall nr ${nr} (only KVM_HC_MAP_GPA_RANGE = 12 is enabled)`, v.registerReport());
+    v.kvmRun.hypercallRet = BigInt(-KVM_ENOSYS);
+    m.finish(ExitStatus.BAD_HYPERCALL, `vCPU ${v.index}: unexpected hypercall nr ${nr} (only KVM_HC_MAP_GPA_RANGE = ${HC_MAP_GPA_RANGE} is enabled)`, v.registerReport());
     return "stay";
   }
   const { engine, options } = m.conversions;
   const ret = await engine.request("hypercall", v.index, { gpa: args[0], pages: args[1], attrs: args[2] }, options.onHypercall);
-  v.run.hypercallRet = BigInt(ret);
+  v.kvmRun.hypercallRet = BigInt(ret);
   return "resume";
 }
 
 /** The port doorbell: the hypercall's registers through a 32-bit `out` to CONVERT_PORT. */
 async function doorbell(m: ExitContext, v: VcpuState): Promise<Outcome> {
-  const r = v.run.syncRegs;
+  const r = v.kvmRun.syncRegs;
   if (r.rax !== BigInt(HC_MAP_GPA_RANGE)) {
-    v.run.setSyncReg("rax", 1000n);
-    m.finish(ExitStatus.BAD_HYPERCALL, `vCPU ${v.index}: doorbell with RAX=${r.rax} (only KVM_HC_MAP_GPA_RANGE = 12 exists)`, v.registerReport());
+    v.kvmRun.setSyncReg("rax", BigInt(KVM_ENOSYS));
+    m.finish(ExitStatus.BAD_HYPERCALL, `vCPU ${v.index}: doorbell with RAX=${r.rax} (only KVM_HC_MAP_GPA_RANGE = ${HC_MAP_GPA_RANGE} exists)`, v.registerReport());
     return "stay";
   }
   const { engine, options } = m.conversions!;
   const ret = await engine.request("doorbell", v.index, { gpa: r.rbx, pages: r.rcx, attrs: r.rdx }, options.onHypercall);
-  v.run.setSyncReg("rax", BigInt(ret));
+  v.kvmRun.setSyncReg("rax", BigInt(ret));
   return "resume";
 }
 
 /** A host request (abi.h): the VMM's side of the conversion tests. */
 async function hostRequest(m: ExitContext, v: VcpuState): Promise<Outcome> {
-  const io = v.run.io;
-  const gpa = BigInt(new DataView(v.run.ioData(io.dataOffset, 4).slice().buffer).getUint32(0, true));
+  const io = v.kvmRun.io;
+  const gpa = BigInt(new DataView(v.kvmRun.ioData(io.dataOffset, 4).slice().buffer).getUint32(0, true));
   const { engine, hostRequests } = m.conversions!;
   // Serialised with conversions, so a check never sees a half-done one.
   const what = await engine.hostOperation(() => handleHostRequest(hostRequests, gpa));
@@ -151,7 +151,7 @@ async function hostRequest(m: ExitContext, v: VcpuState): Promise<Outcome> {
 }
 
 async function memoryFault(m: ExitContext, v: VcpuState, errno: number): Promise<Outcome> {
-  const f = v.run.memoryFault;
+  const f = v.kvmRun.memoryFault;
   const index = v.index;
   const name = loadAddon().errnoName(errno);
   const describe = `KVM_EXIT_MEMORY_FAULT gpa=0x${f.gpa.toString(16)} size=0x${f.size.toString(16)} flags=0x${f.flags.toString(16)} (${name})`;

@@ -1,17 +1,29 @@
 // A VM assembled from a resolved configuration: RAM, vCPUs and devices, and its lifecycle
 // (create, run, quiesce/resume, finish, close). What each exit does is in exits.ts.
 import type { NativeKvm, NativeVm, VcpuEvent } from "../native";
-import { Cap, HC_MAP_GPA_RANGE, MpState, PIT_SPEAKER_DUMMY, SyncRegs, VmType } from "../kvm/uapi";
+import { Cap, EXIT_HYPERCALL_MAP_GPA_RANGE, MpState, PIT_SPEAKER_DUMMY, SyncRegs, VmType } from "../kvm/uapi";
 import { CpuidEntry, decodeCpuid, decodeRegs, encodeCpuid } from "../kvm/structs";
 import { ExitStatus, fromSyscall, isSyscallError, UsageError } from "../errors";
-import { BackendId, BOOT_INFO_GPA, CONSOLE_PORT, ConvertMethod, encodeBootInfo, EXIT_PORT, MAX_RAM_RANGES, RAM_PRIVATE } from "./abi";
+import {
+  BackendId,
+  BOOT_INFO_GPA,
+  CONSOLE_PORT,
+  ConvertMethod,
+  encodeBootInfo,
+  encodeCmdline,
+  EXIT_PORT,
+  FIRMWARE_STATUSES,
+  GUEST_STATUS_MAX,
+  MAX_RAM_RANGES,
+  RAM_PRIVATE,
+} from "./abi";
 import type { ElfImage } from "./elf";
 import type { Layout } from "./layout";
 import { RamBacking, SharedRam } from "../memory/shared";
 import type { MemoryBackend } from "../memory/backend";
 import { MemslotsBackend } from "../memory/memslots";
 import { AttributesBackend } from "../memory/attributes";
-import { PAGE_SHIFT, PageStateMap } from "../memory/pageState";
+import { MAP_GPA_RANGE_ENCRYPTED, PAGE, PAGE_SHIFT, PageStateMap } from "../memory/pageState";
 import { ConversionEngine, ConversionEvent, formatEvent } from "../memory/engine";
 import type { PrivateMemoryOptions } from "../memory/options";
 import { TestSlot } from "../memory/testSlot";
@@ -26,6 +38,8 @@ import { attachPcPlatform } from "../arch/x86/platform/platform";
 import { consoleEvent, PcGuest } from "../boot/pcGuest";
 import { ExitContext, handleExit } from "./exits";
 import { VcpuState } from "./vcpu";
+import { LongTimer, setLongTimeout } from "../timers";
+import { hex } from "../format";
 
 export interface MachineOptions {
   /** An open KVM device; the machine owns it from here on and closes it */
@@ -63,7 +77,14 @@ const HALT_CHECK_MS = 1000;
 /** After a panic line, let the rest of the panic report reach the console */
 const PANIC_GRACE_MS = 300;
 
-export interface RunResult {
+/** Why a run is stopped from outside (a signal, an output that failed), with the status it ends
+ *  with: the reason of the AbortSignal given to Machine.run */
+export interface StopRequest {
+  status: number;
+  reason: string;
+}
+
+export interface MachineResult {
   status: number;
   /** One line: why the VM ended */
   reason: string;
@@ -91,9 +112,9 @@ export class Machine {
   private readonly bus = new PortBus();
   private readonly exitContext: ExitContext;
   readonly serial: Serial8250;
-  private result?: RunResult;
-  private resolveRun?: (r: RunResult) => void;
-  private timer?: NodeJS.Timeout;
+  private result?: MachineResult;
+  private resolveRun?: (r: MachineResult) => void;
+  private timer?: LongTimer;
   private haltCheck?: NodeJS.Timeout;
   /** A PC guest printed its power-down message / a panic */
   private poweringOff = false;
@@ -105,13 +126,14 @@ export class Machine {
   private seq = 0;
 
   constructor(private readonly opts: MachineOptions) {
+    if (opts.boot.kind === "tsvmm") encodeCmdline(opts.cmdline); // refused before any VM exists
     this.layout = opts.layout;
     this.kvm = opts.kvm;
     const pc = this.pc;
     this.serial = new Serial8250(CONSOLE_PORT, (bytes) => this.console(bytes), pc ? (level) => this.vm?.irqLine(COM1_IRQ, level) : undefined);
     this.bus.register(CONSOLE_PORT, 8, this.serial);
     if (pc) attachPcPlatform(this.bus, { cpus: opts.layout.cpus, ramSize: opts.layout.ramSize, onReset: (how) => this.guestReset(how) });
-    this.bus.register(EXIT_PORT, 4, new DebugExit((status) => this.finish(status & 0xff, `guest exited with status ${status}`)));
+    this.bus.register(EXIT_PORT, 4, new DebugExit((status) => this.guestExit(status)));
     const machine = this;
     this.exitContext = {
       vcpus: this.vcpus,
@@ -137,7 +159,7 @@ export class Machine {
     return this.layout.cpus;
   }
 
-  get ramBacking(): RunResult["ramBacking"] {
+  get ramBacking(): MachineResult["ramBacking"] {
     return this.memory instanceof SharedRam ? this.memory.backing : (this.memory?.kind as "attributes" | "memslots");
   }
 
@@ -164,7 +186,7 @@ export class Machine {
         this.log(this.pc.summary);
       }
       const hypercall = pm !== undefined && pm.convertMethod !== "doorbell";
-      if (hypercall) vm.enableCap(Cap.EXIT_HYPERCALL, [1n << BigInt(HC_MAP_GPA_RANGE)]);
+      if (hypercall) vm.enableCap(Cap.EXIT_HYPERCALL, [EXIT_HYPERCALL_MAP_GPA_RANGE]);
       for (let i = 0; i < this.cpus; i++) this.vcpus.push(this.createVcpu(i, cpuid, hypercall));
       vm.setFastPorts(this.serial.fastPorts());
       this.serial.onFastPortsChanged = () => this.vm?.setFastPorts(this.serial.fastPorts());
@@ -179,7 +201,7 @@ export class Machine {
     const map = new PageStateMap(0n, this.layout.ramSize);
     for (const r of pm.ranges) map.set(map.pageOf(r.start), Number((r.end - r.start) >> PAGE_SHIFT), "private");
     if (map.runs().length > MAX_RAM_RANGES)
-      throw new UsageError(`--private makes ${map.runs().length} ranges; the boot page holds at most ${MAX_RAM_RANGES}`);
+      throw new UsageError(`{private} makes ${map.runs().length} ranges; the boot page holds at most ${MAX_RAM_RANGES}`);
     const ctx = { vm, map, sharedLimit: this.layout.freeBase, sharedBit: pm.sharedBit, prealloc: pm.prealloc };
     this.map = map;
     const memory = pm.backend === "attributes" ? new AttributesBackend(ctx) : new MemslotsBackend(ctx);
@@ -273,17 +295,23 @@ export class Machine {
     return state;
   }
 
-  /** Run until the guest exits, fails, times out or `signal` aborts. Never rejects for guest misbehaviour. */
-  run(timeoutSeconds?: number, signal?: AbortSignal): Promise<RunResult> {
+  /** Run until the guest exits, fails, times out or `signal` aborts (with a StopRequest as its
+   *  reason; any other reason counts as SIGINT). Never rejects for guest misbehaviour. */
+  run(timeoutSeconds?: number, signal?: AbortSignal): Promise<MachineResult> {
     return new Promise((resolve) => {
       this.resolveRun = resolve;
       this.startTime = performance.now();
       this.traceEvent(-1, "start", { cpus: this.cpus, ram: Number(this.layout.ramSize), backing: this.ramBacking });
       if (timeoutSeconds && timeoutSeconds > 0)
-        this.timer = setTimeout(() => void this.timeout(timeoutSeconds), timeoutSeconds * 1000);
+        this.timer = setLongTimeout(() => void this.timeout(timeoutSeconds), timeoutSeconds * 1000);
       if (signal) {
-        if (signal.aborted) return this.finish(ExitStatus.INTERRUPTED, "interrupted before start");
-        signal.addEventListener("abort", () => this.finish(ExitStatus.INTERRUPTED, "interrupted (SIGINT)"), { once: true });
+        const stop = () => {
+          const r = signal.reason as Partial<StopRequest> | undefined;
+          if (typeof r?.status === "number" && typeof r.reason === "string") this.finish(r.status, r.reason);
+          else this.finish(ExitStatus.INTERRUPTED, "interrupted");
+        };
+        if (signal.aborted) return stop();
+        signal.addEventListener("abort", stop, { once: true });
       }
       for (const v of this.vcpus) v.native.start((event) => this.onEvent(v, event));
       if (this.pc) this.haltCheck = setInterval(() => void this.checkHalted(), HALT_CHECK_MS).unref();
@@ -383,9 +411,9 @@ export class Machine {
   }
 
   private makeTestSlot(gpa: bigint, create: boolean): TestSlot | string {
-    if (this.testSlot) return this.testSlot.gpa === gpa ? this.testSlot : `the test slot is at 0x${this.testSlot.gpa.toString(16)}`;
+    if (this.testSlot) return this.testSlot.gpa === gpa ? this.testSlot : `the test slot is at ${hex(this.testSlot.gpa)}`;
     if (!create) return "no test slot was created";
-    if (gpa % 4096n !== 0n || gpa < this.layout.ramSize || gpa >= 1n << 32n) return "it must be a page outside RAM and below 4 GiB";
+    if (gpa % PAGE !== 0n || gpa < this.layout.ramSize || gpa >= 1n << 32n) return "it must be a page outside RAM and below 4 GiB";
     this.testSlot = new TestSlot(this.vm!, this.opts.privateMemory!.backend, gpa);
     return this.testSlot;
   }
@@ -393,7 +421,7 @@ export class Machine {
   /** Conversions from the API (source "cli"); resolves to 0 or a positive errno. */
   convert(gpa: bigint, size: bigint, to: "private" | "shared"): Promise<number> {
     if (!this.engine) return Promise.reject(new Error("this VM has no private memory"));
-    return this.engine.request("cli", -1, { gpa, pages: size >> PAGE_SHIFT, attrs: to === "private" ? 0x10n : 0n });
+    return this.engine.request("cli", -1, { gpa, pages: size >> PAGE_SHIFT, attrs: to === "private" ? MAP_GPA_RANGE_ENCRYPTED : 0n });
   }
 
   private console(bytes: Uint8Array): void {
@@ -427,8 +455,20 @@ export class Machine {
     // Bring every running vCPU out of KVM_RUN to report where it was.
     const running = this.vcpus.filter((v) => !v.halted);
     const report = () => this.finish(ExitStatus.TIMEOUT, `timed out after ${seconds} s (--timeout)`, running.map((v) => v.registerReport()).join("\n"));
-    await Promise.race([this.quiesce(report), new Promise((r) => setTimeout(r, 1000))]);
+    let grace: NodeJS.Timeout | undefined;
+    await Promise.race([this.quiesce(report), new Promise((r) => (grace = setTimeout(r, 1000)))]);
+    clearTimeout(grace);
     report(); // a no-op unless some vCPU did not leave KVM_RUN within a second
+  }
+
+  /** A status written to EXIT_PORT: the guest's own, the firmware's, or out of range. */
+  private guestExit(status: number): void {
+    if (status <= GUEST_STATUS_MAX || FIRMWARE_STATUSES.includes(status)) this.finish(status, `guest exited with status ${status}`);
+    else
+      this.finish(
+        ExitStatus.BAD_GUEST_STATUS,
+        `the guest wrote status ${status} (0x${status.toString(16)}) to port 0x${EXIT_PORT.toString(16)}; guests own 0 to ${GUEST_STATUS_MAX}`,
+      );
   }
 
   /** End the run (first caller wins): stop every vCPU thread, deliver the rest of the console. */
@@ -447,7 +487,7 @@ export class Machine {
       const rest = this.vm.drainConsole();
       if (rest.length) this.console(rest);
     }
-    if (this.timer) clearTimeout(this.timer);
+    this.timer?.clear();
     if (this.haltCheck) clearInterval(this.haltCheck);
     this.result = {
       status,

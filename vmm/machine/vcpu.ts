@@ -1,6 +1,6 @@
 // One vCPU as the machine sees it: the native thread, its mapped kvm_run, and whether it may run.
 import type { NativeVcpu } from "../native";
-import { KvmRunView } from "../kvm/run";
+import { KvmRunView } from "../kvm/kvmRun";
 import { decodeRegs, decodeSregs, Regs, Sregs } from "../kvm/structs";
 import { formatRegisters } from "./report";
 
@@ -9,11 +9,12 @@ export class VcpuState {
   halted = false;
   /** outside KVM_RUN, waiting for us */
   parked = false;
-  readonly run: KvmRunView;
+  /** The mapped struct kvm_run */
+  readonly kvmRun: KvmRunView;
   onParked?: () => void;
 
   constructor(readonly native: NativeVcpu) {
-    this.run = new KvmRunView(native.run);
+    this.kvmRun = new KvmRunView(native.run);
   }
 
   get index(): number {

@@ -4,6 +4,7 @@ import { ExitStatus, TsvmmError, UsageError } from "../errors";
 import type { Verdict } from "../host/caps";
 import type { FaultPolicy, HypercallPolicy } from "./engine";
 import type { PrivateMemoryOptions } from "./options";
+import { hex } from "../format";
 import { PAGE } from "./pageState";
 
 export type Range = { start: bigint; end: bigint };
@@ -18,7 +19,6 @@ export interface PrivateRequest {
   prealloc?: boolean;
 }
 
-const hex = (v: bigint) => "0x" + v.toString(16);
 
 /** What policy needs of the guest image and of the layout */
 export interface GuestFacts {
@@ -42,16 +42,16 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: GuestFacts, lay
   if (req.sharedBit) checkSharedBit(req.sharedBit, verdict.physicalAddressBits);
   const want = requestedPrivate(req, guest);
   if (want === "none") {
-    if (req.sharedBit) throw new UsageError("--shared-bit needs private memory, but --private is none");
+    if (req.sharedBit) throw new UsageError("{sharedBit} needs private memory, but {private} is none");
     return undefined;
   }
   const ranges = want === "all" ? [{ start: layout.freeBase, end: layout.ramSize }] : want;
   for (const r of ranges) {
     if (r.start % PAGE !== 0n || r.end % PAGE !== 0n || r.end <= r.start)
-      throw new UsageError(`--private range [${hex(r.start)}, ${hex(r.end)}) must be whole 4 KiB pages`);
+      throw new UsageError(`{private} range [${hex(r.start)}, ${hex(r.end)}) must be whole 4 KiB pages`);
     if (r.start < layout.freeBase || r.end > layout.ramSize)
       throw new UsageError(
-        `--private range [${hex(r.start)}, ${hex(r.end)}) must lie inside [${hex(layout.freeBase)}, ${hex(layout.ramSize)})`,
+        `{private} range [${hex(r.start)}, ${hex(r.end)}) must lie inside [${hex(layout.freeBase)}, ${hex(layout.ramSize)})`,
         "RAM below the guest's free_base holds the firmware, page tables, stacks and the guest image, which stay shared",
       );
   }
@@ -66,11 +66,11 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: GuestFacts, lay
     else throw refuse(req.sharedBit ? memslots.reason : `${attributes.reason}; ${memslots.reason}`);
   } else {
     backend = req.backend;
-    if (!verdict.backends[backend].available) throw refuse(`--backend ${backend}: ${verdict.backends[backend].reason}`);
+    if (!verdict.backends[backend].available) throw refuse(`{backend} ${backend}: ${verdict.backends[backend].reason}`);
   }
   if (req.sharedBit && backend === "attributes")
     throw new UsageError(
-      "--shared-bit works with --backend memslots only",
+      "{sharedBit} works with {backend} memslots only",
       "on a KVM_X86_SW_PROTECTED_VM KVM derives private/shared from the memory attributes, and a guest_memfd-only slot ignores them, so the wrong view cannot fault",
     );
   return {
@@ -88,7 +88,7 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: GuestFacts, lay
 function checkSharedBit(bit: number, physicalAddressBits: number): void {
   if (bit < 32 || bit >= physicalAddressBits)
     throw new UsageError(
-      `--shared-bit ${bit} is out of range`,
+      `{sharedBit} ${bit} is out of range`,
       `use 32 to ${physicalAddressBits - 1}: above the 4 GiB identity map and below this CPU's ${physicalAddressBits} physical address bits`,
     );
 }

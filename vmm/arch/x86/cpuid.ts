@@ -19,7 +19,7 @@ export function cpuidFor(index: number, supported: CpuidEntry[], hypercall: bool
     const c = { ...e };
     if (c.function === 1) c.ebx = ((c.ebx & 0x00ffffff) | (index << 24)) >>> 0;
     if (c.function === 0xb || c.function === 0x1f) c.edx = index;
-    // Advertised only once KVM_CAP_EXIT_HYPERCALL is enabled (hypercalls.rst).
+    // Advertised only once KVM_CAP_EXIT_HYPERCALL is enabled (the kernel's Documentation/virt/kvm/x86/hypercalls.rst).
     if (c.function === 0x40000001)
       c.eax = hypercall ? c.eax | (1 << KVM_FEATURE_HC_MAP_GPA_RANGE) : c.eax & ~(1 << KVM_FEATURE_HC_MAP_GPA_RANGE);
     return c;
