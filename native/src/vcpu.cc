@@ -79,6 +79,9 @@ Napi::Function Vcpu::DefineClass(Napi::Env env) {
           InstanceMethod("setCpuid", &Vcpu::SetCpuid),
           InstanceMethod("setGuestDebug", &Vcpu::SetGuestDebug),
           InstanceMethod("setSyncRegs", &Vcpu::SetSyncRegs),
+          InstanceMethod("getMpState", &Vcpu::GetMpState),
+          InstanceMethod("setMpState", &Vcpu::SetMpState),
+          InstanceMethod("setMsrs", &Vcpu::SetMsrs),
           InstanceMethod("start", &Vcpu::Start),
           InstanceMethod("resume", &Vcpu::Resume),
           InstanceMethod("kick", &Vcpu::Kick),
@@ -213,6 +216,55 @@ Napi::Value Vcpu::SetSyncRegs(const Napi::CallbackInfo& info) {
   if (mask < 0) ThrowRangeError(info.Env(), "setSyncRegs: mask must not be negative");
   sync_regs_.store(static_cast<uint64_t>(mask), std::memory_order_relaxed);
   return info.Env().Undefined();
+}
+
+Napi::Value Vcpu::GetMpState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  RequireStill(env, "getMpState");
+  kvm_mp_state state{};
+  if (ioctl(fd_, KVM_GET_MP_STATE, &state) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_GET_MP_STATE", errno, {ErrorArg::Num("vcpu", index_, "vcpu")});
+  }
+  return Napi::Number::New(env, state.mp_state);
+}
+
+Napi::Value Vcpu::SetMpState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  RequireStill(env, "setMpState");
+  kvm_mp_state state{ArgUint32(info, 0, "state")};
+  if (ioctl(fd_, KVM_SET_MP_STATE, &state) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_SET_MP_STATE", errno,
+                      {ErrorArg::Num("vcpu", index_, "vcpu"), ErrorArg::Num("state", state.mp_state, "state")});
+  }
+  return env.Undefined();
+}
+
+Napi::Value Vcpu::SetMsrs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  RequireStill(env, "setMsrs");
+  if (!info[0].IsArray()) ThrowTypeError(env, "setMsrs: msrs must be an array of {index, value}");
+  Napi::Array a = info[0].As<Napi::Array>();
+  // struct kvm_msrs as raw bytes (u32 nmsrs, u32 pad, then 16-byte kvm_msr_entry), for the same
+  // flexible-array reason as KVM_SET_CPUID2 (kvm_uapi.h).
+  std::vector<uint64_t> storage(1 + 2 * a.Length());  // zeroed, 8-aligned
+  auto* bytes = reinterpret_cast<uint8_t*>(storage.data());
+  uint32_t nmsrs = a.Length();
+  std::memcpy(bytes, &nmsrs, sizeof nmsrs);
+  for (uint32_t i = 0; i < nmsrs; i++) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsObject()) ThrowTypeError(env, "setMsrs: msrs[] must be {index, value}");
+    int64_t index = IntOf(env, e.As<Napi::Object>().Get("index"), "msrs[].index");
+    if (index < 0 || index > 0xffffffffLL) ThrowRangeError(env, "msrs[].index must be a u32");
+    storage[1 + 2 * i] = static_cast<uint32_t>(index);  // index, then a zero u32 (reserved)
+    storage[2 + 2 * i] = BigUint64Of(env, e.As<Napi::Object>().Get("value"), "msrs[].value");
+  }
+  // KVM_SET_MSRS returns how many entries it set; it stops at the first it refuses.
+  int rc = ioctl(fd_, kKvmSetMsrs, bytes);
+  if (rc < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_SET_MSRS", errno,
+                      {ErrorArg::Num("vcpu", index_, "vcpu"), ErrorArg::Num("nmsrs", nmsrs, "nmsrs")});
+  }
+  return Napi::Number::New(env, rc);
 }
 
 Napi::Value Vcpu::Stats(const Napi::CallbackInfo& info) {
@@ -437,6 +489,9 @@ void Vcpu::ThreadMain() {
     int err = rc < 0 ? errno : 0;
     runs_.fetch_add(1, std::memory_order_relaxed);
 
+    // A vCPU waiting for INIT/SIPI (KVM_MP_STATE_UNINITIALIZED, in-kernel APIC) blocks inside
+    // KVM_RUN and returns EAGAIN once an APIC event woke it: enter again.
+    if (rc < 0 && err == EAGAIN) continue;
     if (rc < 0 && err == EINTR) {
       std::unique_lock<std::mutex> lock(mu_);
       if (stop_requested_.load()) return;

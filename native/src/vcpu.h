@@ -78,6 +78,9 @@ class Vcpu : public Napi::ObjectWrap<Vcpu> {
   Napi::Value SetCpuid(const Napi::CallbackInfo& info);
   Napi::Value SetGuestDebug(const Napi::CallbackInfo& info);
   Napi::Value SetSyncRegs(const Napi::CallbackInfo& info);
+  Napi::Value GetMpState(const Napi::CallbackInfo& info);
+  Napi::Value SetMpState(const Napi::CallbackInfo& info);
+  Napi::Value SetMsrs(const Napi::CallbackInfo& info);
   Napi::Value Start(const Napi::CallbackInfo& info);
   Napi::Value Resume(const Napi::CallbackInfo& info);
   Napi::Value Kick(const Napi::CallbackInfo& info);

@@ -148,6 +148,9 @@ Napi::Function Vm::DefineClass(Napi::Env env) {
           InstanceMethod("enableCap", &Vm::EnableCap),
           InstanceMethod("setTssAddr", &Vm::SetTssAddr),
           InstanceMethod("setIdentityMapAddr", &Vm::SetIdentityMapAddr),
+          InstanceMethod("createIrqchip", &Vm::CreateIrqchip),
+          InstanceMethod("createPit2", &Vm::CreatePit2),
+          InstanceMethod("irqLine", &Vm::IrqLine),
           InstanceMethod("createGuestMemfd", &Vm::CreateGuestMemfd),
           InstanceMethod("setUserMemoryRegion2", &Vm::SetUserMemoryRegion2),
           InstanceMethod("setUserMemoryRegion", &Vm::SetUserMemoryRegion),
@@ -222,6 +225,40 @@ Napi::Value Vm::SetIdentityMapAddr(const Napi::CallbackInfo& info) {
   if (ioctl(fd, KVM_SET_IDENTITY_MAP_ADDR, &addr) < 0) {
     ThrowSyscallError(env, "ioctl", "KVM_SET_IDENTITY_MAP_ADDR", errno,
                       {ErrorArg::Big("addr", addr, "addr")});
+  }
+  return env.Undefined();
+}
+
+Napi::Value Vm::CreateIrqchip(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (ioctl(RequireOpen(env, "createIrqchip"), KVM_CREATE_IRQCHIP, 0) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_CREATE_IRQCHIP", errno, {});
+  }
+  return env.Undefined();
+}
+
+Napi::Value Vm::CreatePit2(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = RequireOpen(env, "createPit2");
+  kvm_pit_config config;
+  std::memset(&config, 0, sizeof config);
+  config.flags = ArgUint32(info, 0, "flags");
+  if (ioctl(fd, KVM_CREATE_PIT2, &config) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_CREATE_PIT2", errno, {ErrorArg::Num("flags", config.flags, "flags", true)});
+  }
+  return env.Undefined();
+}
+
+Napi::Value Vm::IrqLine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = RequireOpen(env, "irqLine");
+  kvm_irq_level line;
+  std::memset(&line, 0, sizeof line);
+  line.irq = ArgUint32(info, 0, "irq");
+  line.level = ArgUint32(info, 1, "level");
+  if (ioctl(fd, KVM_IRQ_LINE, &line) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_IRQ_LINE", errno,
+                      {ErrorArg::Num("irq", line.irq, "irq"), ErrorArg::Num("level", line.level, "level")});
   }
   return env.Undefined();
 }

@@ -109,6 +109,9 @@ class Vm : public Napi::ObjectWrap<Vm> {
   Napi::Value EnableCap(const Napi::CallbackInfo& info);
   Napi::Value SetTssAddr(const Napi::CallbackInfo& info);
   Napi::Value SetIdentityMapAddr(const Napi::CallbackInfo& info);
+  Napi::Value CreateIrqchip(const Napi::CallbackInfo& info);
+  Napi::Value CreatePit2(const Napi::CallbackInfo& info);
+  Napi::Value IrqLine(const Napi::CallbackInfo& info);
   Napi::Value CreateGuestMemfd(const Napi::CallbackInfo& info);
   Napi::Value SetUserMemoryRegion2(const Napi::CallbackInfo& info);
   Napi::Value SetUserMemoryRegion(const Napi::CallbackInfo& info);

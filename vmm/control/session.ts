@@ -47,7 +47,13 @@ export function readMonitorScript(file: string): MonitorInput {
   }
 }
 
-export async function startDebugger(machine: Machine, guest: ElfImage, opts: DebuggerOptions, log: (line: string) => void): Promise<DebuggerSession> {
+/** `guest`: the image's name and its symbols (none for multiboot and Linux guests) */
+export async function startDebugger(
+  machine: Machine,
+  guest: Pick<ElfImage, "name" | "symbols">,
+  opts: DebuggerOptions,
+  log: (line: string) => void,
+): Promise<DebuggerSession> {
   const control = new Control(machine, new SymbolTable(guest.symbols), opts.guestDebug);
   const commands = new Commands(control);
   for (const text of opts.breaks ?? []) {

@@ -238,6 +238,11 @@ export function assessHost(p: HostProbe): Verdict {
       ? "KVM_EXIT_MEMORY_FAULT (exit 39) can be produced and handled here."
       : "This KVM never produces KVM_EXIT_MEMORY_FAULT; backing failures come back as MMIO exits.",
   );
+  lines.push(
+    real
+      ? "Multiboot kernels (tsvmm run FILE) and Linux (tsvmm run --kernel bzImage) run natively on the PC platform (in-kernel irqchip and PIT)."
+      : "Multiboot kernels run here (the multiboot test kernel in well under a second), but Linux (--kernel) is impractical: every instruction is emulated (a boot takes minutes) and KVM's emulator has no protected-mode iret, so interrupt handlers cannot return. Boot Linux on a real KVM or in `tsvmm lab`.",
+  );
   const debugging = assessDebugging(p);
   lines.push(debugging.line);
   return {

@@ -4,7 +4,9 @@
 export const KVM_API_VERSION = 12;
 
 export const Cap = {
+  IRQCHIP: 0,
   NR_VCPUS: 9,
+  PIT2: 33,
   NR_MEMSLOTS: 10,
   SET_GUEST_DEBUG: 23,
   MAX_VCPUS: 66,
@@ -44,6 +46,11 @@ export const EXIT_HYPERCALL_MAP_GPA_RANGE = 1n << BigInt(HC_MAP_GPA_RANGE);
 export const KVM_ENOSYS = 1000;
 /** <asm-generic/errno-base.h> numbers tsvmm hands to guests */
 export const Errno = { EINVAL: 22 } as const;
+
+export const SystemEvent = { SHUTDOWN: 1, RESET: 2, CRASH: 3 } as const;
+
+export const MpState = { RUNNABLE: 0, UNINITIALIZED: 1, INIT_RECEIVED: 2, HALTED: 3, SIPI_RECEIVED: 4 } as const;
+export const PIT_SPEAKER_DUMMY = 1;
 
 export const SyncRegs = { REGS: 1, SREGS: 2, EVENTS: 4 } as const;
 

@@ -1,7 +1,7 @@
 // The exit switch: every exit the native run loop does not answer itself lands here, one case per
 // exit reason, and each handler says whether the vCPU goes back into KVM_RUN.
 import { loadAddon } from "../native";
-import { Exit, exitName, HC_MAP_GPA_RANGE, InternalError, IoDirection, KVM_ENOSYS } from "../kvm/uapi";
+import { Exit, exitName, HC_MAP_GPA_RANGE, InternalError, IoDirection, KVM_ENOSYS, SystemEvent } from "../kvm/uapi";
 import { ExitStatus } from "../errors";
 import { CONVERT_PORT, HOST_PORT } from "./abi";
 import type { PortBus } from "../devices/bus";
@@ -80,8 +80,14 @@ export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome
         `${a.isWrite ? "wrote" : "read"} ${a.len} bytes at GPA 0x${a.physAddr.toString(16)}, which is neither RAM nor a device (KVM_EXIT_MMIO)`,
       );
     }
-    case Exit.SYSTEM_EVENT:
-      return stop(ExitStatus.UNHANDLED_EXIT, `KVM_EXIT_SYSTEM_EVENT type ${run.systemEvent.type}`);
+    case Exit.SYSTEM_EVENT: {
+      const type = run.systemEvent.type;
+      if (type === SystemEvent.SHUTDOWN) m.finish(ExitStatus.OK, "guest powered off (KVM_SYSTEM_EVENT_SHUTDOWN)");
+      else if (type === SystemEvent.RESET) m.finish(ExitStatus.GUEST_RESET, "guest reset (KVM_SYSTEM_EVENT_RESET)");
+      else if (type === SystemEvent.CRASH) return stop(ExitStatus.GUEST_PANIC, "guest crashed (KVM_SYSTEM_EVENT_CRASH)");
+      else return stop(ExitStatus.UNHANDLED_EXIT, `KVM_EXIT_SYSTEM_EVENT type ${type}`);
+      return "stay";
+    }
     case Exit.MEMORY_FAULT:
       return memoryFault(m, v, errno);
     case Exit.DEBUG:

@@ -1,8 +1,8 @@
 // A VM assembled from a resolved configuration: RAM, vCPUs and devices, and its lifecycle
 // (create, run, quiesce/resume, finish, close). What each exit does is in exits.ts.
 import type { NativeKvm, NativeVm, VcpuEvent } from "../native";
-import { Cap, EXIT_HYPERCALL_MAP_GPA_RANGE, SyncRegs, VmType } from "../kvm/uapi";
-import { CpuidEntry, decodeCpuid, encodeCpuid, encodeGuestDebug, encodeRegs, Regs, Sregs } from "../kvm/structs";
+import { Cap, EXIT_HYPERCALL_MAP_GPA_RANGE, MpState, PIT_SPEAKER_DUMMY, SyncRegs, VmType } from "../kvm/uapi";
+import { CpuidEntry, decodeCpuid, decodeRegs, encodeCpuid, encodeGuestDebug, encodeRegs, Regs, Sregs } from "../kvm/structs";
 import { ExitStatus, fromSyscall, isSyscallError, UsageError } from "../errors";
 import {
   BackendId,
@@ -30,8 +30,12 @@ import { TestSlot } from "../memory/testSlot";
 import { PortBus } from "../devices/bus";
 import { Serial8250 } from "../devices/serial";
 import { DebugExit } from "../devices/debugExit";
-import { cpuidFor } from "../arch/x86/cpuid";
-import { resetVcpu, setTss } from "../arch/x86/reset";
+import { cpuidFor, pcCpuidFor } from "../arch/x86/cpuid";
+import { resetVcpu, setIdentityMap, setTss } from "../arch/x86/reset";
+import { pcMsrDefaults } from "../arch/x86/msrs";
+import { hideXsave } from "../arch/x86/xsave";
+import { attachPcPlatform } from "../arch/x86/platform/platform";
+import { consoleEvent, PcGuest } from "../boot/pcGuest";
 import { ExitContext, handleExit } from "./exits";
 import { VcpuState } from "./vcpu";
 import { LongTimer, setLongTimeout } from "../timers";
@@ -40,8 +44,8 @@ import { hex } from "../format";
 export interface MachineOptions {
   /** An open KVM device; the machine owns it from here on and closes it */
   kvm: NativeKvm;
-  firmware: ElfImage;
-  guest: ElfImage;
+  /** What boots: tsvmm's firmware and one of its test guests, or a PC guest (multiboot, Linux) */
+  boot: TsvmmBoot | PcGuest;
   layout: Layout;
   cmdline: string;
   /** Backing of RAM that is not private (decided by assessHost) */
@@ -50,6 +54,8 @@ export interface MachineOptions {
   privateMemory?: PrivateMemoryOptions;
   /** AMD CPUs take vmmcall for hypercalls, Intel ones vmcall */
   amd: boolean;
+  /** PC guests: hide XSAVE from CPUID (this KVM does not keep leaf 0xD consistent with XCR0) */
+  hideXsave?: boolean;
   /** Guest console output, in order */
   onConsole: (bytes: Uint8Array) => void;
   /** Run-log lines for a person (stderr in the CLI) */
@@ -57,6 +63,19 @@ export interface MachineOptions {
   /** Structured events (NDJSON with --trace) */
   trace?: (event: Record<string, unknown>) => void;
 }
+
+export interface TsvmmBoot {
+  kind: "tsvmm";
+  firmware: ElfImage;
+  guest: ElfImage;
+}
+
+/** IRQ of COM1 on a PC */
+const COM1_IRQ = 4;
+/** How often a PC guest is checked for every vCPU halted with interrupts off */
+const HALT_CHECK_MS = 1000;
+/** After a panic line, let the rest of the panic report reach the console */
+const PANIC_GRACE_MS = 300;
 
 /** Why a run is stopped from outside (a signal, an output that failed), with the status it ends
  *  with: the reason of the AbortSignal given to Machine.run */
@@ -118,6 +137,10 @@ export class Machine {
   private result?: MachineResult;
   private resolveRun?: (r: MachineResult) => void;
   private timer?: LongTimer;
+  private haltCheck?: NodeJS.Timeout;
+  /** A PC guest printed its power-down message / a panic */
+  private poweringOff = false;
+  private panicked = false;
   private startTime = 0;
   private typescriptExits = 0;
   private lastLine = "";
@@ -125,11 +148,13 @@ export class Machine {
   private seq = 0;
 
   constructor(private readonly opts: MachineOptions) {
-    encodeCmdline(opts.cmdline); // refused before any VM exists
+    if (opts.boot.kind === "tsvmm") encodeCmdline(opts.cmdline); // refused before any VM exists
     this.layout = opts.layout;
     this.kvm = opts.kvm;
-    this.serial = new Serial8250(CONSOLE_PORT, (bytes) => this.console(bytes));
+    const pc = this.pc;
+    this.serial = new Serial8250(CONSOLE_PORT, (bytes) => this.console(bytes), pc ? (level) => this.vm?.irqLine(COM1_IRQ, level) : undefined);
     this.bus.register(CONSOLE_PORT, 8, this.serial);
+    if (pc) attachPcPlatform(this.bus, { cpus: opts.layout.cpus, ramSize: opts.layout.ramSize, onReset: (how) => this.guestReset(how) });
     this.bus.register(EXIT_PORT, 4, new DebugExit((status) => this.guestExit(status)));
     const machine = this;
     this.exitContext = {
@@ -158,6 +183,11 @@ export class Machine {
     };
   }
 
+  /** The PC guest, or undefined for tsvmm's own guests */
+  private get pc(): PcGuest | undefined {
+    return this.opts.boot.kind === "tsvmm" ? undefined : this.opts.boot;
+  }
+
   private get cpus(): number {
     return this.layout.cpus;
   }
@@ -176,11 +206,18 @@ export class Machine {
       this.vm = kvm.createVm(pm?.backend === "attributes" ? VmType.SW_PROTECTED : VmType.DEFAULT);
       const vm = this.vm;
       if (pm) this.createPrivateMemory(vm, pm);
-      else this.memory = SharedRam.create(vm, this.layout.ramSize, this.opts.ram.backing, this.opts.ram.region2);
+      else this.memory = SharedRam.create(vm, this.layout.ram, this.opts.ram.backing, this.opts.ram.region2);
       this.log(`RAM ${this.layout.ramSize >> 20n} MiB: ${this.memory!.describe()}, ${this.cpus} vCPU${this.cpus > 1 ? "s" : ""}`);
       const cpuid = decodeCpuid(kvm.supportedCpuid());
       this.load();
       setTss(vm);
+      if (this.pc) {
+        // The PC platform: PIC, IOAPIC and local APICs, and the PIT, in the kernel (before any vCPU).
+        setIdentityMap(vm);
+        vm.createIrqchip();
+        vm.createPit2(PIT_SPEAKER_DUMMY);
+        this.log(this.pc.summary);
+      }
       const hypercall = pm !== undefined && pm.convertMethod !== "doorbell";
       if (hypercall) vm.enableCap(Cap.EXIT_HYPERCALL, [EXIT_HYPERCALL_MAP_GPA_RANGE]);
       for (let i = 0; i < this.cpus; i++) this.vcpus.push(this.createVcpu(i, cpuid, hypercall));
@@ -231,7 +268,15 @@ export class Machine {
 
   private load(): void {
     const view = this.memory!.sharedView;
-    for (const image of [this.opts.firmware, this.opts.guest]) {
+    const boot = this.opts.boot;
+    if (boot.kind !== "tsvmm") {
+      for (const w of boot.writes) {
+        view.set(w.data, w.gpa);
+        if (w.memSize) view.fill(0, w.gpa + w.data.length, w.gpa + w.memSize);
+      }
+      return;
+    }
+    for (const image of [boot.firmware, boot.guest]) {
       for (const s of image.segments) {
         const at = Number(s.gpa);
         view.set(s.data, at);
@@ -249,7 +294,7 @@ export class Machine {
     view.set(
       encodeBootInfo({
         cpuCount: this.cpus,
-        guestEntry: this.opts.guest.entry,
+        guestEntry: boot.guest.entry,
         freeBase: this.layout.freeBase,
         ram,
         backend: pm ? BackendId[pm.backend] : BackendId.shared,
@@ -270,8 +315,19 @@ export class Machine {
   private createVcpu(index: number, supported: CpuidEntry[], hypercall: boolean): VcpuState {
     const vcpu = this.vm!.createVcpu(index);
     const state = new VcpuState(vcpu);
-    vcpu.setCpuid(encodeCpuid(cpuidFor(index, supported, hypercall)));
-    resetVcpu(vcpu, index, this.opts.firmware.entry, BOOT_INFO_GPA);
+    const boot = this.opts.boot;
+    if (boot.kind === "tsvmm") {
+      vcpu.setCpuid(encodeCpuid(cpuidFor(index, supported, hypercall)));
+      resetVcpu(vcpu, index, boot.firmware.entry, BOOT_INFO_GPA);
+    } else {
+      vcpu.setCpuid(encodeCpuid(pcCpuidFor(index, this.cpus, this.opts.hideXsave ? hideXsave(supported) : supported)));
+      const msrs = pcMsrDefaults();
+      const set = vcpu.setMsrs(msrs);
+      if (set < msrs.length) this.log(`vCPU ${index}: KVM refused MSR 0x${msrs[set].index.toString(16)} (left at its reset value)`);
+      // The boot vCPU enters the kernel; the others wait for INIT/SIPI from it, as on a PC.
+      if (index === 0) boot.enter(vcpu);
+      else vcpu.setMpState(MpState.UNINITIALIZED);
+    }
     vcpu.setSyncRegs(SyncRegs.REGS);
     return state;
   }
@@ -295,7 +351,40 @@ export class Machine {
         signal.addEventListener("abort", stop, { once: true });
       }
       for (const v of this.vcpus) v.native.start((event) => this.onEvent(v, event));
+      if (this.pc) this.haltCheck = setInterval(() => void this.checkHalted(), HALT_CHECK_MS).unref();
     });
+  }
+
+  /**
+   * With an in-kernel irqchip HLT never exits: a PC guest whose vCPUs all halted with interrupts
+   * off (or never started) can never continue. Look every HALT_CHECK_MS and end such a run.
+   */
+  private async checkHalted(): Promise<void> {
+    if (this.result || this.gate) return;
+    const IF = 0x200n;
+    // Decided and reported while every vCPU is out of KVM_RUN (the registers are readable then).
+    await this.quiesce(() => {
+      const stuck = this.vcpus.every((v) => {
+        const mp = v.native.getMpState();
+        if (mp === MpState.UNINITIALIZED) return true;
+        const r = v.native.getRegs();
+        return mp === MpState.HALTED && (decodeRegs(new DataView(r.buffer, r.byteOffset, r.byteLength)).rflags & IF) === 0n;
+      });
+      if (!stuck || this.result) return;
+      if (this.poweringOff) return this.finish(ExitStatus.OK, "guest powered off (every vCPU halted after the kernel's power-down message)");
+      this.finish(
+        ExitStatus.UNHANDLED_EXIT,
+        "every vCPU halted with interrupts off (or never started): nothing can wake them",
+        this.vcpus.map((v) => v.registerReport()).join("\n"),
+      );
+    });
+  }
+
+  /** A reset request from the guest (i8042, 0xcf9): the VM ends, it does not restart. */
+  private guestReset(how: string): void {
+    if (this.poweringOff) this.finish(ExitStatus.OK, `guest powered off (then reset: ${how})`);
+    else if (this.panicked) this.finish(ExitStatus.GUEST_PANIC, `guest panicked, then reset: ${how}`);
+    else this.finish(ExitStatus.GUEST_RESET, `guest reset: ${how}`);
   }
 
   private onEvent(v: VcpuState, event: VcpuEvent): void {
@@ -483,10 +572,21 @@ export class Machine {
     for (const b of bytes) {
       if (b === 0x0a) {
         if (this.currentLine.trim()) this.lastLine = this.currentLine;
+        if (this.pc) this.consoleLine(this.currentLine);
         this.currentLine = "";
       } else if (b !== 0x0d && this.currentLine.length < 400) this.currentLine += String.fromCharCode(b);
     }
     this.opts.onConsole(bytes);
+  }
+
+  /** What a PC guest's console says about how it ends (power-off, panic) */
+  private consoleLine(line: string): void {
+    const event = consoleEvent(line);
+    if (event === "power-off") this.poweringOff = true;
+    if (event !== "panic" || this.panicked) return;
+    this.panicked = true;
+    if (this.poweringOff) return; // Linux without ACPI panics ("Attempted to kill init") after powering off
+    setTimeout(() => this.finish(ExitStatus.GUEST_PANIC, `guest panic: ${line.trim()}`), PANIC_GRACE_MS).unref();
   }
 
   /** The last non-empty line the guest printed */
@@ -532,6 +632,7 @@ export class Machine {
       if (rest.length) this.console(rest);
     }
     this.timer?.clear();
+    if (this.haltCheck) clearInterval(this.haltCheck);
     this.result = {
       status,
       reason,

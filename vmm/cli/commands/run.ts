@@ -1,5 +1,5 @@
 import type { CommandModule } from "yargs";
-import { ConsoleMode, DEFAULT_MEM, runGuest } from "../../run";
+import { ConsoleMode, DEFAULT_LINUX_MEM, DEFAULT_MEM, runGuest } from "../../run";
 import { parseCount, parseRanges, parseSeconds, parseSize } from "../parse";
 import { CMDLINE_SIZE, MAX_CPUS } from "../../machine/abi";
 import { ExitStatus } from "../../errors";
@@ -11,8 +11,10 @@ import { MonitorInput } from "../../control/monitor";
 import { readMonitorScript } from "../../control/session";
 
 export interface RunArgs {
-  guest: string;
-  mem: string;
+  guest?: string;
+  kernel?: string;
+  initrd?: string;
+  mem?: string;
   // Declared without a yargs type, so a bad value reaches our parsers as typed (not as NaN).
   cpus: unknown;
   timeout: unknown;
@@ -49,6 +51,8 @@ const STATUS_MEANINGS: Record<Exclude<keyof typeof ExitStatus, "OK">, string> = 
   BAD_HYPERCALL: "bad hypercall or doorbell number",
   BAD_GUEST_STATUS: "the guest wrote an out-of-range status (the value is in the message)",
   OUTPUT_FAILED: "stdout or the --trace file stopped accepting writes (disk full, file size limit)",
+  GUEST_RESET: "a multiboot or Linux guest reset the machine (i8042 0xfe to port 0x64, port 0xcf9)",
+  GUEST_PANIC: "a multiboot or Linux guest panicked (a panic line on the console)",
   TIMEOUT: "timeout (--timeout)",
   HANGUP: "SIGHUP",
   INTERRUPTED: "SIGINT (Ctrl-C, or Ctrl-A x on a terminal)",
@@ -57,21 +61,29 @@ const STATUS_MEANINGS: Record<Exclude<keyof typeof ExitStatus, "OK">, string> = 
 };
 
 export const runCommand: CommandModule<object, RunArgs> = {
-  command: "run <guest>",
-  describe: "Boot a test guest (or any ELF) with guest_memfd RAM and its console on COM1",
+  command: "run [guest]",
+  describe: "Boot a test guest, a multiboot kernel or a Linux bzImage with guest_memfd RAM and its console on COM1",
   builder: (y) =>
     y
       .positional("guest", {
         type: "string",
-        demandOption: true,
-        describe: "a shipped guest (see `tsvmm guests`) or a path to a static x86-64 ELF linked at 1 MiB",
+        describe: "a shipped guest (see `tsvmm guests`), a path to a static x86-64 ELF linked at 1 MiB, or a multiboot (v1) kernel",
+      })
+      .option("kernel", {
+        type: "string",
+        describe: "boot this Linux bzImage (boot protocol 2.10+, 64-bit entry) instead of a guest; console=ttyS0 puts its console on COM1",
+        group: "Multiboot and Linux guests:",
+      })
+      .option("initrd", {
+        type: "string",
+        describe: "Linux: the initramfs. Multiboot: modules, comma-separated, each 'FILE[ ARGS]'",
+        group: "Multiboot and Linux guests:",
       })
       .option("mem", {
         type: "string",
-        default: `${DEFAULT_MEM >> 20n}M`,
-        describe: "guest RAM size, 2M to 3G: a bare number is MiB (as QEMU's -m); K, M, G, T suffixes are powers of 1024, B is bytes",
+        describe: `guest RAM size: a bare number is MiB (as QEMU's -m); K, M, G, T suffixes are powers of 1024, B is bytes. tsvmm guests: 2M to 3G, default ${DEFAULT_MEM >> 20n}M; multiboot: default ${DEFAULT_MEM >> 20n}M; Linux: default ${DEFAULT_LINUX_MEM >> 20n}M; above 3G, RAM continues at 4 GiB`,
       })
-      .option("cpus", { requiresArg: true, default: 1, describe: `vCPUs, each started at the firmware entry with its index (1 to ${MAX_CPUS})` })
+      .option("cpus", { requiresArg: true, default: 1, describe: `vCPUs (1 to ${MAX_CPUS}): tsvmm guests start each at the firmware entry; multiboot and Linux guests start vCPU 0, the others wait for INIT/SIPI` })
       .option("timeout", { requiresArg: true, describe: "stop the guest after this many seconds and exit 124 (0 = no limit; default 60, none with --monitor/--gdb)" })
       .option("console", {
         choices: ["raw", "screen"] as const,
@@ -79,7 +91,12 @@ export const runCommand: CommandModule<object, RunArgs> = {
         describe: "raw streams the guest's bytes to stdout; screen renders them through a headless terminal and prints the final screen",
       })
       .option("trace", { type: "string", describe: "write every event (conversions, memory faults, host requests, halts, start, end) as NDJSON to this file" })
-      .option("cmdline", { type: "string", default: "", describe: `text for the guest's boot page (at most ${CMDLINE_SIZE - 1} bytes), e.g. fault=pf` })
+      .option("cmdline", {
+        type: "string",
+        default: "",
+        alias: "append",
+        describe: `tsvmm guests: text for the boot page (at most ${CMDLINE_SIZE - 1} bytes), e.g. fault=pf; multiboot and Linux: the kernel command line`,
+      })
       .option("quiet", { type: "boolean", default: false, alias: "q", describe: "print only the guest's console (and failures)" })
       .option("private", {
         type: "string",
@@ -138,6 +155,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option("gdb", { type: "string", describe: "GDB stub on tcp:PORT (localhost) or unix:PATH; gdb GUEST.elf -ex 'target remote :PORT'", group: "Debugging:" })
       .option("gdb-wait", { type: "boolean", default: false, describe: "start paused until a debugger attaches (--gdb, default tcp:1234)", group: "Debugging:" })
       .example("$0 run hello", "boot the default test guest")
+      .example("$0 run multiboot --cpus 2", "the multiboot test kernel: info block, fw_cfg, INIT/SIPI, PIT and UART interrupts")
+      .example("$0 lab -- tsvmm run --kernel bzImage --initrd initramfs.cpio --append 'console=ttyS0'", "Linux is practical on a real KVM (or in the lab), not on an emulating one")
       .example("$0 run smp --cpus 4", "every vCPU reports in")
       .example("$0 run fault --cmdline fault=pf", "take a page fault; the firmware reports it and tsvmm exits 71")
       .example("$0 run spin --timeout 2", "a guest that never exits is stopped after 2 s with its registers (exit 124)")
@@ -153,6 +172,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
           "SIGINT, SIGTERM and SIGHUP stop the VM cleanly (summary, the trace's end event); a second one of the same kind ends tsvmm at once.",
           `Run-log lines (stderr) wait for the end of the guest's console line (stdout), at most ${LOG_HOLD_MS} ms, then start on a new line.`,
           `A guest image is a regular file of at most ${MAX_IMAGE_SIZE >> 30} GiB.`,
+          "Multiboot and Linux guests end with 0 when the kernel powers off ('reboot: Power down', then every vCPU halted) or writes its status to port 0xf4.",
           "With a terminal on stdin, what you type reaches the guest's COM1 receiver.",
         ].join("\n"),
       )
@@ -161,7 +181,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
     // yargs renders its help text (for showHelp) right after calling a handler, synchronously:
     // ~0.1 s on a slow machine. Let that happen before the VM starts, not while it runs.
     await null;
-    const memSize = parseSize("--mem", args.mem);
+    const memSize = args.mem === undefined ? undefined : parseSize("--mem", args.mem);
     const cpus = parseCount("--cpus", args.cpus, 1, MAX_CPUS);
     const debugging = args.monitor || args["monitor-script"] !== undefined || args.gdb !== undefined || args["gdb-wait"];
     const timeout = parseSeconds("--timeout", args.timeout ?? (debugging ? 0 : 60));
@@ -190,6 +210,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
     try {
       const result = await runGuest({
         guest: args.guest,
+        kernel: args.kernel,
+        initrd: args.initrd,
         memSize,
         cpus,
         timeout,
@@ -223,7 +245,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       if (result.screen !== undefined) output.console(Buffer.from(result.screen + "\n"));
       const failed = result.status !== ExitStatus.OK;
       const e = result.exits;
-      const summary = `${args.guest}: ${result.reason} after ${result.seconds.toFixed(3)} s (${e.total} exits: ${e.native} handled natively, ${e.typescript} in TypeScript)`;
+      const summary = `${args.guest ?? args.kernel}: ${result.reason} after ${result.seconds.toFixed(3)} s (${e.total} exits: ${e.native} handled natively, ${e.typescript} in TypeScript)`;
       if (failed) {
         output.log(`tsvmm: ${summary}`);
         if (result.report) output.log(result.report);
