@@ -36,6 +36,7 @@ import { ExitContext, handleExit } from "./exits";
 import { VcpuState } from "./vcpu";
 import { LongTimer, setLongTimeout } from "../timers";
 import { hex } from "../format";
+import { startFields } from "../trace/writer";
 
 export interface MachineOptions {
   /** An open KVM device; the machine owns it from here on and closes it */
@@ -248,8 +249,19 @@ export class Machine {
   run(timeoutSeconds?: number, signal?: AbortSignal): Promise<MachineResult> {
     return new Promise((resolve) => {
       this.resolveRun = resolve;
+      const pm = this.opts.privateMemory;
+      const start = startFields({
+        guest: this.opts.guest.name,
+        cpus: this.cpus,
+        ram: this.layout.ramSize,
+        backing: this.ramBacking,
+        backend: pm?.backend ?? "shared",
+        sharedBit: pm?.sharedBit ?? 0,
+        sharedLimit: this.layout.freeBase,
+        pages: this.map?.runs(),
+      });
       this.startTime = performance.now();
-      this.traceEvent(-1, "start", { cpus: this.cpus, ram: Number(this.layout.ramSize), backing: this.ramBacking });
+      this.traceEvent(-1, "start", start);
       if (timeoutSeconds && timeoutSeconds > 0)
         this.timer = setLongTimeout(() => void this.timeout(timeoutSeconds), timeoutSeconds * 1000);
       if (signal) {
