@@ -71,7 +71,11 @@ export const runCommand: CommandModule<object, RunArgs> = {
         default: "raw" as const,
         describe: "raw streams the guest's bytes to stdout; screen renders them through a headless terminal and prints the final screen",
       })
-      .option("trace", { type: "string", describe: "write every event (conversions, memory faults, host requests, halts, start, end) as NDJSON to this file" })
+      .option("trace", {
+        type: "string",
+        nargs: 1, // so that a lone "-" is the value, not a positional
+        describe: "write every event (start with the run's facts, conversions, memory faults, host requests, halts, end) as NDJSON to this file; - writes it to stdout and moves the guest's console to stderr. `tsvmm trace FILE` shows it (docs/trace.md)",
+      })
       .option("cmdline", { type: "string", default: "", describe: `text for the guest's boot page (at most ${CMDLINE_SIZE - 1} bytes), e.g. fault=pf` })
       .option("quiet", { type: "boolean", default: false, alias: "q", describe: "print only the guest's console (and failures)" })
       .option("private", {
@@ -120,6 +124,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .example("$0 run spin --timeout 2", "a guest that never exits is stopped after 2 s with its registers (exit 124)")
       .example("$0 lab -- tsvmm run convert --backend memslots", "private memory needs a real KVM: the nested lab has one")
       .example("$0 run implicit --shared-bit 40 --trace t.ndjson", "implicit conversions on KVM_EXIT_MEMORY_FAULT, every event in the trace")
+      .example("$0 run hello --trace - | jq -c .", "the trace on stdout, the console on stderr")
       .epilog(
         [
           "Exit status: the guest's own (0-63, written to port 0xf4), or tsvmm's:",
@@ -145,7 +150,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
       args["shared-bit"] === undefined
         ? undefined
         : parseCount("--shared-bit", args["shared-bit"], 1, 63, "give the bit of the guest-physical address that selects the shared view, e.g. --shared-bit 39");
-    const output = new ConsoleLogWriter(process.stdout, process.stderr);
+    // With --trace - stdout carries the trace alone.
+    const output = new ConsoleLogWriter(args.trace === "-" ? process.stderr : process.stdout, process.stderr);
     const log = (line: string) => {
       if (!args.quiet) output.log(`tsvmm: ${line}`);
     };
