@@ -15,6 +15,7 @@ export const MARK_CLASSES = [
   { id: "stopped", label: "fault that stopped a vCPU or the VM", colour: "#e03131" },
   { id: "race", label: "race or test-slot repair (re-run)", colour: "#f08c00" },
   { id: "other", label: "halt, host request", colour: "#adb5bd" },
+  { id: "kernel", label: "KVM trace event (--kernel-events)", colour: "#0ca678" },
 ] as const;
 
 /** Page-state map colours */
@@ -24,6 +25,7 @@ export function markClass(e: TraceEvent): number {
   const idx = (id: string) => MARK_CLASSES.findIndex((c) => c.id === id);
   const byOutcome: Partial<Record<Outcome, string>> = { refused: "refused", denied: "refused", stopped: "stopped", race: "race", repaired: "race" };
   if (byOutcome[e.outcome]) return idx(byOutcome[e.outcome]!);
+  if (e.kind === "kernel") return idx("kernel");
   if (e.kind === "conversion" && (e.to === "private" || e.to === "shared")) return idx(`${e.source === "fault" ? "fault-" : ""}to-${e.to}`);
   return idx("other");
 }
@@ -76,7 +78,9 @@ export function pageData(trace: Trace): PageData {
   };
   const vcpus = new Set<number>(Array.from({ length: facts.cpus }, (_, i) => i));
   for (const e of trace.events) vcpus.add(e.vcpu);
-  const lanes = [...vcpus].sort((a, b) => a - b).map((v) => ({ vcpu: v, name: vcpuName(v) }));
+  // vCPUs in order, then the VMM's own lane, then KVM events no vCPU claims
+  const order = (v: number) => (v >= 0 ? v : 1e6 - v);
+  const lanes = [...vcpus].sort((a, b) => order(a) - order(b)).map((v) => ({ vcpu: v, name: vcpuName(v) }));
   const laneOf = new Map(lanes.map((l, i) => [l.vcpu, i]));
   const events = [...trace.events].sort((a, b) => a.time - b.time || a.seq - b.seq);
   const d: PageData = {
@@ -119,7 +123,7 @@ export function pageData(trace: Trace): PageData {
     d.q.push(e.seq);
     d.g.push(e.gpa ?? -1);
     d.z.push(e.size ?? 0);
-    const label = e.kind === "conversion" ? `${e.source} ${e.from}→${e.to}` : e.kind;
+    const label = e.kind === "conversion" ? `${e.source} ${e.from}→${e.to}` : e.kind === "kernel" ? `KVM ${e.event}` : e.kind;
     d.k.push(str(label));
     d.r.push(str(e.result ?? e.what ?? ""));
     for (const run of e.after ?? []) d.changes.push(i, run.first, run.count, run.state === "private" ? PRIVATE : 0);

@@ -18,8 +18,9 @@ export interface TraceEventJson {
 }
 
 const PID = 1;
-/** The VMM's own track (start, end, API conversions) is tid 1; vCPU n is tid n + 2. */
-export const tidOf = (vcpu: number) => (vcpu < 0 ? 1 : vcpu + 2);
+/** The VMM's own track (start, end, API conversions) is tid 1; vCPU n is tid n + 2; KVM events
+ *  no vCPU could be assigned to are on tid 100000. */
+export const tidOf = (vcpu: number) => (vcpu === -2 ? 100000 : vcpu < 0 ? 1 : vcpu + 2);
 const hex = (n: number) => "0x" + n.toString(16);
 
 export function toPerfetto(trace: Trace): { traceEvents: TraceEventJson[]; displayTimeUnit: "ms"; otherData: Record<string, unknown> } {
@@ -66,7 +67,7 @@ export function toPerfetto(trace: Trace): { traceEvents: TraceEventJson[]; displ
       const args: Record<string, unknown> = { seq: e.seq };
       if (e.gpa !== undefined) Object.assign(args, { gpa: hex(e.gpa), size: e.size, flags: e.flags });
       if (e.what) args.what = e.what;
-      out.push({ name: e.kind, cat: e.kind, ph: "i", s: "t", pid: PID, tid, ts: end, args });
+      out.push({ name: e.event ?? e.kind, cat: e.kind, ph: "i", s: "t", pid: PID, tid, ts: end, args });
     }
   }
   if (trace.end) out.push({ name: "end", cat: "end", ph: "i", s: "t", pid: PID, tid: tidOf(-1), ts: trace.end.time * 1000, args: { status: trace.end.status, reason: trace.end.reason } });

@@ -1,6 +1,7 @@
 // Reading a trace (any version) into one model the views share: the run's facts, the page states
 // at start, and the events with their outcome and the page runs they changed.
 import * as fs from "node:fs";
+import * as zlib from "node:zlib";
 import { ExitStatus, TsvmmError } from "../errors";
 import { PAGE_SIZE, PageState, Run, TRACE_FORMAT, TRACE_VERSION } from "./schema";
 
@@ -40,8 +41,10 @@ export interface TraceEvent {
   /** page runs after the event, where it looked at pages (derived for version 0) */
   after?: Run[];
   before?: Run[];
-  /** host-request description, memory-fault errno */
+  /** host-request description, memory-fault errno, kernel event text */
   what?: string;
+  /** kernel events: the tracepoint's name (kvm_exit, ...) */
+  event?: string;
 }
 
 /** Per page: 0 shared, 1 private, 2 unknown (version-0 traces do not record the start) */
@@ -63,10 +66,12 @@ export interface Trace {
 export function readTraceFile(file: string): Trace {
   let text: string;
   try {
-    text = fs.readFileSync(file, "utf8");
+    const bytes = fs.readFileSync(file);
+    // gzip (a .ndjson.gz kept small, e.g. the test fixtures) reads as well
+    text = (bytes[0] === 0x1f && bytes[1] === 0x8b ? zlib.gunzipSync(bytes) : bytes).toString("utf8");
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new TsvmmError(`trace ${file}: cannot read (${code})`, ExitStatus.USAGE, "name a file written by `tsvmm run --trace FILE`");
+    throw new TsvmmError(`trace ${file}: cannot read (${code ?? (err as Error).message})`, ExitStatus.USAGE, "name a file written by `tsvmm run --trace FILE`");
   }
   return parseTrace(text, file);
 }
@@ -175,6 +180,10 @@ function readEvent(r: Record<string, unknown>, facts: TraceFacts): TraceEvent {
   if (r.flags !== undefined) e.flags = typeof r.flags === "string" ? r.flags : "0x" + num(r.flags).toString(16);
   if (r.what !== undefined) e.what = String(r.what);
   if (r.errno !== undefined) e.what = String(r.errno);
+  if (kind === "kernel") {
+    e.event = String(r.event);
+    e.what = `${r.event}: ${r.text ?? ""}`;
+  }
   if (Array.isArray(r.after)) e.after = r.after as Run[];
   if (Array.isArray(r.before)) e.before = r.before as Run[];
   else if (facts.version === 0 && (e.outcome === "converted" || e.outcome === "unchanged") && e.gpa !== undefined && e.size) {

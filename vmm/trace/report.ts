@@ -10,7 +10,7 @@ export interface ReportOptions extends EventFilter {
 
 const hex = (n: number) => "0x" + n.toString(16);
 const mib = (bytes: number) => (bytes >= 1 << 20 ? `${(bytes / (1 << 20)).toFixed(bytes % (1 << 20) ? 1 : 0)} MiB` : `${bytes >> 10} KiB`);
-export const vcpuName = (v: number) => (v < 0 ? "VMM" : `vCPU ${v}`);
+export const vcpuName = (v: number) => (v === -2 ? "KVM (no vCPU)" : v < 0 ? "VMM" : `vCPU ${v}`);
 
 /** "hypercall→private", "fault→shared", "doorbell refused", ...: the key events are counted by */
 export function directionOf(e: TraceEvent): string {

@@ -1,33 +1,67 @@
 // Writing a trace: where the records go (a file, or stdout for `--trace -`) and what the start
 // record says about the run.
 import * as fs from "node:fs";
-import { ExitStatus, TsvmmError } from "../errors";
+import { UsageError } from "../errors";
 import { PAGE_SIZE, Run, StartRecord, TRACE_FORMAT, TRACE_VERSION } from "./schema";
 
 export interface TraceSink {
   write(record: Record<string, unknown>): void;
+  /** Records gathered after the run (kernel events): numbered on from the last seq written */
+  append(records: readonly object[]): void;
+  /** CLOCK_MONOTONIC at time 0, once the start record is written */
+  readonly startNs?: bigint;
   close(): void;
 }
 
-/** `-` is stdout (the caller moves the console to stderr); anything else a file, truncated. */
-export function openTrace(target: string): TraceSink {
+/** `-` is stdout (the caller moves the console to stderr); anything else a file, truncated. A
+ *  write that fails (disk full, file size limit, a closed pipe) stops the writing and calls
+ *  onFailure once; the run decides what that means. */
+export function openTrace(target: string, onFailure: (problem: string) => void = () => undefined): TraceSink {
+  let emit: ((line: string) => void) | undefined;
+  let close = () => undefined as void;
+  const fail = (err: unknown) => {
+    if (!emit) return;
+    close();
+    emit = undefined;
+    onFailure(`--trace ${target}: write failed (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  };
   if (target === "-") {
-    return {
-      write: (record) => void process.stdout.write(JSON.stringify(record) + "\n"),
-      close: () => undefined,
+    process.stdout.once("error", fail);
+    emit = (line) => void process.stdout.write(line);
+  } else {
+    let fd: number | undefined;
+    try {
+      fd = fs.openSync(target, "w");
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new UsageError(`--trace ${target}: cannot open for writing (${code})`, "name a writable file, or - for stdout");
+    }
+    const file = fd;
+    emit = (line) => void fs.writeFileSync(file, line);
+    close = () => {
+      if (fd !== undefined) fs.closeSync(fd);
+      fd = undefined;
     };
   }
-  let fd: number;
-  try {
-    fd = fs.openSync(target, "w");
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new TsvmmError(`--trace ${target}: cannot open for writing (${code})`, ExitStatus.USAGE, "name a writable file, or - for stdout");
-  }
-  return {
-    write: (record) => void fs.writeSync(fd, JSON.stringify(record) + "\n"),
-    close: () => fs.closeSync(fd),
+  let nextSeq = 0;
+  const sink: { -readonly [K in keyof TraceSink]: TraceSink[K] } = {
+    write(record) {
+      if (typeof record.seq === "number") nextSeq = Math.max(nextSeq, record.seq + 1);
+      const clock = record.kind === "start" ? (record.clock as StartRecord["clock"] | undefined) : undefined;
+      if (clock) sink.startNs = BigInt(clock.monotonicNs);
+      if (!emit) return;
+      try {
+        emit(JSON.stringify(record) + "\n");
+      } catch (err) {
+        fail(err);
+      }
+    },
+    append(records) {
+      for (const r of records) sink.write({ seq: nextSeq, ...(r as Record<string, unknown>) });
+    },
+    close: () => close(),
   };
+  return sink;
 }
 
 export interface RunFacts {

@@ -2,7 +2,8 @@ import type { CommandModule } from "yargs";
 import { ConsoleMode, DEFAULT_MEM, runGuest } from "../../run";
 import { parseCount, parseRanges, parseSeconds, parseSize } from "../parse";
 import { CMDLINE_SIZE, MAX_CPUS } from "../../machine/abi";
-import { ExitStatus } from "../../errors";
+import { ExitStatus, UsageError } from "../../errors";
+import { DEFAULT_KERNEL_EVENTS } from "../../trace/kernel";
 import { attachTerminalInput } from "../terminal";
 import { abortOnStop } from "../stop";
 import { ConsoleLogWriter, LOG_HOLD_MS } from "../../console/logWriter";
@@ -16,6 +17,7 @@ export interface RunArgs {
   timeout: unknown;
   console: ConsoleMode;
   trace?: string;
+  "kernel-events"?: string;
   cmdline: string;
   quiet: boolean;
   private?: string;
@@ -75,6 +77,10 @@ export const runCommand: CommandModule<object, RunArgs> = {
         type: "string",
         nargs: 1, // so that a lone "-" is the value, not a positional
         describe: "write every event (start with the run's facts, conversions, memory faults, host requests, halts, end) as NDJSON to this file; - writes it to stdout and moves the guest's console to stderr. `tsvmm trace FILE` shows it (docs/trace.md)",
+      })
+      .option("kernel-events", {
+        type: "string",
+        describe: `with --trace: record KVM's own trace events through tracefs during the run (root; a kernel with KVM's trace events, e.g. \`tsvmm lab --kernel stock\`) and merge them into the trace on its time base; a comma-separated list of SYSTEM:EVENT or SYSTEM (all of it), or nothing for ${DEFAULT_KERNEL_EVENTS.join(",")}`,
       })
       .option("cmdline", { type: "string", default: "", describe: `text for the guest's boot page (at most ${CMDLINE_SIZE - 1} bytes), e.g. fault=pf` })
       .option("quiet", { type: "boolean", default: false, alias: "q", describe: "print only the guest's console (and failures)" })
@@ -144,6 +150,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
     const memSize = parseSize("--mem", args.mem);
     const cpus = parseCount("--cpus", args.cpus, 1, MAX_CPUS);
     const timeout = parseSeconds("--timeout", args.timeout);
+    const kernelEvents = args["kernel-events"] === undefined ? undefined : args["kernel-events"].split(",").map((e) => e.trim()).filter(Boolean);
+    if (kernelEvents && !args.trace) throw new UsageError("--kernel-events needs --trace FILE", "the kernel's events are merged into the trace: add --trace FILE (or --trace -)");
     const privateRanges = args.private === undefined ? undefined : parseRanges("--private", args.private);
     // Only whether it is a bit of a 64-bit address; the VM checks it against this CPU.
     const sharedBit =
@@ -168,6 +176,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
         console: args.console,
         output: { write: (bytes) => output.console(bytes) },
         trace: args.trace,
+        kernelEvents: kernelEvents && (kernelEvents.length ? kernelEvents : DEFAULT_KERNEL_EVENTS),
         log,
         signal: abort.signal,
         onInput: (send) =>
