@@ -161,7 +161,7 @@ export function toHtml(trace: Trace): string {
 <h2>Timeline <small>wheel: zoom time · drag: pan · double-click: reset</small></h2>
 <div id="legend"></div>
 <div class="chart"><div id="lanes"></div><canvas id="timeline" height="10"></canvas></div>
-<h2>Page states over time <small>x: time, y: guest pages · shift+wheel: zoom pages · drag: pan</small></h2>
+<h2>Page states over time <small>x: time, y: guest pages (first shown: the pages that changed) · shift+wheel: zoom pages · drag: pan</small></h2>
 <div id="state-legend"></div>
 <div class="chart"><div id="axis"></div><canvas id="map" height="360"></canvas></div>
 <div id="view"></div>
@@ -219,6 +219,13 @@ const SCRIPT = `
   var initial = new Uint8Array(D.pages);
   for (var j = 0, p = 0; j < D.initial.length; j += 2) { initial.fill(D.initial[j], p, p + D.initial[j + 1]); p += D.initial[j + 1]; }
   var full = { t0: 0, t1: Math.max(D.endTime, N ? D.t[N - 1] : 0, 1) * 1.01, p0: 0, p1: D.pages };
+  // Start on the pages that changed (shift+wheel zooms out to all RAM)
+  var lo = Infinity, hi = -Infinity;
+  for (var k = 0; k < D.changes.length; k += 4) { lo = Math.min(lo, D.changes[k + 1]); hi = Math.max(hi, D.changes[k + 1] + D.changes[k + 2]); }
+  if (hi > lo && hi - lo < D.pages / 2) {
+    var pad = Math.max(8, Math.ceil((hi - lo) * 0.05));
+    full.p0 = Math.max(0, lo - pad); full.p1 = Math.min(D.pages, hi + pad);
+  }
   var view = Object.assign({}, full);
   var rgb = function (hex) { return [1, 3, 5].map(function (k) { return parseInt(hex.substr(k, 2), 16); }); };
   var COL = [rgb(D.stateColours.shared), rgb(D.stateColours.private), rgb(D.stateColours.unknown)];
@@ -424,7 +431,7 @@ const SCRIPT = `
     state: state,
     view: function () { return Object.assign({}, view); },
     setView: function (v) { Object.assign(view, v); render(); },
-    reset: function () { view = Object.assign({}, full); render(); },
+    reset: function () { view = Object.assign({}, full); tip.hidden = true; render(); },
     mapPoint: function (pg, t) {
       return { x: Math.floor((t - view.t0) / (view.t1 - view.t0) * map.width), y: Math.floor((pg - view.p0 + 0.5) / (view.p1 - view.p0) * map.height) };
     },

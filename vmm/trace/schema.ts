@@ -15,7 +15,7 @@ export type { PageState, Run };
 export interface RecordBase {
   /** 0, 1, 2, ... in the order records were written */
   seq: number;
-  /** ms since the VM started (the start record is 0) */
+  /** ms since the VM started (the start record: about 0, the instant it was written) */
   time: number;
   /** vCPU index; -1 for the VMM itself (start, end, API conversions) */
   vcpu: number;
