@@ -2,6 +2,7 @@
 // report, HTML page, Perfetto JSON) is a pure function of a trace file. docs/trace.md describes
 // every record and field; bump TRACE_VERSION when a field changes meaning.
 import type { PageState, Run } from "../memory/pageState";
+import type { ConversionEvent } from "../memory/engine";
 
 export const TRACE_FORMAT = "tsvmm-trace";
 /** 1: the start record carries the format, the run's facts and the page states at start;
@@ -45,25 +46,11 @@ export interface StartRecord extends RecordBase {
   clock: { monotonicNs: string; wall: string };
 }
 
-export interface ConversionRecord extends RecordBase {
+/** The engine's event (its fields documented there and in docs/trace.md), as a record */
+export interface ConversionRecord extends RecordBase, Omit<ConversionEvent, "seq" | "time" | "vcpu"> {
   kind: "conversion";
   /** the engine's own sequence number */
   conversion: number;
-  source: "hypercall" | "doorbell" | "fault" | "cli";
-  gpa: string;
-  size: number;
-  from: PageState | "mixed" | "-";
-  to: PageState | "-";
-  discard: number;
-  /** "ok", "ok (already ...)", "EINVAL: why", "denied (...)", "race: ...", or why a fault stopped */
-  result: string;
-  ns: number;
-  /** KVM_EXIT_MEMORY_FAULT flags (source "fault") */
-  flags?: string;
-  /** states of the range before and after (version 1; absent when the request was refused
-   *  before looking at the pages, or for a fault that changed nothing) */
-  before?: Run[];
-  after?: Run[];
 }
 
 export interface MemoryFaultRecord extends RecordBase {
