@@ -275,7 +275,7 @@ const SCRIPT = `
         var x1 = xOf(endT, w), x0 = Math.min(xOf(startT, w), x1 - 1);
         // explicit requests fill the lane's upper part, memory faults and others its lower part
         var low = D.classes[D.c[e]].id.indexOf("fault") === 0 || D.c[e] >= 5;
-        paths[D.c[e]].rect(x0, y + (low ? 14 : 3), Math.max(1, x1 - x0), low ? 11 : 11);
+        paths[D.c[e]].rect(x0, y + (low ? 14 : 3), Math.max(1, x1 - x0), 11);
         marks[lane]++;
       }
       for (var c = 0; c < paths.length; c++) { ctx.fillStyle = D.classes[c].colour; ctx.fill(paths[c]); }

@@ -51,7 +51,7 @@ export const traceCommand: CommandModule<object, TraceArgs> = {
       .option("since", { type: "number", describe: "report: only events at or after this many ms since the VM started", group: "Report filters:" })
       .option("until", { type: "number", describe: "report: only events up to this ms; the page map shows the states at that time", group: "Report filters:" })
       .option("range", { type: "string", describe: "report: only events touching these GPA ranges (START-END or START+SIZE, comma-separated); the page map shows them alone", group: "Report filters:" })
-      .option("vcpu", { type: "number", describe: "report: only this vCPU's events (-1 = the VMM's own)", group: "Report filters:" })
+      .option("vcpu", { type: "number", describe: "report: only this vCPU's events (-1 = the VMM's own, -2 = KVM events no vCPU claims)", group: "Report filters:" })
       .option("limit", { type: "number", default: 40, describe: "report: timeline lines per vCPU (0 = all)", group: "Report filters:" })
       .option("width", { type: "number", default: 64, describe: "report: glyphs per line of the page map", group: "Report filters:" })
       .example("$0 trace conv.ndjson", "counts, latency percentiles, refusals, the page map at the end, the timeline per vCPU")
@@ -69,8 +69,8 @@ export const traceCommand: CommandModule<object, TraceArgs> = {
       if (r === "none") throw new UsageError("--range none selects nothing", "give START-END or START+SIZE, or leave --range out");
       if (r !== "all") ranges = r.map((x) => ({ start: Number(x.start), end: Number(x.end) }));
     }
-    if (args.vcpu !== undefined && (!Number.isInteger(args.vcpu) || args.vcpu < -1))
-      throw new UsageError(`--vcpu ${args.vcpu} is not a vCPU`, "give a vCPU index (0, 1, ...) or -1 for the VMM's own events");
+    if (args.vcpu !== undefined && (!Number.isInteger(args.vcpu) || args.vcpu < -2))
+      throw new UsageError(`--vcpu ${args.vcpu} is not a vCPU`, "give a vCPU index (0, 1, ...), -1 for the VMM's own events or -2 for KVM events no vCPU claims");
     const trace = readTraceFile(args.file);
     if (args.html) write("--html", args.html, toHtml(trace));
     if (args.perfetto) write("--perfetto", args.perfetto, JSON.stringify(toPerfetto(trace)));
