@@ -4,7 +4,7 @@
 import { ConversionEngine } from "../../vmm/memory/engine";
 import type { MemoryBackend } from "../../vmm/memory/backend";
 import { PAGE_SHIFT, PageStateMap } from "../../vmm/memory/pageState";
-import { startFields } from "../../vmm/trace/writer";
+import { startClock, startFields } from "../../vmm/trace/writer";
 
 const MEMORY_EXIT_FLAG_PRIVATE = 8n;
 
@@ -47,7 +47,7 @@ export async function generateTrace(events: number, opts: { cpus?: number; ramMi
     time: 0,
     vcpu: -1,
     kind: "start",
-    ...startFields({ guest: "generated", cpus, ram, backing: "memslots", backend: "memslots", sharedBit, sharedLimit, pages: map.runs() }),
+    ...startFields({ guest: "generated", cpus, ram, backing: "memslots", backend: "memslots", sharedBit, sharedLimit, pages: map.runs() }, startClock()),
   });
   const engine = new ConversionEngine({
     map,

@@ -36,7 +36,7 @@ import { ExitContext, handleExit } from "./exits";
 import { VcpuState } from "./vcpu";
 import { LongTimer, setLongTimeout } from "../timers";
 import { hex } from "../format";
-import { startFields } from "../trace/writer";
+import { RunFacts, startClock, startFields } from "../trace/writer";
 
 export interface MachineOptions {
   /** An open KVM device; the machine owns it from here on and closes it */
@@ -250,7 +250,7 @@ export class Machine {
     return new Promise((resolve) => {
       this.resolveRun = resolve;
       const pm = this.opts.privateMemory;
-      const start = startFields({
+      const facts: RunFacts = {
         guest: this.opts.guest.name,
         cpus: this.cpus,
         ram: this.layout.ramSize,
@@ -259,9 +259,9 @@ export class Machine {
         sharedBit: pm?.sharedBit ?? 0,
         sharedLimit: this.layout.freeBase,
         pages: this.map?.runs(),
-      });
+      };
       this.startTime = performance.now();
-      this.traceEvent(-1, "start", start);
+      this.traceEvent(-1, "start", startFields(facts, startClock()));
       if (timeoutSeconds && timeoutSeconds > 0)
         this.timer = setLongTimeout(() => void this.timeout(timeoutSeconds), timeoutSeconds * 1000);
       if (signal) {

@@ -76,8 +76,15 @@ export interface RunFacts {
   pages?: Run[];
 }
 
+/** Time 0 on CLOCK_MONOTONIC and the wall clock: read it right where the run's time 0 is taken
+ *  (kernel events are placed by it; the first Date call can take 100s of ms in the lab). */
+export function startClock(): StartRecord["clock"] {
+  const monotonicNs = process.hrtime.bigint();
+  return { monotonicNs: monotonicNs.toString(), wall: new Date().toISOString() };
+}
+
 /** The start record's fields beyond seq/time/vcpu/kind: the format and the run's facts. */
-export function startFields(f: RunFacts): Omit<StartRecord, "seq" | "time" | "vcpu" | "kind"> {
+export function startFields(f: RunFacts, clock: StartRecord["clock"]): Omit<StartRecord, "seq" | "time" | "vcpu" | "kind"> {
   const pages = Number(f.ram / BigInt(PAGE_SIZE));
   return {
     format: TRACE_FORMAT,
@@ -91,6 +98,6 @@ export function startFields(f: RunFacts): Omit<StartRecord, "seq" | "time" | "vc
     sharedBit: f.sharedBit,
     sharedLimit: "0x" + f.sharedLimit.toString(16),
     pages: f.pages ?? [{ first: 0, count: pages, state: "shared" }],
-    clock: { monotonicNs: process.hrtime.bigint().toString(), wall: new Date().toISOString() },
+    clock,
   };
 }
