@@ -1,12 +1,12 @@
 // Large traces for the views' tests, written by the real conversion engine and trace writer over
-// a fake backend (pure logic: no KVM). Requests come from a seeded generator, so a trace is the
-// same every time; its times are a synthetic clock, its durations the engine's own.
+// the recording backend (pure logic: no KVM). Requests come from a seeded generator, so a trace is
+// the same every time; its times are a synthetic clock, its durations the engine's own.
 import { ConversionEngine } from "../../vmm/memory/engine";
-import type { MemoryBackend } from "../../vmm/memory/backend";
+import { RecordingBackend } from "./fakeKvm";
+import { MEMORY_EXIT_FLAG_PRIVATE } from "../../vmm/kvm/uapi";
 import { PAGE_SHIFT, PageStateMap } from "../../vmm/memory/pageState";
 import { startClock, startFields } from "../../vmm/trace/writer";
 
-const MEMORY_EXIT_FLAG_PRIVATE = 8n;
 
 export interface GeneratedTrace {
   text: string;
@@ -30,15 +30,7 @@ export async function generateTrace(events: number, opts: { cpus?: number; ramMi
   };
   const map = new PageStateMap(0n, ram);
   map.set(map.pageOf(0x200000n), Number((ram - 0x200000n) >> PAGE_SHIFT), "private");
-  const backend: MemoryBackend = {
-    kind: "memslots",
-    sharedView: Buffer.alloc(0),
-    apply: (changes) => ({ discarded: BigInt(changes.reduce((n, r) => n + r.count, 0)) << PAGE_SHIFT }),
-    punchPrivate: () => 0n,
-    describe: () => "fake",
-    populated: () => ({ shared: 0n }),
-    close: () => undefined,
-  };
+  const backend = new RecordingBackend(ram);
   const records: Array<Record<string, unknown>> = [];
   let seq = 0;
   let clock = 0;
@@ -58,6 +50,7 @@ export async function generateTrace(events: number, opts: { cpus?: number; ramMi
     emit: (e) => records.push({ ...e, kind: "conversion", seq: seq++, conversion: e.seq }),
     now: () => clock,
     testSlot: () => undefined,
+    discard: "always",
   });
   const pages = Number(ram >> PAGE_SHIFT);
   const firstConvertible = Number(sharedLimit >> PAGE_SHIFT) + 1;

@@ -149,9 +149,9 @@ function num(v: unknown): number {
 export function outcomeOf(kind: string, source: string | undefined, result: string): Outcome {
   if (kind === "memory-fault") return "stopped";
   if (kind !== "conversion") return "noted";
-  if (result === "ok") return "converted";
+  if (result === "ok" || result.startsWith("ok,")) return "converted";
   if (result.startsWith("ok")) return "unchanged";
-  if (result.startsWith("EINVAL")) return source === "fault" ? "stopped" : "refused";
+  if (/^(EINVAL|ENOSPC)/.test(result)) return source === "fault" ? "stopped" : "refused";
   if (result.startsWith("denied")) return "denied";
   if (result.startsWith("race")) return "race";
   if (source === "fault" && result.includes("test slot") && !result.includes("refused")) return "repaired";
