@@ -1,5 +1,4 @@
 // The programmatic way to boot a guest: the CLI's `run` and the tests both come through here.
-import * as fs from "node:fs";
 import * as path from "node:path";
 import { Machine, MachineResult, TsvmmBoot } from "./machine/machine";
 export type { StopRequest } from "./machine/machine";
@@ -12,6 +11,8 @@ import { findMultibootHeader } from "./boot/multiboot";
 import { linuxGuest, multibootGuest, PcGuest } from "./boot/pcGuest";
 import { xsaveConsistent } from "./arch/x86/xsave";
 import { decodeCpuid } from "./kvm/structs";
+import { openTrace, TraceSink } from "./trace/writer";
+import { KernelTracing, startKernelEvents } from "./trace/kernel";
 import { PrivateRequest, resolvePrivateMemory } from "./memory/policy";
 import { assessHost, openKvm, probeHost } from "./host/caps";
 import { DebuggerOptions, DebuggerSession, startDebugger } from "./control/session";
@@ -35,8 +36,10 @@ export interface RunOptions {
   output?: { write(bytes: Uint8Array): unknown };
   /** Run-log lines (stderr in the CLI) */
   log?: (line: string) => void;
-  /** NDJSON event trace file */
+  /** NDJSON event trace file; "-" = stdout (docs/trace.md) */
   trace?: string;
+  /** KVM's trace events to record through tracefs and merge into the trace (docs/trace.md) */
+  kernelEvents?: string[];
   /** Stops the VM: abort it with a StopRequest as the reason (any other reason counts as SIGINT) */
   signal?: AbortSignal;
   device?: string;
@@ -98,7 +101,8 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
   const kvm = openKvm(device);
   let machine: Machine | undefined;
   let screen: ConsoleScreen | undefined;
-  let trace: TraceFile | undefined;
+  let trace: TraceSink | undefined;
+  let kernel: KernelTracing | undefined;
   let traceFailure: string | undefined;
   let debug: DebuggerSession | undefined;
   try {
@@ -149,7 +153,14 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
     opts.onMachine?.(m);
     if (opts.debug) debug = await startDebugger(m, boot.kind === "tsvmm" ? boot.guest : { name: boot.name, symbols: [] }, { ...opts.debug, guestDebug: verdict.debugging.guestDebug ? undefined : verdict.debugging.refusal }, (line) => opts.log?.(line));
     opts.onInput?.((bytes) => m.serial.receive(bytes));
+    if (opts.kernelEvents && trace) kernel = startKernelEvents(opts.kernelEvents);
     const result = await m.run(opts.timeout, opts.signal);
+    if (kernel) {
+      const events = kernel.stop(trace!.startNs!);
+      kernel = undefined;
+      trace!.append(events);
+      opts.log?.(`kernel events: ${events.length} recorded (${opts.kernelEvents!.join(", ")})`);
+    }
     if (traceFailure && result.status !== ExitStatus.OUTPUT_FAILED) opts.log?.(`${traceFailure}: the trace is incomplete`);
     const unclaimed = [...m.unclaimedPorts].map(([p, n]) => `0x${p.toString(16)} (${n.reads} reads, ${n.writes} writes)`);
     if (unclaimed.length) opts.log?.(`ports no device claims were touched: ${unclaimed.join(", ")}`);
@@ -165,37 +176,9 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
     if (machine) machine.close();
     else kvm.close();
     screen?.dispose();
+    kernel?.stop(0n);
     trace?.close();
   }
-}
-
-/** The NDJSON trace. A write that fails (disk full, file size limit) closes it and calls onFailure once. */
-interface TraceFile {
-  write: (event: Record<string, unknown>) => void;
-  close: () => void;
-}
-
-function openTrace(file: string, onFailure: (problem: string) => void): TraceFile {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(file, "w");
-  } catch (err) {
-    throw new UsageError(`--trace ${file}: cannot open for writing (${(err as NodeJS.ErrnoException).code})`);
-  }
-  const close = () => {
-    if (fd !== undefined) fs.closeSync(fd);
-    fd = undefined;
-  };
-  const write = (event: Record<string, unknown>) => {
-    if (fd === undefined) return;
-    try {
-      fs.writeFileSync(fd, JSON.stringify(event) + "\n");
-    } catch (err) {
-      close();
-      onFailure(`--trace ${file}: write failed (${(err as NodeJS.ErrnoException).code})`);
-    }
-  };
-  return { write, close };
 }
 
 /** Multiboot and Linux guests run with all RAM shared: private memory is for tsvmm's own guests. */

@@ -40,6 +40,7 @@ import { ExitContext, handleExit } from "./exits";
 import { VcpuState } from "./vcpu";
 import { LongTimer, setLongTimeout } from "../timers";
 import { hex } from "../format";
+import { RunFacts, startClock, startFields } from "../trace/writer";
 
 export interface MachineOptions {
   /** An open KVM device; the machine owns it from here on and closes it */
@@ -337,8 +338,19 @@ export class Machine {
   run(timeoutSeconds?: number, signal?: AbortSignal): Promise<MachineResult> {
     return new Promise((resolve) => {
       this.resolveRun = resolve;
+      const pm = this.opts.privateMemory;
+      const facts: RunFacts = {
+        guest: this.opts.boot.kind === "tsvmm" ? this.opts.boot.guest.name : this.opts.boot.name,
+        cpus: this.cpus,
+        ram: this.layout.ramSize,
+        backing: this.ramBacking,
+        backend: pm?.backend ?? "shared",
+        sharedBit: pm?.sharedBit ?? 0,
+        sharedLimit: this.layout.freeBase,
+        pages: this.map?.runs(),
+      };
       this.startTime = performance.now();
-      this.traceEvent(-1, "start", { cpus: this.cpus, ram: Number(this.layout.ramSize), backing: this.ramBacking });
+      this.traceEvent(-1, "start", startFields(facts, startClock()));
       if (timeoutSeconds && timeoutSeconds > 0)
         this.timer = setLongTimeout(() => void this.timeout(timeoutSeconds), timeoutSeconds * 1000);
       if (signal) {

@@ -2,7 +2,8 @@ import type { CommandModule } from "yargs";
 import { ConsoleMode, DEFAULT_LINUX_MEM, DEFAULT_MEM, runGuest } from "../../run";
 import { parseCount, parseRanges, parseSeconds, parseSize } from "../parse";
 import { CMDLINE_SIZE, MAX_CPUS } from "../../machine/abi";
-import { ExitStatus } from "../../errors";
+import { ExitStatus, UsageError } from "../../errors";
+import { DEFAULT_KERNEL_EVENTS } from "../../trace/kernel";
 import { attachTerminalInput } from "../terminal";
 import { abortOnStop } from "../stop";
 import { ConsoleLogWriter, LOG_HOLD_MS } from "../../console/logWriter";
@@ -20,6 +21,7 @@ export interface RunArgs {
   timeout: unknown;
   console: ConsoleMode;
   trace?: string;
+  "kernel-events"?: string;
   cmdline: string;
   quiet: boolean;
   private?: string;
@@ -90,7 +92,15 @@ export const runCommand: CommandModule<object, RunArgs> = {
         default: "raw" as const,
         describe: "raw streams the guest's bytes to stdout; screen renders them through a headless terminal and prints the final screen",
       })
-      .option("trace", { type: "string", describe: "write every event (conversions, memory faults, host requests, halts, start, end) as NDJSON to this file" })
+      .option("trace", {
+        type: "string",
+        nargs: 1, // so that a lone "-" is the value, not a positional
+        describe: "write every event (start with the run's facts, conversions, memory faults, host requests, halts, end) as NDJSON to this file; - writes it to stdout and moves the guest's console to stderr. `tsvmm trace FILE` shows it (docs/trace.md)",
+      })
+      .option("kernel-events", {
+        type: "string",
+        describe: `with --trace: record KVM's own trace events through tracefs during the run (root; a kernel with KVM's trace events, e.g. \`tsvmm lab --kernel stock\`) and merge them into the trace on its time base; a comma-separated list of SYSTEM:EVENT or SYSTEM (all of it), or nothing for ${DEFAULT_KERNEL_EVENTS.join(",")}`,
+      })
       .option("cmdline", {
         type: "string",
         default: "",
@@ -164,6 +174,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .example("$0 run implicit --shared-bit 40 --trace t.ndjson", "implicit conversions on KVM_EXIT_MEMORY_FAULT, every event in the trace")
       .example("$0 run hello --monitor --break addr=tsvmm_main", "stop at the guest's main function and look around")
       .example("$0 run hello --gdb tcp:1234 --gdb-wait", "then: gdb build/guest/hello.elf -ex 'target remote :1234'")
+      .example("$0 run hello --trace - | jq -c .", "the trace on stdout, the console on stderr")
       .epilog(
         [
           "Exit status: the guest's own (0-63, written to port 0xf4), or tsvmm's:",
@@ -185,13 +196,16 @@ export const runCommand: CommandModule<object, RunArgs> = {
     const cpus = parseCount("--cpus", args.cpus, 1, MAX_CPUS);
     const debugging = args.monitor || args["monitor-script"] !== undefined || args.gdb !== undefined || args["gdb-wait"];
     const timeout = parseSeconds("--timeout", args.timeout ?? (debugging ? 0 : 60));
+    const kernelEvents = args["kernel-events"] === undefined ? undefined : args["kernel-events"].split(",").map((e) => e.trim()).filter(Boolean);
+    if (kernelEvents && !args.trace) throw new UsageError("--kernel-events needs --trace FILE", "the kernel's events are merged into the trace: add --trace FILE (or --trace -)");
     const privateRanges = args.private === undefined ? undefined : parseRanges("--private", args.private);
     // Only whether it is a bit of a 64-bit address; the VM checks it against this CPU.
     const sharedBit =
       args["shared-bit"] === undefined
         ? undefined
         : parseCount("--shared-bit", args["shared-bit"], 1, 63, "give the bit of the guest-physical address that selects the shared view, e.g. --shared-bit 39");
-    const output = new ConsoleLogWriter(process.stdout, process.stderr);
+    // With --trace - stdout carries the trace alone.
+    const output = new ConsoleLogWriter(args.trace === "-" ? process.stderr : process.stdout, process.stderr);
     // A monitor on the terminal or on stdin owns stdin: the guest gets no keyboard then.
     const monitor: MonitorInput | undefined =
       args["monitor-script"] !== undefined
@@ -219,6 +233,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
         console: args.console,
         output: { write: (bytes) => output.console(bytes) },
         trace: args.trace,
+        kernelEvents: kernelEvents && (kernelEvents.length ? kernelEvents : DEFAULT_KERNEL_EVENTS),
         log,
         signal: abort.signal,
         onInput:
