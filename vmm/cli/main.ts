@@ -4,6 +4,7 @@ import { runCommand } from "./commands/run";
 import { capsCommand } from "./commands/caps";
 import { guestsCommand } from "./commands/guests";
 import { labCommand } from "./commands/lab";
+import { testCommand } from "./commands/test";
 import { ExitStatus, TsvmmError } from "../errors";
 import { CLI_FLAGS } from "./flags";
 import { stdoutFailure } from "./stop";
@@ -30,6 +31,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(capsCommand)
     .command(guestsCommand)
     .command(labCommand)
+    .command(testCommand)
     .demandCommand(1, "Name a command (try `tsvmm run hello`).")
     .recommendCommands()
     .strict()

@@ -97,6 +97,7 @@ export class Machine {
   private result?: MachineResult;
   private resolveRun?: (r: MachineResult) => void;
   private timer?: LongTimer;
+  private stopListening?: () => void;
   private startTime = 0;
   private typescriptExits = 0;
   private lastLine = "";
@@ -260,6 +261,8 @@ export class Machine {
         };
         if (signal.aborted) return stop();
         signal.addEventListener("abort", stop, { once: true });
+        // one signal may serve many machines in a process: a finished one lets go of it
+        this.stopListening = () => signal.removeEventListener("abort", stop);
       }
       for (const v of this.vcpus) v.native.start((event) => this.onEvent(v, event));
     });
@@ -392,6 +395,7 @@ export class Machine {
       if (rest.length) this.console(rest);
     }
     this.timer?.clear();
+    this.stopListening?.();
     this.result = {
       status,
       reason,
