@@ -33,6 +33,8 @@ test("axes left at their default stay out of the names; command lines are quoted
   assert.deepEqual(c.map((x) => x.cmdline), ["fault=pf", "a b", ""]);
   assert.deepEqual(expandMatrix({ guests: ["smp"], backends: ["default"], cpus: [4], cmdlines: [""], repeat: 1 })[0].name, "smp cpus=4");
   assert.deepEqual(expandMatrix({ guests: [], backends: ["default"], cpus: [1], cmdlines: [""], repeat: 3 }), []);
+  assert.throws(() => expandMatrix({ guests: ["hello", "smp", "hello"], backends: ["default"], cpus: [1], cmdlines: [""], repeat: 1 }), /the guest list names "hello" twice/);
+  assert.throws(() => expandMatrix({ guests: ["fault"], backends: ["default"], cpus: [1], cmdlines: ["a", "a"], repeat: 1 }), /the command-line list names "a" twice/);
 });
 
 test("backends map to private-memory requests", () => {

@@ -34,6 +34,12 @@ export const DEFAULT_AXES: Omit<MatrixAxes, "guests"> = { backends: ["default"],
 
 /** Every combination, in order. Axes the user did not set (their default alone) stay out of the names. */
 export function expandMatrix(axes: MatrixAxes): MatrixEntry[] {
+  // a name must say which entry it is
+  for (const [what, list] of [["guest list", axes.guests], ["command-line list", axes.cmdlines]] as const) {
+    const twice = list.find((v, i) => list.indexOf(v) !== i);
+    if (twice !== undefined)
+      throw new UsageError(`the ${what} names ${JSON.stringify(twice)} twice`, `name each once; to boot every entry several times, add --repeat N`);
+  }
   const named = {
     backend: !sameList(axes.backends, DEFAULT_AXES.backends),
     cpus: !sameList(axes.cpus, DEFAULT_AXES.cpus),
