@@ -7,7 +7,7 @@ import type { ConsoleScreen } from "./console/screen";
 import { ExitStatus, UsageError } from "./errors";
 import { computeLayout } from "./machine/layout";
 import { PrivateRequest, resolvePrivateMemory } from "./memory/policy";
-import { assessHost, openKvm, probeHost } from "./host/caps";
+import { assessHost, openKvm, probeHost, Verdict } from "./host/caps";
 
 export type ConsoleMode = "raw" | "screen" | "capture";
 
@@ -35,6 +35,9 @@ export interface RunOptions {
   privateMemory?: PrivateRequest;
   /** Called with the machine once it is created (API conversions, inspection) */
   onMachine?: (machine: Machine) => void;
+  /** What the host can do (assessHost of the device), when the caller already knows: a process
+   *  that boots many guests probes once instead of per guest */
+  verdict?: Verdict;
 }
 
 export interface GuestRun extends MachineResult {
@@ -61,7 +64,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
   let trace: TraceFile | undefined;
   let traceFailure: string | undefined;
   try {
-    const verdict = assessHost(probeHost(device, kvm));
+    const verdict = opts.verdict ?? assessHost(probeHost(device, kvm));
     const privateMemory = resolvePrivateMemory(opts.privateMemory ?? {}, guest, layout, verdict);
     const mode = opts.console ?? "capture";
     // xterm costs ~10 ms to load: only the screen mode pays for it.

@@ -7,6 +7,7 @@ import { loadFirmware, loadGuest } from "../guests";
 import { computeLayout } from "../machine/layout";
 import { encodeCmdline } from "../machine/abi";
 import type { ElfImage } from "../machine/elf";
+import type { Verdict } from "../host/caps";
 import { API_SETTING_NAMES, ExitStatus, SettingNames, TsvmmError, UsageError } from "../errors";
 import { GuestTap, parseGuestTap, tapProblems } from "./guestTap";
 import { MatrixEntry, privateRequestFor } from "./plan";
@@ -47,6 +48,8 @@ export interface MatrixOptions {
   traceDir?: string;
   /** Aborting stops the running entries (status 130) and starts no more */
   signal?: AbortSignal;
+  /** What the host can do, probed once for every entry (else each run probes: a probe creates a VM per VM type) */
+  verdict?: Verdict;
   /** How errors name the run's settings (the CLI's flags); the API's names by default */
   settingNames?: SettingNames;
   onStart?: (entry: MatrixEntry) => void;
@@ -128,6 +131,7 @@ async function runEntry(entry: MatrixEntry, opts: MatrixOptions, running: Set<Ab
       trace,
       signal: controller.signal,
       privateMemory: privateRequestFor(entry.backend),
+      verdict: opts.verdict,
     });
     return { ...judgeRun(run), entry, seconds: seconds(), console: run.console, lastLine: run.lastLine, log, trace };
   } catch (err) {
@@ -137,11 +141,11 @@ async function runEntry(entry: MatrixEntry, opts: MatrixOptions, running: Set<Ab
   }
 }
 
-type Verdict = Pick<EntryResult, "outcome" | "status" | "reason" | "report" | "tap">;
+type Judgement = Pick<EntryResult, "outcome" | "status" | "reason" | "report" | "tap">;
 
 /** A finished run: status 0 passes unless the guest's TAP says otherwise; a guest that skipped
  *  all its tests ("1..0 # SKIP why") is a skip; any other status fails. */
-export function judgeRun(run: Pick<GuestRun, "status" | "reason" | "report" | "console">): Verdict {
+export function judgeRun(run: Pick<GuestRun, "status" | "reason" | "report" | "console">): Judgement {
   const tap = parseGuestTap(run.console);
   const problems = tap ? tapProblems(tap) : [];
   const base = { status: run.status, report: run.report, tap };
@@ -153,7 +157,7 @@ export function judgeRun(run: Pick<GuestRun, "status" | "reason" | "report" | "c
 }
 
 /** runGuest threw: the host cannot do it (69: skip or fail as asked), bad settings, or a VMM error. */
-export function judgeError(err: unknown, unsupported: "skip" | "fail", names: SettingNames = API_SETTING_NAMES): Verdict {
+export function judgeError(err: unknown, unsupported: "skip" | "fail", names: SettingNames = API_SETTING_NAMES): Judgement {
   if (err instanceof TsvmmError) {
     const [reason, ...rest] = err.describe(names).split("\n");
     const report = rest.map((l) => l.trim()).join("\n") || undefined;

@@ -11,6 +11,7 @@ import { checkEntries, EntryResult, runMatrix } from "../../matrix/runner";
 import { summarize, summaryLine } from "../../matrix/report";
 import { tapEntry, tapFooter, tapHeader } from "../../matrix/tapReport";
 import { junitReport } from "../../matrix/junit";
+import { assessHost, probeHost, Verdict } from "../../host/caps";
 
 export interface TestArgs {
   guests: string[];
@@ -111,6 +112,7 @@ export const testCommand: CommandModule<object, TestArgs> = {
         traceDir: args["trace-dir"],
         signal: abort.signal,
         settingNames: CLI_FLAGS,
+        verdict: probeOnce(),
         onResult: (r) => {
           if (!args.tap) return out(humanLine(r));
           finished.set(r.entry.index, r);
@@ -140,6 +142,15 @@ function humanLine(r: EntryResult): string {
     if (r.lastLine) lines.push(`      last console line: ${JSON.stringify(r.lastLine)}`);
   }
   return lines.join("\n") + "\n";
+}
+
+/** The host's verdict for every entry; undefined when the probe fails, so each entry reports why */
+function probeOnce(): Verdict | undefined {
+  try {
+    return assessHost(probeHost());
+  } catch {
+    return undefined;
+  }
 }
 
 /** Refuse an unwritable report file before any guest runs, not after the whole matrix */
