@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { expandMatrix, parseBackendList, parseCountList, privateRequestFor } from "../../vmm/matrix/plan";
 import { parseGuestTap, tapProblems } from "../../vmm/matrix/guestTap";
-import { EntryResult, judgeError, judgeRun, runMatrix } from "../../vmm/matrix/runner";
+import { EntryResult, judgeError, judgeRun, runMatrix, stopRequestOf } from "../../vmm/matrix/runner";
 import { printable, summarize, summaryLine } from "../../vmm/matrix/report";
 import { tapEntry, tapFooter, tapHeader } from "../../vmm/matrix/tapReport";
 import { junitReport } from "../../vmm/matrix/junit";
@@ -161,7 +161,10 @@ function fakeBoot(plan: (opts: RunOptions) => { ms: number; status: number; cons
         resolve({ status: s, reason, seconds: ms / 1000, console, lastLine: "", exits: { total: 0, native: 0, typescript: 0 }, ramBacking: "guest_memfd" });
       };
       const timer = setTimeout(() => done(status, `guest exited with status ${status}`), ms);
-      opts.signal?.addEventListener("abort", () => done(ExitStatus.INTERRUPTED, "interrupted (SIGINT)"));
+      opts.signal?.addEventListener("abort", () => {
+        const stop = stopRequestOf(opts.signal!);
+        done(stop.status, stop.reason);
+      });
     });
   };
 }
@@ -192,22 +195,27 @@ test("runMatrix keeps `jobs` entries running, passes each its settings, returns 
   assert.equal(summaryLine(s), "12 entries: 10 passed, 2 failed, 0 skipped in 1.500 s; guest tests: 12 of 12 passed");
 });
 
-test("aborting stops the running entries and starts no more; each entry has its own signal", async () => {
+test("aborting stops the running entries with the stop's status and starts no more; each entry has its own signal", async () => {
   const entries = expandMatrix({ guests: ["g"], backends: ["default"], cpus: [1], cmdlines: [""], repeat: 5 });
-  const seen = { running: 0, max: 0, opts: [] as RunOptions[] };
-  const abort = new AbortController();
-  setTimeout(() => abort.abort(), 20);
-  const results = await runMatrix(entries, { jobs: 2, timeout: 0, unsupported: "skip", signal: abort.signal, boot: fakeBoot(() => ({ ms: 10_000, status: 0 }), seen) });
-  assert.equal(seen.opts.length, 2, "two started");
-  assert.notEqual(seen.opts[0].signal, abort.signal);
-  assert.deepEqual(results.map((r) => [r.status, r.reason]), [
-    [130, "interrupted (SIGINT)"],
-    [130, "interrupted (SIGINT)"],
-    [130, "interrupted before it started"],
-    [130, "interrupted before it started"],
-    [130, "interrupted before it started"],
-  ]);
-  assert.ok(results.every((r) => r.outcome === "fail"));
+  for (const [reason, status, why] of [
+    [undefined, 130, "interrupted"],
+    [{ status: 143, reason: "interrupted by SIGTERM" }, 143, "interrupted by SIGTERM"],
+  ] as const) {
+    const seen = { running: 0, max: 0, opts: [] as RunOptions[] };
+    const abort = new AbortController();
+    setTimeout(() => abort.abort(reason), 20);
+    const results = await runMatrix(entries, { jobs: 2, timeout: 0, unsupported: "skip", signal: abort.signal, boot: fakeBoot(() => ({ ms: 10_000, status: 0 }), seen) });
+    assert.equal(seen.opts.length, 2, "two started");
+    assert.notEqual(seen.opts[0].signal, abort.signal);
+    assert.deepEqual(results.map((r) => [r.status, r.reason]), [
+      [status, why],
+      [status, why],
+      [status, `${why} before it started`],
+      [status, `${why} before it started`],
+      [status, `${why} before it started`],
+    ]);
+    assert.ok(results.every((r) => r.outcome === "fail"));
+  }
 });
 
 test("printable text: CRLF becomes LF, control characters become escapes", () => {

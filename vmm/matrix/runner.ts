@@ -2,7 +2,7 @@
 // with its own time limit, and judges each one: pass, fail or skip, with the reason.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { DEFAULT_MEM, GuestRun, RunOptions, runGuest } from "../run";
+import { DEFAULT_MEM, GuestRun, RunOptions, runGuest, StopRequest } from "../run";
 import { loadFirmware, loadGuest } from "../guests";
 import { computeLayout } from "../machine/layout";
 import { encodeCmdline } from "../machine/abi";
@@ -46,7 +46,7 @@ export interface MatrixOptions {
   unsupported: "skip" | "fail";
   /** A directory for one NDJSON trace per entry */
   traceDir?: string;
-  /** Aborting stops the running entries (status 130) and starts no more */
+  /** Aborting stops the running entries (with the StopRequest it carries, else as SIGINT) and starts no more */
   signal?: AbortSignal;
   /** What the host can do, probed once for every entry (else each run probes: a probe creates a VM per VM type) */
   verdict?: Verdict;
@@ -88,13 +88,13 @@ export async function runMatrix(entries: MatrixEntry[], opts: MatrixOptions): Pr
   const results: EntryResult[] = new Array(entries.length);
   // One listener on the caller's signal for the whole run; each entry has its own controller.
   const running = new Set<AbortController>();
-  const abortAll = () => running.forEach((c) => c.abort());
+  const abortAll = () => running.forEach((c) => c.abort(opts.signal?.reason));
   opts.signal?.addEventListener("abort", abortAll);
   let next = 0;
   const worker = async () => {
     while (next < entries.length) {
       const entry = entries[next++];
-      const result = opts.signal?.aborted ? notStarted(entry) : await runEntry(entry, opts, running);
+      const result = opts.signal?.aborted ? notStarted(entry, opts.signal) : await runEntry(entry, opts, running);
       results[entry.index] = result;
       opts.onResult?.(result);
     }
@@ -107,8 +107,15 @@ export async function runMatrix(entries: MatrixEntry[], opts: MatrixOptions): Pr
   return results;
 }
 
-function notStarted(entry: MatrixEntry): EntryResult {
-  return { entry, outcome: "fail", status: ExitStatus.INTERRUPTED, reason: "interrupted before it started", seconds: 0, console: "", lastLine: "", log: [] };
+function notStarted(entry: MatrixEntry, signal: AbortSignal): EntryResult {
+  const stop = stopRequestOf(signal);
+  return { entry, outcome: "fail", status: stop.status, reason: `${stop.reason} before it started`, seconds: 0, console: "", lastLine: "", log: [] };
+}
+
+/** The StopRequest an aborted signal carries (as Machine.run reads it), or a plain interruption */
+export function stopRequestOf(signal: AbortSignal): StopRequest {
+  const r = signal.reason as Partial<StopRequest> | undefined;
+  return typeof r?.status === "number" && typeof r.reason === "string" ? { status: r.status, reason: r.reason } : { status: ExitStatus.INTERRUPTED, reason: "interrupted" };
 }
 
 async function runEntry(entry: MatrixEntry, opts: MatrixOptions, running: Set<AbortController>): Promise<EntryResult> {

@@ -7,7 +7,8 @@ import { CLI_FLAGS } from "../flags";
 import { MAX_CPUS } from "../../machine/abi";
 import { ExitStatus, UsageError } from "../../errors";
 import { DEFAULT_AXES, expandMatrix, parseBackendList, parseCountList } from "../../matrix/plan";
-import { checkEntries, EntryResult, runMatrix } from "../../matrix/runner";
+import { checkEntries, EntryResult, runMatrix, stopRequestOf } from "../../matrix/runner";
+import { abortOnStop } from "../stop";
 import { summarize, summaryLine } from "../../matrix/report";
 import { tapEntry, tapFooter, tapHeader } from "../../matrix/tapReport";
 import { junitReport } from "../../matrix/junit";
@@ -18,9 +19,10 @@ export interface TestArgs {
   backend: string;
   cpus: string;
   cmdline?: string | string[];
-  repeat: number;
-  jobs: number;
-  timeout: number;
+  // Declared without a yargs type, so a bad value reaches our parsers as typed (not as NaN).
+  repeat: unknown;
+  jobs: unknown;
+  timeout: unknown;
   mem: string;
   tap: boolean;
   junit?: string;
@@ -50,9 +52,9 @@ export const testCommand: CommandModule<object, TestArgs> = {
       })
       .option("cpus", { type: "string", default: String(DEFAULT_AXES.cpus[0]), describe: `vCPU counts, comma-separated, ranges allowed: 1,2,4 or 1-4 (1 to ${MAX_CPUS})` })
       .option("cmdline", { type: "string", describe: "a guest command line; give it several times for an axis: --cmdline fault=ud --cmdline fault=pf" })
-      .option("repeat", { type: "number", default: 1, describe: "boot every combination this many times (entries named rep=1..N)" })
-      .option("jobs", { type: "number", default: os.availableParallelism(), describe: "VMs running at once in this process (default: this machine's CPUs)" })
-      .option("timeout", { type: "number", default: 60, describe: "seconds each entry may run; a guest still running then fails its entry (status 124, with registers) and the run goes on (0 = no limit)" })
+      .option("repeat", { default: 1, describe: "boot every combination this many times (entries named rep=1..N)" })
+      .option("jobs", { default: os.availableParallelism(), describe: "VMs running at once in this process (default: this machine's CPUs)" })
+      .option("timeout", { default: 60, describe: "seconds each entry may run; a guest still running then fails its entry (status 124, with registers) and the run goes on (0 = no limit)" })
       .option("mem", { type: "string", default: `${DEFAULT_MEM >> 20n}M`, describe: "guest RAM of every entry (K/M/G suffix; 2M to 3G)" })
       .option("tap", { type: "boolean", default: false, describe: "write TAP version 14 to stdout: one test point per entry, the guest's own TAP as its subtest, a YAML block with status, reason and (for failures) registers and console" })
       .option("junit", { type: "string", describe: "write JUnit XML to this file: a <testsuite> per entry with a `run` test case and one per guest test point" })
@@ -76,7 +78,8 @@ export const testCommand: CommandModule<object, TestArgs> = {
           "has its own VM, console, time limit and trace. Without --tap, one line per entry as it finishes, then a summary.",
           "",
           "Exit status: 0 every entry passed or was skipped, 1 some entry failed, 64 bad command line,",
-          "  65 bad guest image (nothing was started), 130 interrupted (Ctrl-C: running entries stop, no new ones start).",
+          "  65 bad guest image (nothing was started); on SIGINT (130), SIGTERM (143) or SIGHUP (129) the running",
+          "  entries stop with that status, no new ones start, the reports are still written, and tsvmm exits with it.",
         ].join("\n"),
       )
       .strict(),
@@ -95,8 +98,7 @@ export const testCommand: CommandModule<object, TestArgs> = {
     if (args.junit) checkWritable("--junit", args.junit);
 
     const abort = new AbortController();
-    const onSigint = () => abort.abort();
-    process.once("SIGINT", onSigint);
+    const detachStop = abortOnStop(abort);
     const out = (text: string) => process.stdout.write(text);
     // TAP goes in matrix order: a finished entry waits for the ones before it.
     const finished = new Map<number, EntryResult>();
@@ -125,9 +127,9 @@ export const testCommand: CommandModule<object, TestArgs> = {
         process.stderr.write(`tsvmm: ${summaryLine(summary)}\n`);
       } else out(`${summaryLine(summary)}\n`);
       if (args.junit) fs.writeFileSync(args.junit, junitReport(results, summary));
-      process.exitCode = abort.signal.aborted ? ExitStatus.INTERRUPTED : summary.failed ? SOME_FAILED : ExitStatus.OK;
+      process.exitCode = abort.signal.aborted ? stopRequestOf(abort.signal).status : summary.failed ? SOME_FAILED : ExitStatus.OK;
     } finally {
-      process.removeListener("SIGINT", onSigint);
+      detachStop();
     }
   },
 };
