@@ -42,6 +42,8 @@ export async function main(argv: string[]): Promise<void> {
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((message, err) => {
       if (err && err.name !== "YError") throw err; // a YError is yargs refusing the command line
+      // yargs says only "Did you mean X?" when it has a suggestion: name the unknown command too
+      if (message?.startsWith("Did you mean")) message = `Unknown command: ${argv.find((a) => !a.startsWith("-"))}. ${message}`;
       process.stderr.write(`tsvmm: ${message}\nRun \`tsvmm --help\` (or \`tsvmm <command> --help\`) for usage.\n`);
       process.exit(ExitStatus.USAGE);
     });
