@@ -14,7 +14,7 @@ import { decodeCpuid } from "./kvm/structs";
 import { openTrace, TraceSink } from "./trace/writer";
 import { KernelTracing, startKernelEvents } from "./trace/kernel";
 import { PrivateRequest, resolvePrivateMemory } from "./memory/policy";
-import { assessHost, openKvm, probeHost } from "./host/caps";
+import { assessHost, openKvm, probeHost, Verdict } from "./host/caps";
 import { DebuggerOptions, DebuggerSession, startDebugger } from "./control/session";
 
 export type ConsoleMode = "raw" | "screen" | "capture";
@@ -51,6 +51,9 @@ export interface RunOptions {
   onMachine?: (machine: Machine) => void;
   /** Event breakpoints, the monitor and the GDB stub (vmm/control) */
   debug?: DebuggerOptions;
+  /** What the host can do (assessHost of the device), when the caller already knows: a process
+   *  that boots many guests probes once instead of per guest */
+  verdict?: Verdict;
 }
 
 export interface GuestRun extends MachineResult {
@@ -106,7 +109,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
   let traceFailure: string | undefined;
   let debug: DebuggerSession | undefined;
   try {
-    const verdict = assessHost(probeHost(device, kvm));
+    const verdict = opts.verdict ?? assessHost(probeHost(device, kvm));
     let hideXsave = false;
     if (boot.kind !== "tsvmm") {
       const xsave = await xsaveConsistent(kvm, decodeCpuid(kvm.supportedCpuid()));

@@ -5,6 +5,7 @@ import { capsCommand } from "./commands/caps";
 import { guestsCommand } from "./commands/guests";
 import { labCommand } from "./commands/lab";
 import { traceCommand } from "./commands/trace";
+import { testCommand } from "./commands/test";
 import { ExitStatus, TsvmmError } from "../errors";
 import { CLI_FLAGS } from "./flags";
 import { stdoutFailure } from "./stop";
@@ -32,6 +33,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(guestsCommand)
     .command(labCommand)
     .command(traceCommand)
+    .command(testCommand)
     .demandCommand(1, "Name a command (try `tsvmm run hello`).")
     .recommendCommands()
     .strict()
@@ -42,6 +44,8 @@ export async function main(argv: string[]): Promise<void> {
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((message, err) => {
       if (err && err.name !== "YError") throw err; // a YError is yargs refusing the command line
+      // yargs says only "Did you mean X?" when it has a suggestion: name the unknown command too
+      if (message?.startsWith("Did you mean")) message = `Unknown command: ${argv.find((a) => !a.startsWith("-"))}. ${message}`;
       process.stderr.write(`tsvmm: ${message}\nRun \`tsvmm --help\` (or \`tsvmm <command> --help\`) for usage.\n`);
       process.exit(ExitStatus.USAGE);
     });

@@ -142,6 +142,7 @@ export class Machine {
   /** A PC guest printed its power-down message / a panic */
   private poweringOff = false;
   private panicked = false;
+  private stopListening?: () => void;
   private startTime = 0;
   private typescriptExits = 0;
   private lastLine = "";
@@ -361,6 +362,8 @@ export class Machine {
         };
         if (signal.aborted) return stop();
         signal.addEventListener("abort", stop, { once: true });
+        // one signal may serve many machines in a process: a finished one lets go of it
+        this.stopListening = () => signal.removeEventListener("abort", stop);
       }
       for (const v of this.vcpus) v.native.start((event) => this.onEvent(v, event));
       if (this.pc) this.haltCheck = setInterval(() => void this.checkHalted(), HALT_CHECK_MS).unref();
@@ -645,6 +648,7 @@ export class Machine {
     }
     this.timer?.clear();
     if (this.haltCheck) clearInterval(this.haltCheck);
+    this.stopListening?.();
     this.result = {
       status,
       reason,
