@@ -52,6 +52,13 @@ const MUST_HAVE = [
   "CONFIG_BLK_DEV_INITRD=y",
   "CONFIG_DEVTMPFS=y",
   "CONFIG_TMPFS=y",
+  // the kernel's guest_memfd selftests need huge pages; tracefs gives KVM's trace events
+  "CONFIG_TRANSPARENT_HUGEPAGE=y",
+  "CONFIG_TRANSPARENT_HUGEPAGE_MADVISE=y",
+  "CONFIG_HUGETLBFS=y",
+  "CONFIG_HUGETLB_PAGE=y",
+  "CONFIG_FTRACE=y",
+  "CONFIG_EVENT_TRACING=y",
 ];
 
 export interface PrepareOptions {
@@ -84,11 +91,14 @@ function newestEntry(kindDir: string): string | undefined {
     .sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs)[0];
 }
 
+/**
+ * Remove older entries of a kind, keeping `keep` and the newest other complete one: two
+ * checkouts on different config fragments (branches) then do not rebuild each other's kernel.
+ */
 function removeOtherEntries(kindDir: string, keep: string): void {
-  for (const n of fs.readdirSync(kindDir)) {
-    const p = path.join(kindDir, n);
-    if (p !== keep && !n.endsWith(".build.log")) fs.rmSync(p, { recursive: true, force: true });
-  }
+  const others = fs.readdirSync(kindDir).map((n) => path.join(kindDir, n)).filter((p) => p !== keep && !p.endsWith(".build.log"));
+  const spare = others.filter(ready).sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs)[0];
+  for (const p of others) if (p !== spare) fs.rmSync(p, { recursive: true, force: true });
 }
 
 function loadEntry(kind: LabKernelKind, dir: string, cached: boolean): LabKernel {
