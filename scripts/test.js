@@ -1,22 +1,97 @@
 #!/usr/bin/env node
-// `npm test`: unit tests, host tests on /dev/kvm, and the lab tier. The lab tier runs directly
-// when this host's KVM can prove private memory itself, otherwise inside `tsvmm lab` on both lab
-// kernels. Prints one closing line with the totals of every tier.
+// The test tiers, defined once: `npm test` runs them all, `npm run test:<tier>` one of them
+// (`node scripts/test.js [unit|host|lab-command|lab|lab:sw-protected|lab:stock]...`).
+// Before running, the Debian packages the chosen tiers need (vmm/lab/packages.ts, with the
+// reason for each) are installed when missing and this runs as root with apt-get; otherwise it
+// stops with the command to run. Prints one closing line with the totals of every tier.
 const { spawnSync } = require("node:child_process");
 const path = require("node:path");
 const fs = require("node:fs");
 
 const root = path.resolve(__dirname, "..");
-const dist = path.join(root, "dist", "test");
+const dist = path.join(root, "dist");
 const tsvmm = path.join(root, "bin", "tsvmm.js");
 const ci = process.env.CI === "true";
+const runner = [process.execPath, "--test", "--test-reporter=tap"];
+const labRunner = path.join(dist, "test", "lab", "run.js");
+const LAB_KERNELS = ["sw-protected", "stock"];
+
+/** name -> { needs: Need[] (vmm/lab/packages.ts), limitS: whole tier, args: the command } */
+const TIERS = {
+  unit: { needs: [], limitS: 300, args: [...runner, "--test-timeout=30000", path.join(dist, "test", "unit")] },
+  host: { needs: ["test tools"], limitS: 1200, args: [...runner, "--test-concurrency=1", "--test-timeout=120000", path.join(dist, "test", "host")] },
+  "lab-command": { needs: ["lab"], limitS: 3600, args: [...runner, "--test-concurrency=1", "--test-timeout=900000", path.join(dist, "test", "lab", "host")] },
+  // On a host whose own KVM proves private memory, the lab tests run directly, once.
+  "lab:host": { needs: [], limitS: 1800, args: [process.execPath, labRunner] },
+  ...Object.fromEntries(
+    LAB_KERNELS.map((k) => [`lab:${k}`, { needs: ["lab", "lab kernel build"], limitS: 2400, args: [process.execPath, tsvmm, "lab", "--kernel", k, "--timeout", "1500", "--", "node", labRunner] }]),
+  ),
+};
+
+function say(line) {
+  process.stdout.write(`npm test: ${line}\n`);
+}
+
+function hostProvesPrivateMemory() {
+  const r = spawnSync(process.execPath, [tsvmm, "caps", "--json"], { encoding: "utf8", timeout: 30000 });
+  if (r.status !== 0) return false;
+  const { verdict } = JSON.parse(r.stdout);
+  return verdict.backends.attributes.available && verdict.backends.memslots.available;
+}
+
+/** The tiers to run, in order, from the command line ("lab" = the lab tier wherever it runs). */
+function chosenTiers(names) {
+  const wanted = names.length ? names : ["unit", "host", "lab-command", "lab"];
+  const out = [];
+  for (const n of wanted) {
+    if (n === "lab") out.push(...(hostProvesPrivateMemory() ? ["lab:host"] : LAB_KERNELS.map((k) => `lab:${k}`)));
+    else if (TIERS[n]) out.push(n);
+    else {
+      process.stderr.write(`npm test: no tier ${n}; tiers: ${[...Object.keys(TIERS), "lab"].join(", ")}\n`);
+      process.exit(64);
+    }
+  }
+  return out;
+}
+
+/** Install what the tiers need, or stop with the command. */
+function ensurePackages(tiers) {
+  const packages = path.join(dist, "vmm", "lab", "packages.js");
+  if (!fs.existsSync(packages)) {
+    say(`${packages} is not built: run npm install first`);
+    process.exit(1);
+  }
+  const { missingPackages, canInstall, installPackages, installCommand } = require(packages);
+  const needs = [...new Set(tiers.flatMap((t) => TIERS[t].needs))];
+  const missing = missingPackages(needs);
+  if (!missing.length) return;
+  say(`the ${tiers.join(", ")} tiers need these Debian packages, which are missing:`);
+  for (const p of missing) process.stdout.write(`  ${p.name.padEnd(24)} ${p.why}\n`);
+  if (!canInstall()) {
+    say(`stopped: install them with\n  ${installCommand(missing)}\nthen run npm test again (as root with apt-get, npm test installs them itself)`);
+    process.exit(1);
+  }
+  say(`installing them (root with apt-get; the list and the reasons are in vmm/lab/packages.ts)`);
+  const left = installPackages(missing, say);
+  if (left.length) {
+    say(`stopped: still missing after apt-get: ${left.map((p) => `${p.name} (${p.provides})`).join(", ")}`);
+    process.exit(1);
+  }
+}
+
 const totals = { passed: 0, failed: 0, skipped: 0 };
 let broken = false;
 
-function tier(name, command, args, limitSeconds) {
-  process.stdout.write(`\n=== ${name}: ${[path.basename(command), ...args].join(" ")}\n`);
+function runTier(name) {
+  const { args, limitS } = TIERS[name];
+  process.stdout.write(`\n=== ${name}: ${[path.basename(args[0]), ...args.slice(1).map((a) => path.relative(root, a) || a)].join(" ")}\n`);
+  if (name.startsWith("lab:") && !fs.existsSync(labRunner)) {
+    broken = true;
+    process.stdout.write(`=== ${name}: FAILED (${labRunner} is not built)\n`);
+    return;
+  }
   const started = Date.now();
-  const r = spawnSync(command, args, { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], timeout: limitSeconds * 1000, killSignal: "SIGKILL" });
+  const r = spawnSync(args[0], args.slice(1), { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], timeout: limitS * 1000, killSignal: "SIGKILL", maxBuffer: 256 << 20 });
   process.stdout.write(r.stdout ?? "");
   const count = (key) => {
     const m = [...(r.stdout ?? "").matchAll(new RegExp(`^# ${key} (\\d+)$`, "gm"))];
@@ -36,29 +111,9 @@ function tier(name, command, args, limitSeconds) {
   } else process.stdout.write(`=== ${name}: ${passed} passed, ${failed} failed, ${skipped} skipped in ${seconds} s\n`);
 }
 
-function hostProvesPrivateMemory() {
-  const r = spawnSync(process.execPath, [tsvmm, "caps", "--json"], { encoding: "utf8", timeout: 30000 });
-  if (r.status !== 0) return false;
-  const { verdict } = JSON.parse(r.stdout);
-  return verdict.backends.attributes.available && verdict.backends.memslots.available;
-}
-
-const runner = [process.execPath, "--test", "--test-reporter=tap"];
-tier("unit", runner[0], [...runner.slice(1), "--test-timeout=30000", path.join(dist, "unit")], 300);
-tier("host", runner[0], [...runner.slice(1), "--test-concurrency=1", "--test-timeout=120000", path.join(dist, "host")], 1200);
-
-tier("lab command", runner[0], [...runner.slice(1), "--test-concurrency=1", "--test-timeout=900000", path.join(dist, "lab", "host")], 3600);
-
-const labRunner = path.join(dist, "lab", "run.js");
-if (!fs.existsSync(labRunner)) {
-  broken = true;
-  process.stdout.write(`=== lab: FAILED (${labRunner} is not built)\n`);
-} else if (hostProvesPrivateMemory()) {
-  tier("lab (on this host)", process.execPath, [labRunner], 1800);
-} else {
-  for (const kernel of ["sw-protected", "stock"])
-    tier(`lab (${kernel} kernel)`, process.execPath, [tsvmm, "lab", "--kernel", kernel, "--timeout", "1500", "--", "node", labRunner], 2400);
-}
+const tiers = chosenTiers(process.argv.slice(2));
+ensurePackages(tiers);
+for (const t of tiers) runTier(t);
 
 if (ci && totals.skipped > 0) {
   broken = true;

@@ -3,12 +3,13 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { LabError, LabStatus } from "./errors";
+import { installCommand, packageNamed } from "./packages";
 import { mkdirp, publish } from "./paths";
 import { run, which } from "./proc";
 
 export const DEFAULT_MIRROR = "http://deb.debian.org/debian";
 export const DEFAULT_SUITE = "sid";
-const KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg";
+const KEYRING = packageNamed("debian-archive-keyring").provides;
 
 export interface PackageInfo {
   name: string;
@@ -69,7 +70,7 @@ export class PrivateApt {
     }
     if (!fs.existsSync(KEYRING)) {
       throw new LabError(`${KEYRING} is missing: Debian's archive cannot be verified`, LabStatus.NO_APT,
-        "apt-get install debian-archive-keyring");
+        installCommand([packageNamed("debian-archive-keyring")]));
     }
   }
 

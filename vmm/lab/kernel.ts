@@ -11,6 +11,7 @@ import * as path from "node:path";
 import * as zlib from "node:zlib";
 import { PrivateApt, PackageInfo, dependsNames, extractDeb, lastLines } from "./apt";
 import { LabError, LabStatus } from "./errors";
+import { installCommand, missingPackages } from "./packages";
 import { labSourceFile, mkdirp, publish } from "./paths";
 import { Progress, pidAlive, removeTree, run, seconds, which } from "./proc";
 
@@ -284,28 +285,13 @@ export function configHash(): string {
   return sha(RECIPE + "\n" + fragmentText()).slice(0, 12);
 }
 
-const BUILD_TOOLS: { tool: string; pkg: string }[] = [
-  { tool: "make", pkg: "make" },
-  { tool: "gcc", pkg: "gcc" },
-  { tool: "ld", pkg: "binutils" },
-  { tool: "flex", pkg: "flex" },
-  { tool: "bison", pkg: "bison" },
-  { tool: "bc", pkg: "bc" },
-  { tool: "perl", pkg: "perl" },
-  { tool: "tar", pkg: "tar" },
-  { tool: "xz", pkg: "xz-utils" },
-];
-
-export const BUILD_PACKAGES = ["build-essential", "flex", "bison", "bc", "libelf-dev", "xz-utils"];
-
 function checkBuildTools(): void {
-  const missing = BUILD_TOOLS.filter((t) => !which(t.tool)).map((t) => t.pkg);
-  if (!fs.existsSync("/usr/include/libelf.h") && !fs.existsSync("/usr/include/gelf.h")) missing.push("libelf-dev");
+  const missing = missingPackages(["lab kernel build"]);
   if (missing.length) {
     throw new LabError(
-      `cannot build the sw-protected kernel: missing ${missing.join(", ")}`,
+      `cannot build the sw-protected kernel: missing ${missing.map((p) => `${p.provides} (${p.name})`).join(", ")}`,
       LabStatus.NO_BUILD_TOOLS,
-      `apt-get install ${BUILD_PACKAGES.join(" ")}  (or use --kernel stock, which needs no build)`,
+      `${installCommand(missing)}  (or use --kernel stock, which needs no build)`,
     );
   }
 }

@@ -14,10 +14,9 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { LabError, LabStatus } from "./errors";
 import { LabKernel } from "./kernel";
+import { installCommand, packageNamed } from "./packages";
 import { repoRoot } from "./paths";
 import { Progress, seconds, which } from "./proc";
-
-export const QEMU_PACKAGE = "qemu-system-x86";
 
 export interface LabRunSpec {
   kernel: LabKernel;
@@ -54,7 +53,7 @@ export function findQemu(): string {
     throw new LabError(
       `${name} is not installed: the lab runs in QEMU`,
       LabStatus.NO_QEMU,
-      `apt-get install ${QEMU_PACKAGE}  (Debian/Ubuntu; or set TSVMM_LAB_QEMU to a qemu-system-x86_64)`,
+      `${installCommand([packageNamed("qemu-system-x86")])}  (Debian/Ubuntu; or set TSVMM_LAB_QEMU to a qemu-system-x86_64)`,
     );
   }
   return q;
@@ -93,16 +92,6 @@ export function runScript(argv: string[], cwd: string, env: Record<string, strin
     `exec /usr/bin/env -i \\\n  ${assigns.join(" \\\n  ")} \\\n  ${argv.map(shq).join(" ")}`,
     "",
   ].join("\n");
-}
-
-export function parseMem(s: string): number {
-  const m = /^(\d+)\s*([KMGT]?)i?B?$/i.exec(s.trim());
-  if (!m) throw new Error(`bad memory size ${JSON.stringify(s)}: use e.g. 2048M or 2G`);
-  const n = Number(m[1]);
-  const mul: Record<string, number> = { "": 1, K: 1 / 1024, M: 1, G: 1024, T: 1024 * 1024 };
-  const mib = Math.floor(n * mul[m[2].toUpperCase()]);
-  if (mib < 256) throw new Error(`--mem ${s} is too small: the lab needs at least 256M`);
-  return mib;
 }
 
 const NOISE = [/TCG doesn't support requested feature/];

@@ -1,5 +1,5 @@
 // The lab's pure pieces, on the host (no QEMU, no network): cpio writer, run script, /tmp
-// handling, size parsing, module dependencies, .config parsing.
+// handling, module dependencies, .config parsing.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { writeCpio } from "../../../vmm/lab/initramfs";
-import { keepPaths, parseMem, runScript, shq } from "../../../vmm/lab/qemu";
+import { keepPaths, runScript, shq } from "../../../vmm/lab/qemu";
 import { moduleDepends, parseConfig } from "../../../vmm/lab/kernel";
 import { dependsNames } from "../../../vmm/lab/apt";
 
@@ -93,15 +93,6 @@ test("keepPaths: only paths under /tmp, parents first, no nesting", () => {
   assert.deepEqual(keepPaths(["/tmp/a/b/c", "/tmp/a/b", "/tmp/z"]), ["/tmp/z", "/tmp/a/b"].sort((a, b) => a.length - b.length));
   assert.deepEqual(keepPaths(["/tmp/a", "/tmp/a"]), ["/tmp/a"]);
   assert.deepEqual(keepPaths(["/tmpx/a"]), []);
-});
-
-test("parseMem: sizes in MiB", () => {
-  assert.equal(parseMem("2048M"), 2048);
-  assert.equal(parseMem("2G"), 2048);
-  assert.equal(parseMem("4096"), 4096);
-  assert.equal(parseMem("1GiB"), 1024);
-  assert.throws(() => parseMem("lots"), /bad memory size/);
-  assert.throws(() => parseMem("128M"), /too small/);
 });
 
 test("moduleDepends reads .modinfo; dependsNames reads Depends fields", () => {

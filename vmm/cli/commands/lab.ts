@@ -2,13 +2,16 @@ import type { CommandModule } from "yargs";
 import { UsageError } from "../../errors";
 import { LAB_KERNEL_KINDS, LabKernelKind, LabStatus, prepareLab, runLab } from "../../lab";
 import { Progress } from "../../lab/proc";
-import { parseMem } from "../../lab/qemu";
+import { parseCount, parseSeconds, parseSize } from "../parse";
+
+/** The lab's kernel, init and Node need this much memory. */
+const MIN_MEM_MIB = 256;
 
 export interface LabArgs {
   kernel: LabKernelKind;
-  cpus: number;
+  cpus: string;
   mem: string;
-  timeout: number;
+  timeout: string;
   "prepare-only": boolean;
   quiet: boolean;
   verbose: boolean;
@@ -61,11 +64,11 @@ export const labCommand: CommandModule<object, LabArgs> = {
         default: "sw-protected" as LabKernelKind,
         describe: "which lab kernel to boot",
       })
-      .option("cpus", { type: "number", default: 2, describe: "vCPUs of the lab" })
-      .option("mem", { type: "string", default: "2048M", describe: "memory of the lab (e.g. 2048M, 4G)" })
+      .option("cpus", { type: "string", default: "2", describe: "vCPUs of the lab (1 to 8)" })
+      .option("mem", { type: "string", default: "2G", describe: `memory of the lab, read as \`tsvmm run --mem\` reads it (e.g. 2048M, 4G; at least ${MIN_MEM_MIB}M)` })
       .option("timeout", {
-        type: "number",
-        default: 1800,
+        type: "string",
+        default: "1800",
         describe: "limit on the command in seconds, from its start in the lab (0 = none); the lab is killed after it",
       })
       .option("prepare-only", {
@@ -83,15 +86,10 @@ export const labCommand: CommandModule<object, LabArgs> = {
       .strict(),
   handler: async (args) => {
     const argv = (args["--"]?.length ? args["--"] : (args.cmd ?? [])).map(String);
-    const cpus = Number(args.cpus);
-    if (!Number.isInteger(cpus) || cpus < 1 || cpus > 8) throw new UsageError(`--cpus ${args.cpus} is out of range`, "use 1 to 8");
-    if (!Number.isFinite(args.timeout) || args.timeout < 0) throw new UsageError(`--timeout ${args.timeout} is not a number of seconds`, "e.g. --timeout 600 (0 = no limit)");
-    let memMiB: number;
-    try {
-      memMiB = parseMem(args.mem);
-    } catch (err) {
-      throw new UsageError((err as Error).message, "e.g. --mem 2048M or --mem 4G");
-    }
+    const cpus = parseCount("--cpus", args.cpus, 1, 8);
+    const timeoutS = parseSeconds("--timeout", args.timeout);
+    const memMiB = Number(parseSize("--mem", args.mem) >> 20n);
+    if (memMiB < MIN_MEM_MIB) throw new UsageError(`--mem ${args.mem} is too small for the lab`, `give it at least ${MIN_MEM_MIB}M, e.g. --mem 2G`);
     if (args["prepare-only"]) {
       if (argv.length) throw new UsageError("--prepare-only runs no command", "drop the command or --prepare-only");
       await prepareLab(args.kernel, new Progress(args.quiet));
@@ -104,7 +102,7 @@ export const labCommand: CommandModule<object, LabArgs> = {
       kernel: args.kernel,
       cpus,
       memMiB,
-      timeoutS: args.timeout,
+      timeoutS,
       argv,
       quiet: args.quiet,
       verbose: args.verbose,
