@@ -72,7 +72,7 @@ export async function prepareBusybox(apt: PrivateApt, cacheDir: string, progress
     const entry = path.join(kindDir, pkg.version.replace(/[^\w.+-]/g, "_"));
     const bin = path.join(entry, "busybox");
     if (fs.existsSync(bin)) return { path: bin, version: pkg.version };
-    const [deb] = await progress.step(`downloading busybox-static ${pkg.version}`, () => apt.download([pkg], downloadTimeoutMs));
+    const [deb] = await progress.step(`downloading busybox-static ${pkg.version}`, () => apt.download([pkg], downloadTimeoutMs), undefined, () => apt.downloadProgress([pkg]));
     const x = `${entry}.x-${process.pid}`;
     try {
       await extractDeb(deb, x);

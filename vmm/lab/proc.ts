@@ -118,6 +118,8 @@ export function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(1)} s`;
 }
 
+const STEP_TICK_MS = 15_000;
+
 /** Progress lines on stderr: "tsvmm lab: <what>" at the start of a long step, timing at its end. */
 export class Progress {
   constructor(private readonly quiet = false) {}
@@ -131,12 +133,23 @@ export class Progress {
     process.stderr.write(`tsvmm lab: ${line}\n`);
   }
 
-  async step<T>(what: string, fn: () => Promise<T>, done?: (v: T) => string): Promise<T> {
+  /**
+   * A long step: its start, every 15 s while it runs the time so far (and `detail()`, e.g. a
+   * percentage), and at its end `done(result)` and the time it took.
+   */
+  async step<T>(what: string, fn: () => Promise<T>, done?: (v: T) => string, detail?: () => string): Promise<T> {
     const t0 = Date.now();
     this.say(`${what} ...`);
-    const v = await fn();
-    this.say(`${what}: ${done ? done(v) + ", " : ""}${seconds(Date.now() - t0)}`);
-    return v;
+    const ticker = setInterval(() => {
+      this.say(`  ${what.replace(/ \(.*$/, "")}: ${seconds(Date.now() - t0)} so far${detail ? `, ${detail()}` : ""}`);
+    }, STEP_TICK_MS);
+    try {
+      const v = await fn();
+      this.say(`${what}: ${done ? done(v) + ", " : ""}${seconds(Date.now() - t0)}`);
+      return v;
+    } finally {
+      clearInterval(ticker);
+    }
   }
 }
 

@@ -7,7 +7,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { writeCpio } from "../../../vmm/lab/initramfs";
-import { keepPaths, runScript, shq } from "../../../vmm/lab/qemu";
+import { keepPaths, runScript, shq } from "../../../vmm/lab/stage";
 import { moduleDepends, parseConfig } from "../../../vmm/lab/kernel";
 import { dependsNames } from "../../../vmm/lab/apt";
 

@@ -34,6 +34,7 @@ const DESCRIPTION = [
   "* ./.lab-scratch (created in the working directory) is writable and shared with the host.",
   "* /dev/kvm is the lab's KVM, and the command runs as root in the lab.",
   "* The working directory, environment and arguments are the caller's; `tsvmm` is on PATH; TSVMM_LAB names the kernel and TSVMM_LAB_SCRATCH the scratch directory.",
+  "* tracefs is mounted at /sys/kernel/tracing, with KVM's trace events under events/kvm.",
   "The command's stdin is /dev/null; its stdout and stderr come back separately, and its exit status is tsvmm lab's.",
   "",
   "Exit statuses of the lab itself (each with a message \"tsvmm: lab: ...\" on stderr):",
@@ -46,7 +47,8 @@ const DESCRIPTION = [
   `* ${LabStatus.BOOT_TIMEOUT}: the lab did not boot in time (QEMU killed)`,
   `* ${LabStatus.NO_STATUS}: QEMU ended without the lab reporting a status`,
   `* ${LabStatus.TIMEOUT}: the command ran longer than --timeout (QEMU killed)`,
-  `* ${LabStatus.INTERRUPTED}: interrupted (QEMU killed)`,
+  `* ${LabStatus.INTERRUPTED}: interrupted by SIGINT or SIGTERM (QEMU killed, the run directory removed)`,
+  "QEMU dies with tsvmm lab even when tsvmm lab is killed (SIGKILL); the run directory such a run leaves in the temporary directory is removed by the next tsvmm lab.",
   "",
   "Environment: TSVMM_LAB_CACHE (cache directory), TSVMM_LAB_QEMU (QEMU binary), TSVMM_LAB_MIRROR and TSVMM_LAB_SUITE (Debian archive; default http://deb.debian.org/debian sid), TSVMM_LAB_BOOT_TIMEOUT, TSVMM_LAB_BUILD_TIMEOUT, TSVMM_LAB_DOWNLOAD_TIMEOUT (seconds), TSVMM_LAB_ACCEL (QEMU -accel, default tcg,thread=single), TSVMM_LAB_APPEND (more lab kernel parameters), TSVMM_LAB_BUILD_DIR (where the kernel is built; default /dev/shm when it has 4 GB free).",
 ].join("\n");
@@ -82,7 +84,7 @@ export const labCommand: CommandModule<object, LabArgs> = {
       .example("$0 lab --kernel sw-protected -- tsvmm run hello", "boot the hello test guest on a real KVM")
       .example("$0 lab --kernel stock -- cat /sys/module/kvm_amd/parameters/npt", "Debian's kernel: is nested paging on?")
       .example("$0 lab --prepare-only --kernel stock", "fill the cache (CI does this first)")
-      .example("$0 lab --timeout 1500 -- node dist/test/lab/run.js", "the lab test tier (npm run test:lab)")
+      .example("$0 lab --timeout 1500 -- node dist/test/lab/run.js", "the lab test tier on one kernel (npm run test:lab runs it on both)")
       .strict(),
   handler: async (args) => {
     const argv = (args["--"]?.length ? args["--"] : (args.cmd ?? [])).map(String);
