@@ -4,7 +4,7 @@
 // Before running, the Debian packages the chosen tiers need (vmm/lab/packages.ts, with the
 // reason for each) are installed when missing and this runs as root with apt-get; otherwise it
 // stops with the command to run. Prints one closing line with the totals of every tier.
-const { spawnSync } = require("node:child_process");
+const { spawn, spawnSync } = require("node:child_process");
 const path = require("node:path");
 const fs = require("node:fs");
 
@@ -65,7 +65,7 @@ function ensurePackages(tiers) {
   const needs = [...new Set(tiers.flatMap((t) => TIERS[t].needs))];
   const missing = missingPackages(needs);
   if (!missing.length) return;
-  say(`the ${tiers.join(", ")} tiers need these Debian packages, which are missing:`);
+  say(`${tiers.length > 1 ? `the tiers ${tiers.join(", ")} need` : `the ${tiers[0]} tier needs`} these Debian packages, which are missing:`);
   for (const p of missing) process.stdout.write(`  ${p.name.padEnd(24)} ${p.why}\n`);
   if (!canInstall()) {
     say(`stopped: install them with\n  ${installCommand(missing)}\nthen run npm test again (as root with apt-get, npm test installs them itself)`);
@@ -82,7 +82,8 @@ function ensurePackages(tiers) {
 const totals = { passed: 0, failed: 0, skipped: 0 };
 let broken = false;
 
-function runTier(name) {
+/** Run one tier, its TAP copied out as it comes, and add its counts to the totals. */
+async function runTier(name) {
   const { args, limitS } = TIERS[name];
   process.stdout.write(`\n=== ${name}: ${[path.basename(args[0]), ...args.slice(1).map((a) => path.relative(root, a) || a)].join(" ")}\n`);
   if (name.startsWith("lab:") && !fs.existsSync(labRunner)) {
@@ -91,10 +92,24 @@ function runTier(name) {
     return;
   }
   const started = Date.now();
-  const r = spawnSync(args[0], args.slice(1), { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], timeout: limitS * 1000, killSignal: "SIGKILL", maxBuffer: 256 << 20 });
-  process.stdout.write(r.stdout ?? "");
+  const child = spawn(args[0], args.slice(1), { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
+  let stdout = "";
+  child.stdout.setEncoding("utf8").on("data", (d) => {
+    stdout += d;
+    process.stdout.write(d);
+  });
+  let timedOut = false;
+  const limit = setTimeout(() => {
+    timedOut = true;
+    child.kill("SIGKILL");
+  }, limitS * 1000);
+  const status = await new Promise((resolve) => {
+    child.on("error", (e) => resolve(e.message));
+    child.on("close", (code, signal) => resolve(signal ? `killed by ${signal}` : code));
+  });
+  clearTimeout(limit);
   const count = (key) => {
-    const m = [...(r.stdout ?? "").matchAll(new RegExp(`^# ${key} (\\d+)$`, "gm"))];
+    const m = [...stdout.matchAll(new RegExp(`^# ${key} (\\d+)$`, "gm"))];
     return m.length ? Number(m[m.length - 1][1]) : 0;
   };
   const passed = count("pass");
@@ -104,20 +119,23 @@ function runTier(name) {
   totals.failed += failed;
   totals.skipped += skipped;
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
-  if (r.error || r.status !== 0) {
+  if (status !== 0) {
     broken = true;
-    const why = r.error ? r.error.message : `exit status ${r.status}`;
+    const why = timedOut ? `over the tier's limit of ${limitS} s` : typeof status === "number" ? `exit status ${status}` : status;
     process.stdout.write(`=== ${name}: FAILED (${why}) after ${seconds} s\n`);
   } else process.stdout.write(`=== ${name}: ${passed} passed, ${failed} failed, ${skipped} skipped in ${seconds} s\n`);
 }
 
-const tiers = chosenTiers(process.argv.slice(2));
-ensurePackages(tiers);
-for (const t of tiers) runTier(t);
-
-if (ci && totals.skipped > 0) {
-  broken = true;
-  process.stdout.write(`CI=true: ${totals.skipped} skipped tests count as failures\n`);
+async function main() {
+  const tiers = chosenTiers(process.argv.slice(2));
+  ensurePackages(tiers);
+  for (const t of tiers) await runTier(t);
+  if (ci && totals.skipped > 0) {
+    broken = true;
+    process.stdout.write(`CI=true: ${totals.skipped} skipped tests count as failures\n`);
+  }
+  process.stdout.write(`\ntotal: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped\n`);
+  process.exit(broken || totals.failed > 0 ? 1 : 0);
 }
-process.stdout.write(`\ntotal: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped\n`);
-process.exit(broken || totals.failed > 0 ? 1 : 0);
+
+main();
