@@ -16,7 +16,7 @@ const runner = [process.execPath, "--test", "--test-reporter=tap"];
 const labRunner = path.join(dist, "test", "lab", "run.js");
 const LAB_KERNELS = ["sw-protected", "stock"];
 
-/** name -> { needs: Need[] (vmm/lab/packages.ts), limitS: whole tier, args: the command } */
+/** name -> { needs: Need[] (vmm/lab/packages.ts), limitS: the whole tier, args: the command, prepare?: a step before it with its own limit } */
 const TIERS = {
   unit: { needs: [], limitS: 300, args: [...runner, "--test-timeout=30000", path.join(dist, "test", "unit")] },
   host: { needs: ["test tools"], limitS: 1200, args: [...runner, "--test-concurrency=1", "--test-timeout=120000", path.join(dist, "test", "host")] },
@@ -24,7 +24,17 @@ const TIERS = {
   // On a host whose own KVM proves private memory, the lab tests run directly, once.
   "lab:host": { needs: [], limitS: 1800, args: [process.execPath, labRunner] },
   ...Object.fromEntries(
-    LAB_KERNELS.map((k) => [`lab:${k}`, { needs: ["lab", "lab kernel build"], limitS: 2400, args: [process.execPath, tsvmm, "lab", "--kernel", k, "--timeout", "1500", "--", "node", labRunner] }]),
+    LAB_KERNELS.map((k) => [
+      `lab:${k}`,
+      {
+        needs: ["lab", "lab kernel build"],
+        limitS: 2400,
+        args: [process.execPath, tsvmm, "lab", "--kernel", k, "--timeout", "1500", "--", "node", labRunner],
+        // Downloading or building the kernel (a first build takes 5-40 min on 2 shared cores) has
+        // its own limit, so that the tier's limit is the tests' own.
+        prepare: { limitS: 4800, args: [process.execPath, tsvmm, "lab", "--prepare-only", "--kernel", k] },
+      },
+    ]),
   ),
 };
 
@@ -82,16 +92,8 @@ function ensurePackages(tiers) {
 const totals = { passed: 0, failed: 0, skipped: 0 };
 let broken = false;
 
-/** Run one tier, its TAP copied out as it comes, and add its counts to the totals. */
-async function runTier(name) {
-  const { args, limitS } = TIERS[name];
-  process.stdout.write(`\n=== ${name}: ${[path.basename(args[0]), ...args.slice(1).map((a) => path.relative(root, a) || a)].join(" ")}\n`);
-  if (name.startsWith("lab:") && !fs.existsSync(labRunner)) {
-    broken = true;
-    process.stdout.write(`=== ${name}: FAILED (${labRunner} is not built)\n`);
-    return;
-  }
-  const started = Date.now();
+/** Run a command with a time limit, its stdout copied out as it comes (and kept), stderr inherited. */
+async function runStreaming(args, limitS) {
   const child = spawn(args[0], args.slice(1), { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
   let stdout = "";
   child.stdout.setEncoding("utf8").on("data", (d) => {
@@ -108,8 +110,33 @@ async function runTier(name) {
     child.on("close", (code, signal) => resolve(signal ? `killed by ${signal}` : code));
   });
   clearTimeout(limit);
+  const failure = status === 0 ? undefined : timedOut ? `over its limit of ${limitS} s` : typeof status === "number" ? `exit status ${status}` : status;
+  return { stdout, failure };
+}
+
+/** Run one tier (after preparing what it needs) and add its counts to the totals. */
+async function runTier(name) {
+  const { args, limitS, prepare } = TIERS[name];
+  const shown = (a) => [path.basename(a[0]), ...a.slice(1).map((x) => path.relative(root, x) || x)].join(" ");
+  process.stdout.write(`\n=== ${name}: ${shown(args)}\n`);
+  const started = Date.now();
+  const seconds = () => ((Date.now() - started) / 1000).toFixed(1);
+  if (name.startsWith("lab:") && !fs.existsSync(labRunner)) {
+    broken = true;
+    process.stdout.write(`=== ${name}: FAILED (${labRunner} is not built)\n`);
+    return;
+  }
+  if (prepare) {
+    const p = await runStreaming(prepare.args, prepare.limitS);
+    if (p.failure) {
+      broken = true;
+      process.stdout.write(`=== ${name}: FAILED (${shown(prepare.args)}: ${p.failure}) after ${seconds()} s\n`);
+      return;
+    }
+  }
+  const r = await runStreaming(args, limitS);
   const count = (key) => {
-    const m = [...stdout.matchAll(new RegExp(`^# ${key} (\\d+)$`, "gm"))];
+    const m = [...r.stdout.matchAll(new RegExp(`^# ${key} (\\d+)$`, "gm"))];
     return m.length ? Number(m[m.length - 1][1]) : 0;
   };
   const passed = count("pass");
@@ -118,12 +145,10 @@ async function runTier(name) {
   totals.passed += passed;
   totals.failed += failed;
   totals.skipped += skipped;
-  const seconds = ((Date.now() - started) / 1000).toFixed(1);
-  if (status !== 0) {
+  if (r.failure) {
     broken = true;
-    const why = timedOut ? `over the tier's limit of ${limitS} s` : typeof status === "number" ? `exit status ${status}` : status;
-    process.stdout.write(`=== ${name}: FAILED (${why}) after ${seconds} s\n`);
-  } else process.stdout.write(`=== ${name}: ${passed} passed, ${failed} failed, ${skipped} skipped in ${seconds} s\n`);
+    process.stdout.write(`=== ${name}: FAILED (${r.failure}) after ${seconds()} s\n`);
+  } else process.stdout.write(`=== ${name}: ${passed} passed, ${failed} failed, ${skipped} skipped in ${seconds()} s\n`);
 }
 
 async function main() {

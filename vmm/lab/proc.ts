@@ -37,11 +37,19 @@ export function killTree(pid: number | undefined, signal: NodeJS.Signals = "SIGK
   }
 }
 
+/**
+ * The command line that runs `file` under `setpriv --pdeathsig KILL` (util-linux) when the host
+ * has setpriv: the kernel kills it when we die, even by SIGKILL, which no handler of ours sees.
+ */
+export function dyingWithUs(file: string, args: string[]): [string, string[]] {
+  const setpriv = which("setpriv", `${process.env.PATH ?? ""}:/usr/bin:/bin`);
+  return setpriv ? [setpriv, ["--pdeathsig", "KILL", "--", file, ...args]] : [file, args];
+}
+
 /** Run a program to completion (never through a shell), with a hard time limit. */
 export function run(file: string, args: string[], opts: RunOptions): Promise<RunResult> {
   const started = Date.now();
-  const argv = opts.nice ? ["-n", "10", file, ...args] : args;
-  const prog = opts.nice ? "nice" : file;
+  const [prog, argv] = dyingWithUs(opts.nice ? "nice" : file, opts.nice ? ["-n", "10", file, ...args] : args);
   return new Promise((resolve, reject) => {
     let log: number | undefined;
     const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, detached: true };

@@ -6,7 +6,7 @@ import { ChildProcess, spawn } from "node:child_process";
 import { LabError, LabStatus } from "./errors";
 import { LabKernel } from "./kernel";
 import { installCommand, packageNamed } from "./packages";
-import { Progress, which } from "./proc";
+import { dyingWithUs, Progress, which } from "./proc";
 import { StagedRun } from "./stage";
 
 export interface LabRunSpec {
@@ -87,14 +87,10 @@ export function labAccel(): string {
   return process.env.TSVMM_LAB_ACCEL || "tcg,thread=single";
 }
 
-/**
- * Start QEMU under `setpriv --pdeathsig KILL` (util-linux): the kernel kills it when tsvmm lab
- * dies, even by SIGKILL, which no handler of ours sees. Its stdout is ignored, stderr piped.
- */
+/** Start QEMU so that it dies with tsvmm lab (dyingWithUs). Its stdout is ignored, stderr piped. */
 export function startQemu(qemu: string, args: string[], progress: Progress): ChildProcess {
-  const setpriv = which("setpriv", `${process.env.PATH ?? ""}:/usr/bin:/bin`);
-  if (!setpriv) progress.warn(`no setpriv (${packageNamed("util-linux").name}): QEMU would outlive a SIGKILLed tsvmm lab`);
-  const [file, argv] = setpriv ? [setpriv, ["--pdeathsig", "KILL", "--", qemu, ...args]] : [qemu, args];
+  const [file, argv] = dyingWithUs(qemu, args);
+  if (file === qemu) progress.warn(`no setpriv (${packageNamed("util-linux").name}): QEMU would outlive a SIGKILLed tsvmm lab`);
   try {
     return spawn(file, argv, { stdio: ["ignore", "ignore", "pipe"] });
   } catch (e) {
