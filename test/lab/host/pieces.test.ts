@@ -10,6 +10,7 @@ import { writeCpio } from "../../../vmm/lab/initramfs";
 import { keepPaths, runScript, shq } from "../../../vmm/lab/stage";
 import { moduleDepends, parseConfig } from "../../../vmm/lab/kernel";
 import { dependsNames } from "../../../vmm/lab/apt";
+import { privateMemoryHint } from "../../../vmm/host/caps";
 
 /** Minimal newc reader: [name, mode, data] of every entry. */
 function readCpio(buf: Buffer): { name: string; mode: number; data: Buffer; rdev: [number, number] }[] {
@@ -116,4 +117,10 @@ test("parseConfig: set, unset and string options; the fragment keeps what the la
   for (const k of ["CONFIG_KVM", "CONFIG_KVM_AMD", "CONFIG_KVM_SW_PROTECTED_VM", "CONFIG_9P_FS", "CONFIG_NET_9P_VIRTIO", "CONFIG_VIRTIO_PCI", "CONFIG_SERIAL_8250_CONSOLE", "CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS", "CONFIG_TMPFS", "CONFIG_CGROUPS", "CONFIG_EXPERT", "CONFIG_FUTEX", "CONFIG_EPOLL", "CONFIG_EVENTFD", "CONFIG_UNIX", "CONFIG_MEMFD_CREATE"])
     assert.equal(frag.get(k), "y", k);
   for (const k of ["CONFIG_KVM_AMD_SEV", "CONFIG_MODULES"]) assert.equal(frag.get(k), "n", k);
+});
+
+test("privateMemoryHint: outside the lab, the lab; inside the stock lab, its sw-protected kernel", () => {
+  assert.match(privateMemoryHint(undefined), /tsvmm lab -- tsvmm run/);
+  assert.match(privateMemoryHint("stock"), /--kernel sw-protected/);
+  assert.doesNotMatch(privateMemoryHint("sw-protected"), /--kernel sw-protected/);
 });
