@@ -26,7 +26,7 @@ export function listGuests(): GuestEntry[] {
     const file = path.join(GUEST_DIR, f);
     let description = "(no description)";
     try {
-      description = parseElf(f, fs.readFileSync(file)).description ?? description;
+      description = readImage(file, f).description ?? description;
     } catch (err) {
       description = `(unreadable: ${(err as Error).message})`;
     }
@@ -34,14 +34,51 @@ export function listGuests(): GuestEntry[] {
   });
 }
 
+/** Larger images are refused before reading: far more than any test guest, small enough to read at once. */
+export const MAX_IMAGE_SIZE = 1 << 30; // a whole number of GiB, as the messages say
+
 function readImage(file: string, label: string): ElfImage {
-  let bytes: Buffer;
+  const fsError = (err: unknown) =>
+    (err as NodeJS.ErrnoException).syscall ? new BadImageError(label, `cannot be read (${(err as NodeJS.ErrnoException).code})`) : err;
+  let fd: number;
   try {
-    bytes = fs.readFileSync(file);
+    // Stat before opening: opening a device can have effects, and a FIFO blocks until a writer comes.
+    checkImageFile(label, fs.statSync(file));
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   } catch (err) {
-    throw new BadImageError(label, `cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw fsError(err);
   }
-  return parseElf(label, bytes);
+  try {
+    const size = checkImageFile(label, fs.fstatSync(fd)); // the path may have been replaced meanwhile
+    const bytes = Buffer.alloc(size);
+    let got = 0;
+    while (got < size) {
+      const n = fs.readSync(fd, bytes, got, size - got, got);
+      if (n === 0) break; // the file shrank
+      got += n;
+    }
+    return parseElf(label, bytes.subarray(0, got));
+  } catch (err) {
+    throw fsError(err);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Regular files up to MAX_IMAGE_SIZE only: /dev/zero would be read without end. Returns the size. */
+function checkImageFile(label: string, stat: fs.Stats): number {
+  if (!stat.isFile()) throw new BadImageError(label, `is not a regular file (${fileKind(stat)}); give the path of an ELF file`);
+  if (stat.size > MAX_IMAGE_SIZE) throw new BadImageError(label, `is ${stat.size} bytes; guest images are limited to ${MAX_IMAGE_SIZE >> 30} GiB`);
+  return stat.size;
+}
+
+function fileKind(stat: fs.Stats): string {
+  if (stat.isDirectory()) return "a directory";
+  if (stat.isCharacterDevice()) return "a character device";
+  if (stat.isBlockDevice()) return "a block device";
+  if (stat.isFIFO()) return "a FIFO";
+  if (stat.isSocket()) return "a socket";
+  return "not a file";
 }
 
 /** A shipped guest by name (`hello`) or any ELF by path (`./my.elf`). */

@@ -1,12 +1,13 @@
 // The programmatic way to boot a guest: the CLI's `run` and the tests both come through here.
 import * as fs from "node:fs";
-import { Machine, RunResult } from "./machine/machine";
+import { Machine, MachineResult } from "./machine/machine";
+export type { StopRequest } from "./machine/machine";
 import { loadFirmware, loadGuest } from "./guests";
 import type { ConsoleScreen } from "./console/screen";
-import { ExitStatus, TsvmmError } from "./errors";
+import { ExitStatus, UsageError } from "./errors";
 import { computeLayout } from "./machine/layout";
-import { PrivateRequest, requestedPrivate, resolvePrivateMemory } from "./memory/policy";
-import { assessHost, probeHost } from "./host/caps";
+import { PrivateRequest, resolvePrivateMemory } from "./memory/policy";
+import { assessHost, openKvm, probeHost } from "./host/caps";
 
 export type ConsoleMode = "raw" | "screen" | "capture";
 
@@ -20,11 +21,12 @@ export interface RunOptions {
   cmdline?: string;
   /** raw: stream bytes to `output`; screen: render through xterm and print the final screen; capture: only collect */
   console?: ConsoleMode;
-  output?: NodeJS.WritableStream;
+  output?: { write(bytes: Uint8Array): unknown };
   /** Run-log lines (stderr in the CLI) */
   log?: (line: string) => void;
   /** NDJSON event trace file */
   trace?: string;
+  /** Stops the VM: abort it with a StopRequest as the reason (any other reason counts as SIGINT) */
   signal?: AbortSignal;
   device?: string;
   /** Called once the VM is running with a function that feeds bytes to the guest's COM1 */
@@ -35,7 +37,7 @@ export interface RunOptions {
   onMachine?: (machine: Machine) => void;
 }
 
-export interface GuestRun extends RunResult {
+export interface GuestRun extends MachineResult {
   /** Everything the guest printed (UTF-8, at most the last 1 MiB) */
   console: string;
   /** The final screen (console: "screen" only) */
@@ -50,62 +52,98 @@ export const DEFAULT_MEM = 64n << 20n;
 export async function runGuest(opts: RunOptions): Promise<GuestRun> {
   const firmware = loadFirmware();
   const guest = loadGuest(opts.guest);
-  const memSize = opts.memSize ?? DEFAULT_MEM;
-  const cpus = opts.cpus ?? 1;
-  const req = opts.privateMemory ?? {};
-  // The host is probed only when private memory is wanted (or --shared-bit must be refused).
-  const privateMemory = requestedPrivate(req, guest) !== "none" || req.sharedBit
-    ? resolvePrivateMemory(req, guest, computeLayout(memSize, cpus, firmware, guest), assessHost(probeHost(opts.device)))
-    : undefined;
-  const mode = opts.console ?? "capture";
-  // xterm costs ~10 ms to load: only the screen mode pays for it.
-  const screen: ConsoleScreen | undefined = mode === "screen" ? new (await import("./console/screen")).ConsoleScreen() : undefined;
-  const chunks: Buffer[] = [];
-  let captured = 0;
-  let traceFd: number | undefined;
-  if (opts.trace) {
-    try {
-      traceFd = fs.openSync(opts.trace, "w");
-    } catch (err) {
-      throw new TsvmmError(`--trace ${opts.trace}: cannot open for writing (${(err as NodeJS.ErrnoException).code})`, ExitStatus.USAGE);
-    }
-  }
-  const machine = new Machine({
-    firmware,
-    guest,
-    memSize,
-    cpus,
-    privateMemory,
-    cmdline: opts.cmdline ?? "",
-    device: opts.device,
-    log: opts.log,
-    trace: traceFd === undefined ? undefined : (e) => fs.writeSync(traceFd!, JSON.stringify(e) + "\n"),
-    onConsole: (bytes) => {
-      const copy = Buffer.from(bytes);
-      chunks.push(copy);
-      captured += copy.length;
-      while (captured > CAPTURE_LIMIT && chunks.length > 1) captured -= chunks.shift()!.length;
-      if (mode === "raw") opts.output?.write(copy);
-      screen?.write(copy);
-    },
-  });
+  // Resolved once, top down: the layout, the host's answers, what the machine is made of.
+  const layout = computeLayout(opts.memSize ?? DEFAULT_MEM, opts.cpus ?? 1, firmware, guest);
+  const device = opts.device ?? "/dev/kvm";
+  const kvm = openKvm(device);
+  let machine: Machine | undefined;
+  let screen: ConsoleScreen | undefined;
+  let trace: TraceFile | undefined;
+  let traceFailure: string | undefined;
   try {
-    machine.create();
-    opts.onMachine?.(machine);
-    opts.onInput?.((bytes) => machine.serial.receive(bytes));
-    const result = await machine.run(opts.timeout, opts.signal);
-    const unclaimed = [...machine.unclaimedPorts].map(([p, n]) => `0x${p.toString(16)} (${n.reads} reads, ${n.writes} writes)`);
+    const verdict = assessHost(probeHost(device, kvm));
+    const privateMemory = resolvePrivateMemory(opts.privateMemory ?? {}, guest, layout, verdict);
+    const mode = opts.console ?? "capture";
+    // xterm costs ~10 ms to load: only the screen mode pays for it.
+    if (mode === "screen") screen = new (await import("./console/screen")).ConsoleScreen();
+    const chunks: Buffer[] = [];
+    let captured = 0;
+    const m = new Machine({
+      kvm,
+      firmware,
+      guest,
+      layout,
+      ram: { backing: verdict.ramBacking, region2: verdict.memoryRegion2 },
+      amd: verdict.amd,
+      privateMemory,
+      cmdline: opts.cmdline ?? "",
+      log: opts.log,
+      trace: opts.trace === undefined ? undefined : (event) => trace?.write(event),
+      onConsole: (bytes) => {
+        const copy = Buffer.from(bytes);
+        chunks.push(copy);
+        captured += copy.length;
+        while (captured > CAPTURE_LIMIT && chunks.length > 1) captured -= chunks.shift()!.length;
+        if (mode === "raw") opts.output?.write(copy);
+        screen?.write(copy);
+      },
+    });
+    machine = m;
+    // Opened after every check (the machine's constructor is the last), so a refused run leaves
+    // an existing trace file alone.
+    if (opts.trace !== undefined)
+      trace = openTrace(opts.trace, (problem) => {
+        traceFailure = problem;
+        // Later, not inside the trace call: the machine may be in the middle of starting or finishing.
+        queueMicrotask(() => m.finish(ExitStatus.OUTPUT_FAILED, `${problem}; the VM was stopped`));
+      });
+    m.create();
+    opts.onMachine?.(m);
+    opts.onInput?.((bytes) => m.serial.receive(bytes));
+    const result = await m.run(opts.timeout, opts.signal);
+    if (traceFailure && result.status !== ExitStatus.OUTPUT_FAILED) opts.log?.(`${traceFailure}: the trace is incomplete`);
+    const unclaimed = [...m.unclaimedPorts].map(([p, n]) => `0x${p.toString(16)} (${n.reads} reads, ${n.writes} writes)`);
     if (unclaimed.length) opts.log?.(`ports no device claims were touched: ${unclaimed.join(", ")}`);
     for (const line of result.conversions?.summary ?? []) opts.log?.(line);
     return {
       ...result,
       console: Buffer.concat(chunks).toString("utf8"),
       screen: screen ? await screen.text() : undefined,
-      lastLine: machine.lastConsoleLine,
+      lastLine: m.lastConsoleLine,
     };
   } finally {
-    machine.close();
+    if (machine) machine.close();
+    else kvm.close();
     screen?.dispose();
-    if (traceFd !== undefined) fs.closeSync(traceFd);
+    trace?.close();
   }
+}
+
+/** The NDJSON trace. A write that fails (disk full, file size limit) closes it and calls onFailure once. */
+interface TraceFile {
+  write: (event: Record<string, unknown>) => void;
+  close: () => void;
+}
+
+function openTrace(file: string, onFailure: (problem: string) => void): TraceFile {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(file, "w");
+  } catch (err) {
+    throw new UsageError(`--trace ${file}: cannot open for writing (${(err as NodeJS.ErrnoException).code})`);
+  }
+  const close = () => {
+    if (fd !== undefined) fs.closeSync(fd);
+    fd = undefined;
+  };
+  const write = (event: Record<string, unknown>) => {
+    if (fd === undefined) return;
+    try {
+      fs.writeFileSync(fd, JSON.stringify(event) + "\n");
+    } catch (err) {
+      close();
+      onFailure(`--trace ${file}: write failed (${(err as NodeJS.ErrnoException).code})`);
+    }
+  };
+  return { write, close };
 }

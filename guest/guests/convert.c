@@ -1,7 +1,7 @@
 /*
- * convert: the scenarios of the kernel's x86/private_mem_conversions_test as a guest
- * (reference/kernel-uapi.md §6.2), on one chunk of 2 MiB + 4 KiB (2 MiB aligned, inside a
- * 4 MiB reservation, as the selftest's per-vCPU data) in RAM the boot page flags private.
+ * convert: the scenarios of the kernel selftest x86/private_mem_conversions_test as a guest,
+ * on one chunk of 2 MiB + 4 KiB (2 MiB aligned, inside a 4 MiB reservation, as the selftest's
+ * per-vCPU data) in RAM the boot page flags private.
  *
  * The selftest's host thread is the VMM, reached by host requests (host.h): SYNC_SHARED is
  * CHECK_SHARED with FILL, SYNC_PRIVATE is CHECK_PRIVATE, its "fallocate without set-attributes"

@@ -1,7 +1,6 @@
 // The KVM uAPI tsvmm uses. <linux/kvm.h> on the build machines is Linux 6.1; everything added
 // since (guest_memfd, memslots v2, memory attributes, the memory-fault exit, new caps) is defined
-// here, with the numbers and layouts of include/uapi/linux/kvm.h in 7.3 (see
-// shared/reference/kernel-uapi.md). Every definition is guarded so newer system headers win, and
+// here, with the numbers and layouts of the kernel's include/uapi/linux/kvm.h in 7.3. Every definition is guarded so newer system headers win, and
 // every layout is pinned with static_asserts so a mismatch fails the build, not the guest.
 #pragma once
 

@@ -55,7 +55,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ---- uAPI not in older <linux/kvm.h> (numbers from reference/kernel-uapi.md §1-§5) ---- */
+/* ---- uAPI not in older <linux/kvm.h> (numbers from the kernel's include/uapi/linux/kvm.h, 7.3) ---- */
 
 struct cl_create_guest_memfd {
 	uint64_t size, flags, reserved[6];

@@ -4,7 +4,9 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { tsvmm } from "../support/cli";
+import { spawn } from "node:child_process";
+import { tsvmm, TSVMM } from "../support/cli";
+import { buildElf } from "../support/elfBuilder";
 import { hostExecution, requireKvm } from "../support/host";
 
 const T = { timeout: 60000 };
@@ -79,6 +81,56 @@ test("--timeout stops a guest that never exits, reports where it was, and exits 
   assert.match(r.stderr, /timed out after 1\.5 s/);
   assert.match(r.stderr, /vCPU 0 registers \(64-bit long mode\)/);
   assert.ok(Date.now() - started < 15000);
+});
+
+test("--timeout ends the process on time (no timer left behind)", T, async (t) => {
+  if (!requireKvm(t)) return;
+  // Timed from the guest's first output, so a slow process start on a loaded machine does not count;
+  // measured ~0.9 s here; a forgotten one-second timer keeps the process alive a second longer (~1.9 s).
+  const child = spawn(process.execPath, [TSVMM, "run", "spin", "--timeout", "1", "-q"], { stdio: ["ignore", "pipe", "pipe"] });
+  const kill = setTimeout(() => child.kill("SIGKILL"), 30000);
+  let running = 0;
+  child.stdout.on("data", () => (running ||= performance.now()));
+  const status = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  clearTimeout(kill);
+  const afterStart = performance.now() - running;
+  assert.equal(status, 124);
+  assert.ok(running > 0, "the guest printed nothing");
+  assert.ok(afterStart < 1500, `spin --timeout 1 ended ${afterStart.toFixed(0)} ms after the guest started`);
+});
+
+test("--timeout beyond Node's 24.8-day timer limit still waits (no overflow to 1 ms)", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const r = await tsvmm(["run", "spin", "--timeout", "3000000"], { waitFor: /spinning/, signalAfterMs: 500 });
+  assert.equal(r.status, 130, r.stderr);
+  assert.match(r.stderr, /interrupted/);
+  assert.doesNotMatch(r.stderr, /TimeoutOverflowWarning/);
+});
+
+test("a status the guest may not use is reported as 77 with the value, never passed on", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tsvmm-status-"));
+  // mov eax, status; mov edx, 0xf4; out dx, eax; hlt
+  const exitWith = (status: number) => {
+    const code = Buffer.from([0xb8, 0, 0, 0, 0, 0xba, 0xf4, 0, 0, 0, 0xef, 0xf4]);
+    code.writeUInt32LE(status, 1);
+    const file = path.join(dir, `exit-${status}.elf`);
+    fs.writeFileSync(file, buildElf({ entry: 0x100000n, segments: [{ paddr: 0x100000n, data: code }] }));
+    return file;
+  };
+  try {
+    for (const status of [65, 124, 200, 298]) {
+      const r = await tsvmm(["run", exitWith(status)]);
+      assert.equal(r.status, 77, `${status}: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`the guest wrote status ${status} \\(0x${status.toString(16)}\\) to port 0xf4; guests own 0 to 63`));
+    }
+    for (const status of [0, 5, 63, 71]) {
+      const r = await tsvmm(["run", exitWith(status)]);
+      assert.equal(r.status, status, r.stderr);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("SIGINT stops the VM cleanly and exits 130", T, async (t) => {

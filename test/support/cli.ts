@@ -12,7 +12,10 @@ export interface CliResult {
   stderr: string;
 }
 
-export function tsvmm(args: string[], opts: { limitMs?: number; signalAfterMs?: number; waitFor?: RegExp } = {}): Promise<CliResult> {
+export function tsvmm(
+  args: string[],
+  opts: { limitMs?: number; signalAfterMs?: number; waitFor?: RegExp; signal?: NodeJS.Signals } = {},
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [TSVMM, ...args], { stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
@@ -25,7 +28,7 @@ export function tsvmm(args: string[], opts: { limitMs?: number; signalAfterMs?: 
     const maybeInterrupt = () => {
       if (!interrupted && opts.waitFor && opts.waitFor.test(stdout)) {
         interrupted = true;
-        setTimeout(() => child.kill("SIGINT"), opts.signalAfterMs ?? 0);
+        setTimeout(() => child.kill(opts.signal ?? "SIGINT"), opts.signalAfterMs ?? 0);
       }
     };
     child.stdout.on("data", (d) => {

@@ -9,12 +9,14 @@ const system = {
 const vmDefault = { guestMemfd: 1, guestMemfdFlags: 3, memoryAttributes: 0, exitHypercall: 0x1000, userMemory2: 1 };
 
 // Measured on this project's development machines (host-kvm.md).
-const pvm: HostProbe = { device: "/dev/kvm", vendorModule: "kvm_pvm", tdp: null, apiVersion: 12, system, vmTypes: { default: vmDefault } };
+const cpu = { amd: true, physicalAddressBits: 48 };
+const pvm: HostProbe = { device: "/dev/kvm", vendorModule: "kvm_pvm", tdp: null, apiVersion: 12, system, vmTypes: { default: vmDefault }, cpu };
 // The nested lab with the sw-protected kernel.
 const labSw: HostProbe = {
   device: "/dev/kvm", vendorModule: "kvm_amd", tdp: true, apiVersion: 12,
   system: { ...system, vmTypes: 3, memoryAttributes: 8 },
   vmTypes: { default: vmDefault, "sw-protected": { ...vmDefault, guestMemfdFlags: 1, memoryAttributes: 8 } },
+  cpu,
 };
 
 test("kvm_pvm: runs guests emulated on guest_memfd RAM, refuses private memory and points to the lab", () => {
@@ -51,4 +53,13 @@ test("a kernel before 6.18 falls back to memfd RAM", () => {
   assert.equal(v.ramBacking, "memfd");
   assert.match(v.ramBackingReason, /6\.18/);
   assert.equal(v.backends.memslots.available, false);
+});
+
+test("RAM is guest_memfd only with both MMAP and INIT_SHARED and the REGION2 ioctl", () => {
+  assert.equal(assessHost({ ...labSw, vmTypes: { default: { ...vmDefault, guestMemfdFlags: 1 } } }).ramBacking, "memfd");
+  assert.equal(assessHost({ ...labSw, vmTypes: { default: { ...vmDefault, guestMemfdFlags: 7 } } }).ramBacking, "guest_memfd");
+  const old = assessHost({ ...labSw, system: { ...labSw.system, userMemory2: 0 } });
+  assert.equal(old.ramBacking, "memfd");
+  assert.equal(old.memoryRegion2, false);
+  assert.equal(assessHost(labSw).physicalAddressBits, 48);
 });

@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { computeLayout } from "../../vmm/machine/layout";
+import { CLI_FLAGS } from "../../vmm/cli/flags";
 import { parseElf } from "../../vmm/machine/elf";
 import { BadImageError, UsageError } from "../../vmm/errors";
 import { buildElf } from "../support/elfBuilder";
@@ -25,13 +26,16 @@ test("refuses images that overlap the boot page, stacks or firmware, or leave RA
   assert.throws(() => computeLayout(64n << 20n, 1, firmware, image("g", 0x80000n, 0x1000n)), (e: unknown) => e instanceof BadImageError && /overlaps the vCPU stacks/.test(e.message));
   assert.throws(() => computeLayout(64n << 20n, 1, firmware, image("g", 0x1000n, 0x10n)), /overlaps the boot-information page/);
   assert.throws(() => computeLayout(64n << 20n, 1, firmware, image("g", 0x12000n, 0x10n)), /overlaps the firmware segment/);
-  assert.throws(() => computeLayout(4n << 20n, 1, firmware, image("g", 0x300000n, 0x200000n)), /lies outside RAM .*raise --mem/);
+  assert.throws(() => computeLayout(4n << 20n, 1, firmware, image("g", 0x300000n, 0x200000n)), /lies outside RAM .*raise memSize/);
 });
 
 test("refuses RAM sizes and vCPU counts out of range", () => {
-  assert.throws(() => computeLayout(1n << 20n, 1, firmware, guest), (e: unknown) => e instanceof UsageError && /--mem/.test(e.message));
-  assert.throws(() => computeLayout(4n << 30n, 1, firmware, guest), /--mem/);
-  assert.throws(() => computeLayout((64n << 20n) + 5n, 1, firmware, guest), /multiple of 4 KiB/);
-  assert.throws(() => computeLayout(64n << 20n, 0, firmware, guest), /--cpus 0/);
-  assert.throws(() => computeLayout(64n << 20n, 33, firmware, guest), /--cpus 33/);
+  // The domain names the setting; the CLI shows its flag.
+  const refused = (pattern: RegExp) => (e: unknown) => e instanceof UsageError && pattern.test(e.describe(CLI_FLAGS));
+  assert.throws(() => computeLayout(1n << 20n, 1, firmware, guest), (e: unknown) => e instanceof UsageError && /^memSize 1048576 bytes is out of range/.test(e.message));
+  assert.throws(() => computeLayout(1n << 20n, 1, firmware, guest), refused(/^--mem 1048576 bytes is out of range/));
+  assert.throws(() => computeLayout(4n << 30n, 1, firmware, guest), refused(/^--mem /));
+  assert.throws(() => computeLayout((64n << 20n) + 5n, 1, firmware, guest), refused(/^--mem must be a multiple of 4 KiB/));
+  assert.throws(() => computeLayout(64n << 20n, 0, firmware, guest), refused(/^--cpus 0 /));
+  assert.throws(() => computeLayout(64n << 20n, 33, firmware, guest), refused(/^--cpus 33 /));
 });

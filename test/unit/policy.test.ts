@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { resolvePrivateMemory } from "../../vmm/memory/policy";
 import { parseRanges } from "../../vmm/cli/parse";
+import { CLI_FLAGS } from "../../vmm/cli/flags";
 import type { Verdict } from "../../vmm/host/caps";
 import type { ElfImage } from "../../vmm/machine/elf";
 import type { Layout } from "../../vmm/machine/layout";
@@ -10,7 +11,8 @@ import { TsvmmError, UsageError } from "../../vmm/errors";
 const layout: Layout = { ramSize: 64n << 20n, cpus: 1, regions: [], freeBase: 0x106000n };
 const guest = (wantsPrivate: boolean) => ({ name: "g", entry: 0n, segments: [], wantsPrivate }) as ElfImage;
 const verdict = (attributes: boolean, memslots: boolean, hypercallExit = true): Verdict => ({
-  canRun: true, execution: "native", executionBasis: "", ramBacking: "guest_memfd", ramBackingReason: "",
+  canRun: true, execution: "native", executionBasis: "", ramBacking: "guest_memfd", ramBackingReason: "", memoryRegion2: true,
+  physicalAddressBits: 48, amd: false,
   backends: { attributes: { available: attributes, reason: "needs CONFIG_KVM_SW_PROTECTED_VM" }, memslots: { available: memslots, reason: "needs a native KVM" } },
   hypercallExit, memoryFaultExit: true, lines: [],
 });
@@ -39,7 +41,7 @@ test("--shared-bit picks memslots and refuses attributes with the reason", () =>
 
 test("a host without private memory is refused with the lab as the way out (69)", () => {
   assert.throws(() => resolvePrivateMemory({}, guest(true), layout, verdict(false, false)), (e: unknown) => e instanceof TsvmmError && e.status === 69 && /tsvmm lab/.test(e.hint!));
-  assert.throws(() => resolvePrivateMemory({ backend: "attributes" }, guest(true), layout, verdict(false, true)), /--backend attributes: needs CONFIG_KVM_SW_PROTECTED_VM/);
+  assert.throws(() => resolvePrivateMemory({ backend: "attributes" }, guest(true), layout, verdict(false, true)), /privateMemory.backend attributes: needs CONFIG_KVM_SW_PROTECTED_VM/);
 });
 
 test("--private ranges must be whole pages above the image and inside RAM", () => {
@@ -50,4 +52,17 @@ test("--private ranges must be whole pages above the image and inside RAM", () =
   assert.throws(() => resolvePrivateMemory({ private: [{ start: 60n << 20n, end: 70n << 20n }] }, guest(false), layout, verdict(true, true)), /must lie inside/);
   assert.equal(parseRanges("--private", "ALL"), "all");
   assert.throws(() => parseRanges("--private", "2M..4M"), /is not a range/);
+});
+
+test("--shared-bit lies above 4 GiB and below the CPU's physical address width", () => {
+  assert.equal(resolvePrivateMemory({ sharedBit: 32 }, guest(true), layout, verdict(false, true))!.sharedBit, 32);
+  assert.equal(resolvePrivateMemory({ sharedBit: 47 }, guest(true), layout, verdict(false, true))!.sharedBit, 47);
+  for (const bit of [31, 48, 63])
+    assert.throws(
+      () => resolvePrivateMemory({ sharedBit: bit }, guest(true), layout, verdict(false, true)),
+      (e: unknown) =>
+        e instanceof UsageError &&
+        e.message === `privateMemory.sharedBit ${bit} is out of range` &&
+        e.describe(CLI_FLAGS).startsWith(`--shared-bit ${bit} is out of range\n  hint: use 32 to 47`),
+    );
 });

@@ -5,8 +5,16 @@ import { capsCommand } from "./commands/caps";
 import { guestsCommand } from "./commands/guests";
 import { labCommand } from "./commands/lab";
 import { ExitStatus, TsvmmError } from "../errors";
+import { CLI_FLAGS } from "./flags";
+import { stdoutFailure } from "./stop";
 
 export async function main(argv: string[]): Promise<void> {
+  // A closed stdout (`tsvmm guests | head -1`) ends the output quietly with a status, as SIGPIPE
+  // ends other tools; `run` also stops its VM (./stop.ts). A failing stderr has nowhere to report.
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    process.exitCode ??= stdoutFailure(err).status;
+  });
+  process.stderr.on("error", () => {});
   const cli = yargs(argv)
     .scriptName("tsvmm")
     .usage(
@@ -17,6 +25,7 @@ export async function main(argv: string[]): Promise<void> {
         "Usage: $0 <command> [options]",
       ].join("\n"),
     )
+    .epilog("`tsvmm <command> --help` explains a command's options with examples; run and lab also list their exit statuses.")
     .command(runCommand)
     .command(capsCommand)
     .command(guestsCommand)
@@ -30,7 +39,7 @@ export async function main(argv: string[]): Promise<void> {
     .version()
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((message, err) => {
-      if (err) throw err;
+      if (err && err.name !== "YError") throw err; // a YError is yargs refusing the command line
       process.stderr.write(`tsvmm: ${message}\nRun \`tsvmm --help\` (or \`tsvmm <command> --help\`) for usage.\n`);
       process.exit(ExitStatus.USAGE);
     });
@@ -38,7 +47,7 @@ export async function main(argv: string[]): Promise<void> {
     await cli.parseAsync();
   } catch (err) {
     if (err instanceof TsvmmError) {
-      process.stderr.write(`tsvmm: ${err.describe()}\n`);
+      process.stderr.write(`tsvmm: ${err.describe(CLI_FLAGS)}\n`);
       process.exitCode = err.status;
       return;
     }

@@ -25,7 +25,11 @@ export function attachTerminalInput(send: (bytes: Uint8Array) => void, quit: () 
     if (detached) return;
     detached = true;
     stdin.off("data", onData);
-    stdin.setRawMode(false);
+    try {
+      stdin.setRawMode(false);
+    } catch {
+      // The terminal is gone (it hung up: SIGHUP); there is no mode left to restore.
+    }
     stdin.pause();
   };
 }

@@ -2,7 +2,11 @@
 // assessHost() is pure and turns the answers into a verdict.
 import * as fs from "node:fs";
 import { loadAddon, NativeKvm } from "../native";
-import { Cap, GuestMemfdFlag, MEMORY_ATTRIBUTE_PRIVATE, HC_MAP_GPA_RANGE, VM_TYPE_NAMES } from "../kvm/uapi";
+import { Cap, EXIT_HYPERCALL_MAP_GPA_RANGE, KVM_API_VERSION, MEMORY_ATTRIBUTE_PRIVATE, VM_TYPE_NAMES } from "../kvm/uapi";
+import { decodeCpuid } from "../kvm/structs";
+import { isAmd, physicalAddressBits } from "../arch/x86/cpuid";
+import { chooseSharedRam, RamBacking } from "../memory/shared";
+import { fromSyscall, isSyscallError } from "../errors";
 
 export type VendorModule = "kvm_intel" | "kvm_amd" | "kvm_pvm" | "unknown";
 
@@ -37,6 +41,8 @@ export interface HostProbe {
   };
   /** VM-scope answers for every VM type the host lists */
   vmTypes: Record<string, VmScopeCaps | { error: string }>;
+  /** From KVM_GET_SUPPORTED_CPUID */
+  cpu: { amd: boolean; physicalAddressBits: number };
 }
 
 export type Backend = "attributes" | "memslots";
@@ -45,8 +51,15 @@ export interface Verdict {
   canRun: boolean;
   execution: "native" | "emulated" | "unknown";
   executionBasis: string;
-  ramBacking: "guest_memfd" | "memfd";
+  /** The backing of RAM that is not private, decided here once for the whole run */
+  ramBacking: RamBacking;
   ramBackingReason: string;
+  /** KVM_SET_USER_MEMORY_REGION2 is available (used for a memfd too) */
+  memoryRegion2: boolean;
+  /** The CPU's guest-physical address width (bounds --shared-bit) */
+  physicalAddressBits: number;
+  /** AMD CPUs take vmmcall for hypercalls, Intel ones vmcall */
+  amd: boolean;
   backends: Record<Backend, { available: boolean; reason: string }>;
   hypercallExit: boolean;
   memoryFaultExit: boolean;
@@ -66,6 +79,15 @@ function detectVendor(): { vendorModule: VendorModule; tdp: boolean | null } {
   if (fs.existsSync("/sys/module/kvm_intel")) return { vendorModule: "kvm_intel", tdp: param("kvm_intel", "ept") };
   if (fs.existsSync("/sys/module/kvm_amd")) return { vendorModule: "kvm_amd", tdp: param("kvm_amd", "npt") };
   return { vendorModule: "unknown", tdp: null };
+}
+
+/** Open the KVM device; a failure names the device and the likely fix (status 69 where environmental). */
+export function openKvm(device = "/dev/kvm"): NativeKvm {
+  try {
+    return new (loadAddon().Kvm)(device);
+  } catch (err) {
+    throw isSyscallError(err) ? fromSyscall(err, `cannot open ${device}`) : err;
+  }
 }
 
 export function probeHost(device = "/dev/kvm", kvm?: NativeKvm): HostProbe {
@@ -110,7 +132,9 @@ export function probeHost(device = "/dev/kvm", kvm?: NativeKvm): HostProbe {
         vmTypes[name] = { error: (err as Error).message };
       }
     }
-    return { device, ...detectVendor(), apiVersion: k.apiVersion(), system, vmTypes };
+    const cpuid = decodeCpuid(k.supportedCpuid());
+    const cpu = { amd: isAmd(cpuid), physicalAddressBits: physicalAddressBits(cpuid) };
+    return { device, ...detectVendor(), apiVersion: k.apiVersion(), system, vmTypes, cpu };
   } finally {
     if (own) k.close();
   }
@@ -122,8 +146,6 @@ export function privateMemoryHint(lab = process.env.TSVMM_LAB): string {
   if (lab) return `this is the lab's ${lab} kernel: compare with tsvmm lab --kernel stock, or see vmm/lab/kernel/sw-protected.config`;
   return "run it in the nested lab: tsvmm lab -- tsvmm run ...";
 }
-
-const BOTH_FLAGS = Number(GuestMemfdFlag.MMAP | GuestMemfdFlag.INIT_SHARED);
 
 export function assessHost(p: HostProbe): Verdict {
   const lines: string[] = [];
@@ -144,8 +166,9 @@ export function assessHost(p: HostProbe): Verdict {
 
   const defaultVm = p.vmTypes["default"];
   const defaultFlags = defaultVm && !("error" in defaultVm) ? defaultVm.guestMemfdFlags : 0;
-  const gmemRam = (defaultFlags & BOTH_FLAGS) === BOTH_FLAGS && p.system.userMemory2 > 0;
-  const ramBacking = gmemRam ? "guest_memfd" : "memfd";
+  const memoryRegion2 = p.system.userMemory2 > 0;
+  const ramBacking = chooseSharedRam(memoryRegion2, defaultFlags);
+  const gmemRam = ramBacking === "guest_memfd";
   const ramBackingReason = gmemRam
     ? "guest_memfd with MMAP|INIT_SHARED on a default VM (KVM_CAP_GUEST_MEMFD_FLAGS = " + defaultFlags + ")"
     : "KVM_CAP_GUEST_MEMFD_FLAGS lacks MMAP|INIT_SHARED on a default VM (needs Linux 6.18+): RAM is a memfd";
@@ -171,14 +194,14 @@ export function assessHost(p: HostProbe): Verdict {
         ? "guest_memfd MMAP|INIT_SHARED is missing on a default VM (needs Linux 6.18+)"
         : "default VM with guest_memfd-only memslots (MMAP with and without INIT_SHARED)",
   };
-  const hypercallExit = real && (BigInt(p.system.exitHypercall) & (1n << BigInt(HC_MAP_GPA_RANGE))) !== 0n;
+  const hypercallExit = real && (BigInt(p.system.exitHypercall) & EXIT_HYPERCALL_MAP_GPA_RANGE) !== 0n;
   const memoryFaultExit = real && p.system.memoryFaultInfo > 0;
-  const canRun = p.apiVersion === 12;
+  const canRun = p.apiVersion === KVM_API_VERSION;
 
   lines.push(
     canRun
       ? `tsvmm can boot its test guests here (${execution} execution, RAM backed by ${ramBacking}).`
-      : `tsvmm cannot run here: KVM API version ${p.apiVersion}, expected 12.`,
+      : `tsvmm cannot run here: KVM API version ${p.apiVersion}, expected ${KVM_API_VERSION}.`,
   );
   lines.push(
     attributes.available || memslots.available
@@ -203,6 +226,9 @@ export function assessHost(p: HostProbe): Verdict {
     executionBasis,
     ramBacking,
     ramBackingReason,
+    memoryRegion2,
+    physicalAddressBits: p.cpu.physicalAddressBits,
+    amd: p.cpu.amd,
     backends: { attributes, memslots },
     hypercallExit,
     memoryFaultExit,

@@ -46,7 +46,6 @@ export interface Sregs {
   apicBase: bigint;
 }
 
-export const KVM_SREGS_SIZE = 312;
 const SEGMENTS = ["cs", "ds", "es", "fs", "gs", "ss", "tr", "ldt"] as const;
 const SEGMENT_BYTES = ["type", "present", "dpl", "db", "s", "l", "g", "avl", "unusable"] as const;
 

@@ -1,4 +1,5 @@
-// uAPI numbers from <linux/kvm.h> (7.3) that tsvmm uses. See ../shared/reference/kernel-uapi.md.
+// uAPI numbers from the kernel's include/uapi/linux/kvm.h (Linux 7.3) that tsvmm uses; the native
+// side defines the same ones in native/src/kvm_uapi.h.
 
 export const KVM_API_VERSION = 12;
 
@@ -35,6 +36,12 @@ export const MemFlag = { LOG_DIRTY_PAGES: 1, READONLY: 2, GUEST_MEMFD: 4 } as co
 export const MEMORY_ATTRIBUTE_PRIVATE = 8n;
 export const MEMORY_EXIT_FLAG_PRIVATE = 8n;
 export const HC_MAP_GPA_RANGE = 12;
+/** KVM_CAP_EXIT_HYPERCALL's argument: the hypercalls that exit to userspace */
+export const EXIT_HYPERCALL_MAP_GPA_RANGE = 1n << BigInt(HC_MAP_GPA_RANGE);
+/** <linux/kvm_para.h>: a hypercall KVM does not know */
+export const KVM_ENOSYS = 1000;
+/** <asm-generic/errno-base.h> numbers tsvmm hands to guests */
+export const Errno = { EINVAL: 22 } as const;
 
 export const SyncRegs = { REGS: 1, SREGS: 2, EVENTS: 4 } as const;
 

@@ -15,9 +15,10 @@ export { LabStatus, LabError } from "./errors";
 export { LAB_KERNEL_KINDS } from "./kernel";
 export type { LabKernelKind } from "./kernel";
 
-function envSeconds(name: string, dflt: number): number {
+/** A limit given in seconds by an environment variable (or the default), in milliseconds */
+function envSecondsInMs(name: string, dfltSeconds: number): number {
   const v = Number(process.env[name]);
-  return (Number.isFinite(v) && v > 0 ? v : dflt) * 1000;
+  return (Number.isFinite(v) && v > 0 ? v : dfltSeconds) * 1000;
 }
 
 export interface Prepared {
@@ -30,11 +31,11 @@ export interface Prepared {
 export async function prepareLab(kind: LabKernelKind, progress: Progress): Promise<Prepared> {
   const t0 = Date.now();
   const cacheDir = mkdirp(labCacheDir());
-  const downloadTimeoutMs = envSeconds("TSVMM_LAB_DOWNLOAD_TIMEOUT", 900);
+  const downloadTimeoutMs = envSecondsInMs("TSVMM_LAB_DOWNLOAD_TIMEOUT", 900);
   // One lock per kind: a stock run does not wait for a sw-protected build (apt has its own lock).
   return withLock(
     `${cacheDir}/.lock-${kind}`,
-    envSeconds("TSVMM_LAB_BUILD_TIMEOUT", 3600) + 600_000,
+    envSecondsInMs("TSVMM_LAB_BUILD_TIMEOUT", 3600) + 600_000,
     (pid) => progress.say(`waiting for another tsvmm lab (pid ${pid}) that is preparing ${cacheDir}`),
     async () => {
       const apt = new PrivateApt(mkdirp(`${cacheDir}/apt`));
@@ -43,9 +44,9 @@ export async function prepareLab(kind: LabKernelKind, progress: Progress): Promi
         progress,
         cacheDir,
         apt,
-        indexMaxAgeMs: envSeconds("TSVMM_LAB_INDEX_MAX_AGE", 12 * 3600),
+        indexMaxAgeMs: envSecondsInMs("TSVMM_LAB_INDEX_MAX_AGE", 12 * 3600),
         downloadTimeoutMs,
-        buildTimeoutMs: envSeconds("TSVMM_LAB_BUILD_TIMEOUT", 3600),
+        buildTimeoutMs: envSecondsInMs("TSVMM_LAB_BUILD_TIMEOUT", 3600),
         busybox: busybox.path,
       });
       let initramfs: string;
@@ -90,7 +91,7 @@ export async function runLab(opts: LabOptions): Promise<LabRunResult> {
     cwd: opts.cwd ?? process.cwd(),
     env: opts.env ?? process.env,
     timeoutMs: opts.timeoutS > 0 ? opts.timeoutS * 1000 : 365 * 24 * 3600_000,
-    bootTimeoutMs: envSeconds("TSVMM_LAB_BOOT_TIMEOUT", 300),
+    bootTimeoutMs: envSecondsInMs("TSVMM_LAB_BOOT_TIMEOUT", 300),
     progress,
     verbose: !!opts.verbose,
   });

@@ -3,8 +3,9 @@
 import { BadImageError, UsageError } from "../errors";
 import { BOOT_INFO_GPA, MAX_CPUS, STACKS_BASE, STACK_SIZE } from "./abi";
 import type { ElfImage } from "./elf";
+import { PAGE } from "../memory/pageState";
+import { hex } from "../format";
 
-export const PAGE_SIZE = 0x1000n;
 export const MIN_RAM = 2n << 20n;
 /** RAM stays below the 32-bit MMIO hole, inside the firmware's 4 GiB identity map. */
 export const MAX_RAM = 3n << 30n;
@@ -22,18 +23,17 @@ export interface Layout {
   freeBase: bigint;
 }
 
-export const alignUp = (v: bigint, a: bigint) => ((v + a - 1n) / a) * a;
-const hex = (v: bigint) => "0x" + v.toString(16);
+const alignUp = (v: bigint, a: bigint) => ((v + a - 1n) / a) * a;
 
 export function computeLayout(ramSize: bigint, cpus: number, firmware: ElfImage, guest: ElfImage): Layout {
   if (ramSize < MIN_RAM || ramSize > MAX_RAM)
-    throw new UsageError(`--mem ${ramSize} bytes is out of range`, `use between 2M and 3G`);
-  if (ramSize % PAGE_SIZE !== 0n) throw new UsageError(`--mem must be a multiple of 4 KiB`);
+    throw new UsageError(`{memSize} ${ramSize} bytes is out of range`, `use between 2M and 3G`);
+  if (ramSize % PAGE !== 0n) throw new UsageError(`{memSize} must be a multiple of 4 KiB`);
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS)
-    throw new UsageError(`--cpus ${cpus} is out of range`, `use 1 to ${MAX_CPUS}`);
+    throw new UsageError(`{cpus} ${cpus} is out of range`, `use 1 to ${MAX_CPUS}`);
 
   const fixed: Region[] = [
-    { name: "boot-information page", start: BigInt(BOOT_INFO_GPA), end: BigInt(BOOT_INFO_GPA) + PAGE_SIZE },
+    { name: "boot-information page", start: BigInt(BOOT_INFO_GPA), end: BigInt(BOOT_INFO_GPA) + PAGE },
     { name: "vCPU stacks", start: BigInt(STACKS_BASE), end: BigInt(STACKS_BASE + MAX_CPUS * STACK_SIZE) },
   ];
   const images: Region[] = [];
@@ -41,7 +41,7 @@ export function computeLayout(ramSize: bigint, cpus: number, firmware: ElfImage,
     for (const s of image.segments) {
       const region = { name: `${image.name} segment at ${hex(s.gpa)}`, start: s.gpa, end: s.gpa + s.memSize };
       if (region.end > ramSize)
-        throw new BadImageError(image.name, `segment [${hex(region.start)}, ${hex(region.end)}) lies outside RAM (${hex(ramSize)} bytes; raise --mem)`);
+        throw new BadImageError(image.name, `segment [${hex(region.start)}, ${hex(region.end)}) lies outside RAM (${hex(ramSize)} bytes; raise {memSize})`);
       for (const other of [...fixed, ...images]) {
         if (region.start < other.end && other.start < region.end)
           throw new BadImageError(
@@ -53,7 +53,7 @@ export function computeLayout(ramSize: bigint, cpus: number, firmware: ElfImage,
     }
   }
   const guestEnd = guest.segments.reduce((m, s) => (s.gpa + s.memSize > m ? s.gpa + s.memSize : m), 0n);
-  const freeBase = alignUp(guestEnd, PAGE_SIZE);
-  if (freeBase >= ramSize) throw new BadImageError(guest.name, `leaves no free RAM (raise --mem)`);
+  const freeBase = alignUp(guestEnd, PAGE);
+  if (freeBase >= ramSize) throw new BadImageError(guest.name, `leaves no free RAM (raise {memSize})`);
   return { ramSize, cpus, regions: [...fixed, ...images].sort((a, b) => (a.start < b.start ? -1 : 1)), freeBase };
 }

@@ -2,6 +2,7 @@
 // mappings and memslots behind guest RAM; the engine owns the page-state map and the policy.
 import type { NativeMappedFile, NativeVm } from "../native";
 import type { PageStateMap, Run } from "./pageState";
+import { MemFlag } from "../kvm/uapi";
 
 export type BackendKind = "shared" | "attributes" | "memslots";
 
@@ -40,7 +41,7 @@ export interface BackendContext {
 
 export const slotRegion = (slot: number, gpa: bigint, size: bigint, userspaceAddr: bigint, file: NativeMappedFile | null, offset: bigint) => ({
   slot,
-  flags: file ? 4 /* KVM_MEM_GUEST_MEMFD */ : 0,
+  flags: file ? MemFlag.GUEST_MEMFD : 0,
   guestPhysAddr: gpa,
   memorySize: size,
   userspaceAddr,

@@ -3,7 +3,8 @@
 // and every memory-fault exit recorded as an event.
 import type { MemoryBackend } from "./backend";
 import { ConversionRequest, MAP_GPA_RANGE_ENCRYPTED, PAGE_SHIFT, PageState, PageStateMap, validateRequest } from "./pageState";
-import { MEMORY_EXIT_FLAG_PRIVATE } from "../kvm/uapi";
+import { Errno, MEMORY_EXIT_FLAG_PRIVATE } from "../kvm/uapi";
+import { hex } from "../format";
 import type { TestSlot } from "./testSlot";
 
 export type Source = "hypercall" | "doorbell" | "fault" | "cli";
@@ -46,9 +47,7 @@ export interface EngineOptions {
 
 export type FaultOutcome = { action: "retry" } | { action: "deny" | "stop"; reason: string };
 
-const EINVAL = 22;
 const KNOWN_FAULT_FLAGS = MEMORY_EXIT_FLAG_PRIVATE;
-const hex = (v: bigint) => "0x" + v.toString(16);
 
 export class ConversionEngine {
   private seq = 0;
@@ -80,17 +79,17 @@ export class ConversionEngine {
       const v = validateRequest(this.o.map, r);
       if (!v.ok) {
         this.record({ ...base, from: "-", to, discard: 0, result: `EINVAL: ${v.reason}` }, start, `${source}-refused`);
-        return EINVAL;
+        return Errno.EINVAL;
       }
       if (r.gpa < this.o.sharedLimit && to === "private") {
         const reason = `[${hex(r.gpa)}, ...) reaches into the always-shared RAM below ${hex(this.o.sharedLimit)} (firmware, page tables, stacks, guest image)`;
         this.record({ ...base, from: "shared", to, discard: 0, result: `EINVAL: ${reason}` }, start, `${source}-refused`);
-        return EINVAL;
+        return Errno.EINVAL;
       }
       const from = this.stateOfRange(v.first, v.count);
       if (policy === "deny") {
         this.record({ ...base, from, to, discard: 0, result: "denied (--on-hypercall deny)" }, start, `${source}-denied`);
-        return EINVAL;
+        return Errno.EINVAL;
       }
       const changes = this.o.map.set(v.first, v.count, to);
       const { discarded } = changes.length ? await this.o.quiesce(() => this.o.backend.apply(changes)) : { discarded: 0n };
@@ -126,7 +125,7 @@ export class ConversionEngine {
 
       const slot = this.o.testSlot();
       if (slot?.contains(f.gpa)) {
-        const what = `${accessPrivate ? "private" : "shared"} access to the test slot (${slot.broken || "intact"})`;
+        const what = `${accessPrivate ? "private" : "shared"} access to the test slot (${slot.stateText})`;
         if (policy !== "convert") return stop(`${what}; refused (--on-fault ${policy})`, policy);
         this.record({ ...base, from: "-", to: "-", discard: 0, result: `${what}: ${slot.repair()}` }, start, "fault-repaired");
         return { action: "retry" };

@@ -1,5 +1,6 @@
 // The authoritative private/shared state of every 4 KiB RAM page (KVM has no getter), and the
 // validation of conversion requests against it. Pure logic: no KVM here.
+import { hex } from "../format";
 
 export const PAGE_SHIFT = 12n;
 export const PAGE = 1n << PAGE_SHIFT;
@@ -100,7 +101,6 @@ export type Validated =
   | { ok: true; first: number; count: number; to: PageState }
   | { ok: false; errno: "EINVAL"; reason: string };
 
-const hex = (v: bigint) => "0x" + v.toString(16);
 
 /** Check a guest's request against the RAM the map covers; a refusal says why. */
 export function validateRequest(map: PageStateMap, r: ConversionRequest): Validated {

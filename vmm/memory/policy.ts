@@ -2,10 +2,9 @@
 // (assessHost) to the private-memory options of a machine. Pure: unit-tested without KVM.
 import { ExitStatus, TsvmmError, UsageError } from "../errors";
 import { privateMemoryHint, type Verdict } from "../host/caps";
-import type { ElfImage } from "../machine/elf";
-import type { Layout } from "../machine/layout";
-import type { PrivateMemoryOptions } from "../machine/machine";
 import type { FaultPolicy, HypercallPolicy } from "./engine";
+import type { PrivateMemoryOptions } from "./options";
+import { hex } from "../format";
 import { PAGE } from "./pageState";
 
 export type Range = { start: bigint; end: bigint };
@@ -20,28 +19,39 @@ export interface PrivateRequest {
   prealloc?: boolean;
 }
 
-const hex = (v: bigint) => "0x" + v.toString(16);
+
+/** What policy needs of the guest image and of the layout */
+export interface GuestFacts {
+  /** The image asks for private memory by default (it converts) */
+  wantsPrivate: boolean;
+}
+export interface RamFacts {
+  ramSize: bigint;
+  /** RAM below it holds firmware, page tables, stacks and the guest image: always shared */
+  freeBase: bigint;
+}
 
 /** What --private means for this guest before any host check: explicit, or the guest's default
  *  ("all" for guests that convert, or when another private-memory option was given). */
-export function requestedPrivate(req: PrivateRequest, guest: ElfImage): "all" | "none" | Range[] {
+export function requestedPrivate(req: PrivateRequest, guest: GuestFacts): "all" | "none" | Range[] {
   const asked = (req.backend !== undefined && req.backend !== "auto") || !!req.sharedBit;
   return req.private ?? (asked || guest.wantsPrivate ? "all" : "none");
 }
 
-export function resolvePrivateMemory(req: PrivateRequest, guest: ElfImage, layout: Layout, verdict: Verdict): PrivateMemoryOptions | undefined {
+export function resolvePrivateMemory(req: PrivateRequest, guest: GuestFacts, layout: RamFacts, verdict: Verdict): PrivateMemoryOptions | undefined {
+  if (req.sharedBit) checkSharedBit(req.sharedBit, verdict.physicalAddressBits);
   const want = requestedPrivate(req, guest);
   if (want === "none") {
-    if (req.sharedBit) throw new UsageError("--shared-bit needs private memory, but --private is none");
+    if (req.sharedBit) throw new UsageError("{sharedBit} needs private memory, but {private} is none");
     return undefined;
   }
   const ranges = want === "all" ? [{ start: layout.freeBase, end: layout.ramSize }] : want;
   for (const r of ranges) {
     if (r.start % PAGE !== 0n || r.end % PAGE !== 0n || r.end <= r.start)
-      throw new UsageError(`--private range [${hex(r.start)}, ${hex(r.end)}) must be whole 4 KiB pages`);
+      throw new UsageError(`{private} range [${hex(r.start)}, ${hex(r.end)}) must be whole 4 KiB pages`);
     if (r.start < layout.freeBase || r.end > layout.ramSize)
       throw new UsageError(
-        `--private range [${hex(r.start)}, ${hex(r.end)}) must lie inside [${hex(layout.freeBase)}, ${hex(layout.ramSize)})`,
+        `{private} range [${hex(r.start)}, ${hex(r.end)}) must lie inside [${hex(layout.freeBase)}, ${hex(layout.ramSize)})`,
         "RAM below the guest's free_base holds the firmware, page tables, stacks and the guest image, which stay shared",
       );
   }
@@ -56,11 +66,11 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: ElfImage, layou
     else throw refuse(req.sharedBit ? memslots.reason : `${attributes.reason}; ${memslots.reason}`);
   } else {
     backend = req.backend;
-    if (!verdict.backends[backend].available) throw refuse(`--backend ${backend}: ${verdict.backends[backend].reason}`);
+    if (!verdict.backends[backend].available) throw refuse(`{backend} ${backend}: ${verdict.backends[backend].reason}`);
   }
   if (req.sharedBit && backend === "attributes")
     throw new UsageError(
-      "--shared-bit works with --backend memslots only",
+      "{sharedBit} works with {backend} memslots only",
       "on a KVM_X86_SW_PROTECTED_VM KVM derives private/shared from the memory attributes, and a guest_memfd-only slot ignores them, so the wrong view cannot fault",
     );
   return {
@@ -72,4 +82,13 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: ElfImage, layou
     prealloc: req.prealloc ?? false,
     convertMethod: verdict.hypercallExit ? "hypercall" : "doorbell",
   };
+}
+
+/** The aliased layout's bit: above the firmware's 4 GiB identity map, below the CPU's physical address width. */
+function checkSharedBit(bit: number, physicalAddressBits: number): void {
+  if (bit < 32 || bit >= physicalAddressBits)
+    throw new UsageError(
+      `{sharedBit} ${bit} is out of range`,
+      `use 32 to ${physicalAddressBits - 1}: above the 4 GiB identity map and below this CPU's ${physicalAddressBits} physical address bits`,
+    );
 }

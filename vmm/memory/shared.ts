@@ -7,6 +7,14 @@ import { ApplyResult, MemoryBackend, slotRegion } from "./backend";
 
 export type RamBacking = "guest_memfd" | "memfd";
 
+const MMAP_AND_SHARED = GuestMemfdFlag.MMAP | GuestMemfdFlag.INIT_SHARED;
+
+/** guest_memfd when the host can map it and start it shared (both flags, and the REGION2 ioctl
+ *  that binds it), else a memfd. `guestMemfdFlags` is KVM_CAP_GUEST_MEMFD_FLAGS of a default VM. */
+export function chooseSharedRam(memoryRegion2: boolean, guestMemfdFlags: number): RamBacking {
+  return memoryRegion2 && (BigInt(guestMemfdFlags) & MMAP_AND_SHARED) === MMAP_AND_SHARED ? "guest_memfd" : "memfd";
+}
+
 export class SharedRam implements MemoryBackend {
   readonly kind = "shared";
   readonly sharedView: Buffer;
@@ -22,7 +30,7 @@ export class SharedRam implements MemoryBackend {
   static create(vm: NativeVm, size: bigint, backing: RamBacking, useRegion2: boolean): SharedRam {
     const file =
       backing === "guest_memfd"
-        ? vm.createGuestMemfd(size, GuestMemfdFlag.MMAP | GuestMemfdFlag.INIT_SHARED)
+        ? vm.createGuestMemfd(size, MMAP_AND_SHARED)
         : new (loadAddon().Memfd)("tsvmm-ram", size);
     const ram = new SharedRam(backing, file, size);
     const region = slotRegion(0, 0n, size, file.address, backing === "guest_memfd" ? file : null, 0n);

@@ -7,7 +7,26 @@ import { slotRegion } from "./backend";
 import { setPrivate } from "./attributes";
 import { PAGE } from "./pageState";
 
-export const Break = { DELETE: 1, NO_GMEM: 2, RELEASE: 3 } as const;
+/** How the slot is broken: deleted under the running vCPU, re-added without KVM_MEM_GUEST_MEMFD, or its guest_memfd released */
+export type SlotBreak = "delete" | "no-gmem" | "release";
+
+export enum SlotState {
+  Intact,
+  /** deleted under the running vCPU */
+  Deleted,
+  /** re-added without KVM_MEM_GUEST_MEMFD while private */
+  NoGmem,
+  /** its guest_memfd released (KVM keeps the slot) */
+  Released,
+}
+
+const STATE_TEXT: Record<SlotState, string> = {
+  [SlotState.Intact]: "intact",
+  [SlotState.Deleted]: "deleted under the running vCPU",
+  [SlotState.NoGmem]: "re-added without KVM_MEM_GUEST_MEMFD while private",
+  [SlotState.Released]: "its guest_memfd released",
+};
+
 /** Far above the slots the backends use */
 const TEST_SLOT_ID = 32000;
 
@@ -15,7 +34,7 @@ export class TestSlot {
   private gmem?: NativeGuestMemfd;
   private shared?: NativeMemfd;
   private timer?: NodeJS.Timeout;
-  broken = "";
+  state = SlotState.Intact;
 
   constructor(
     private readonly vm: NativeVm,
@@ -30,9 +49,14 @@ export class TestSlot {
     return gpa >= this.gpa && gpa < this.gpa + PAGE;
   }
 
+  /** The state in words, for the run log */
+  get stateText(): string {
+    return STATE_TEXT[this.state];
+  }
+
   /** Which breaks apply to this backend (the kernel selftest's scenarios that can happen here) */
-  static allowed(backend: "attributes" | "memslots", how: number): boolean {
-    return backend === "attributes" ? how === Break.DELETE || how === Break.NO_GMEM : how === Break.RELEASE;
+  static allowed(backend: "attributes" | "memslots", how: SlotBreak): boolean {
+    return backend === "attributes" ? how === "delete" || how === "no-gmem" : how === "release";
   }
 
   private make(): void {
@@ -47,39 +71,40 @@ export class TestSlot {
       this.gmem.map();
       this.vm.setUserMemoryRegion2(slotRegion(TEST_SLOT_ID, this.gpa, PAGE, this.gmem.address, this.gmem, 0n));
     }
-    this.broken = "";
+    this.state = SlotState.Intact;
   }
 
   private remove(): void {
     this.vm.setUserMemoryRegion2(slotRegion(TEST_SLOT_ID, this.gpa, 0n, 0n, null, 0n));
   }
 
-  /** Break the slot; DELETE happens `delayMs` later, while the guest runs. */
-  break(how: number, delayMs = 20): string {
+  /** Break the slot; "delete" happens `delayMs` later, while the guest runs. */
+  break(how: SlotBreak, delayMs = 20): string {
+    const where = `test slot at 0x${this.gpa.toString(16)}`;
     switch (how) {
-      case Break.DELETE:
+      case "delete":
         this.timer = setTimeout(() => {
           this.remove();
-          this.broken = "deleted under the running vCPU";
+          this.state = SlotState.Deleted;
         }, delayMs);
-        return `test slot at 0x${this.gpa.toString(16)}: deleting in ${delayMs} ms`;
-      case Break.NO_GMEM:
+        return `${where}: deleting in ${delayMs} ms`;
+      case "no-gmem":
         this.remove();
         this.vm.setUserMemoryRegion2(slotRegion(TEST_SLOT_ID, this.gpa, PAGE, this.shared!.address, null, 0n));
-        this.broken = "re-added without KVM_MEM_GUEST_MEMFD while private";
-        return `test slot at 0x${this.gpa.toString(16)}: ${this.broken}`;
-      default:
+        this.state = SlotState.NoGmem;
+        return `${where}: ${this.stateText}`;
+      case "release":
         // Closing the fd and the mapping releases the file; KVM keeps the slot.
         this.gmem!.close();
-        this.broken = "its guest_memfd released";
-        return `test slot at 0x${this.gpa.toString(16)}: ${this.broken}`;
+        this.state = SlotState.Released;
+        return `${where}: ${this.stateText}`;
     }
   }
 
   /** Re-make the slot with a new guest_memfd (the page reads zero afterwards). */
   repair(): string {
-    const what = this.broken || "intact";
-    if (this.broken !== "deleted under the running vCPU") this.remove();
+    const what = this.stateText;
+    if (this.state !== SlotState.Deleted) this.remove();
     this.gmem?.close();
     this.make();
     return `test slot (${what}) re-made with a new guest_memfd`;

@@ -68,7 +68,10 @@
  * Exit statuses. 0..63 belong to the guest (0 = pass). The VMM's own:
  * 64 bad command line, 65 bad guest image, 69 host lacks a capability, 70 VMM internal error,
  * 71 guest exception (firmware), 72 triple fault/shutdown, 73 KVM internal or emulation error,
- * 74 unhandled exit, 75 memory fault stopped the VM, 76 bad hypercall, 124 timeout, 130 SIGINT.
+ * 74 unhandled exit, 75 memory fault stopped the VM, 76 bad hypercall or doorbell number,
+ * 77 a status on the exit port that is neither the guest's (0..63) nor the firmware's (70, 71),
+ * 78 stdout or the trace file stopped accepting writes, 124 timeout, and for a stop from outside
+ * 128 + the signal's number: 129 SIGHUP, 130 SIGINT, 141 stdout closed (EPIPE), 143 SIGTERM.
  */
 #define TSVMM_STATUS_PASS             0
 #define TSVMM_STATUS_FAIL             1   /* a guest's generic "some check failed" */
@@ -82,8 +85,14 @@
 #define TSVMM_STATUS_UNHANDLED_EXIT   74
 #define TSVMM_STATUS_MEMORY_FAULT     75
 #define TSVMM_STATUS_BAD_HYPERCALL    76
+#define TSVMM_STATUS_BAD_STATUS       77
+#define TSVMM_STATUS_GUEST_MAX        63  /* the largest status a guest may write */
+#define TSVMM_STATUS_OUTPUT_FAILED    78
 #define TSVMM_STATUS_TIMEOUT          124
+#define TSVMM_STATUS_SIGHUP           129
 #define TSVMM_STATUS_SIGINT           130
+#define TSVMM_STATUS_STDOUT_CLOSED    141
+#define TSVMM_STATUS_SIGTERM          143
 
 /* Firmware GDT selectors (valid in the guest) */
 #define TSVMM_GDT_CODE64         0x08

@@ -52,6 +52,7 @@ test("bad --mem, --cpus and --timeout are usage errors that repeat what was type
   for (const [args, said] of [
     [["--mem", "lots"], /--mem "lots" is not a size/],
     [["--mem", "128M"], /--mem 128M is too small/],
+    [["--mem", "200"], /--mem 200 is too small/], // a bare number is MiB, as for run --mem
     [["--cpus", "abc"], /--cpus "abc"/],
     [["--cpus", "9"], /--cpus "9" is out of range/],
     [["--timeout", "soon"], /--timeout "soon" is not a number of seconds/],

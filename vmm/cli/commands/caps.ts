@@ -1,6 +1,6 @@
 import type { CommandModule } from "yargs";
 import { assessHost, probeHost } from "../../host/caps";
-import { VM_TYPE_NAMES } from "../../kvm/uapi";
+import { EXIT_HYPERCALL_MAP_GPA_RANGE, GuestMemfdFlag, MEMORY_ATTRIBUTE_PRIVATE, VM_TYPE_NAMES } from "../../kvm/uapi";
 import { fromSyscall, isSyscallError } from "../../errors";
 
 export interface CapsArgs {
@@ -32,7 +32,8 @@ export const capsCommand: CommandModule<object, CapsArgs> = {
     }
     const s = probe.system;
     const types = VM_TYPE_NAMES.map((n, i) => ((s.vmTypes || 1) & (1 << i) ? `${i} (${n})` : null)).filter(Boolean);
-    const flags = (v: number) => [v & 1 && "MMAP", v & 2 && "INIT_SHARED"].filter(Boolean).join("|") || "none";
+    const flags = (v: number) =>
+      [BigInt(v) & GuestMemfdFlag.MMAP && "MMAP", BigInt(v) & GuestMemfdFlag.INIT_SHARED && "INIT_SHARED"].filter(Boolean).join("|") || "none";
     const out = [
       `device            ${probe.device}`,
       `vendor module     ${probe.vendorModule}${probe.tdp === null ? "" : ` (two-dimensional paging: ${probe.tdp ? "on" : "off"})`}`,
@@ -41,10 +42,10 @@ export const capsCommand: CommandModule<object, CapsArgs> = {
       `VM types          ${types.join(", ")}`,
       `GUEST_MEMFD       ${s.guestMemfd}`,
       `GUEST_MEMFD_FLAGS ${s.guestMemfdFlags} (${flags(s.guestMemfdFlags)})`,
-      `MEMORY_ATTRIBUTES ${s.memoryAttributes}${s.memoryAttributes & 8 ? " (PRIVATE)" : ""}`,
+      `MEMORY_ATTRIBUTES ${s.memoryAttributes}${BigInt(s.memoryAttributes) & MEMORY_ATTRIBUTE_PRIVATE ? " (PRIVATE)" : ""}`,
       `USER_MEMORY2      ${s.userMemory2}`,
       `MEMORY_FAULT_INFO ${s.memoryFaultInfo}`,
-      `EXIT_HYPERCALL    0x${s.exitHypercall.toString(16)}${s.exitHypercall & 0x1000 ? " (KVM_HC_MAP_GPA_RANGE)" : ""}`,
+      `EXIT_HYPERCALL    0x${s.exitHypercall.toString(16)}${BigInt(s.exitHypercall) & EXIT_HYPERCALL_MAP_GPA_RANGE ? " (KVM_HC_MAP_GPA_RANGE)" : ""}`,
       `SYNC_REGS         ${s.syncRegs}`,
       `NR_MEMSLOTS       ${s.nrMemslots}`,
       `IMMEDIATE_EXIT    ${s.immediateExit}`,

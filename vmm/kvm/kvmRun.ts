@@ -21,10 +21,6 @@ export class KvmRunView {
     return this.view.getUint32(EXIT_REASON, true);
   }
 
-  set immediateExit(on: boolean) {
-    this.view.setUint8(1, on ? 1 : 0);
-  }
-
   // KVM_EXIT_IO
   get io(): { direction: number; size: number; port: number; count: number; dataOffset: number } {
     return {
@@ -102,5 +98,4 @@ export class KvmRunView {
     const dirty = this.view.getBigUint64(DIRTY_REGS, true);
     this.view.setBigUint64(DIRTY_REGS, dirty | BigInt(SyncRegs.REGS), true);
   }
-
 }

@@ -1,0 +1,168 @@
+// The exit switch: every exit the native run loop does not answer itself lands here, one case per
+// exit reason, and each handler says whether the vCPU goes back into KVM_RUN.
+import { loadAddon } from "../native";
+import { Exit, exitName, HC_MAP_GPA_RANGE, InternalError, IoDirection, KVM_ENOSYS } from "../kvm/uapi";
+import { ExitStatus } from "../errors";
+import { CONVERT_PORT, HOST_PORT } from "./abi";
+import type { PortBus } from "../devices/bus";
+import type { ConversionEngine } from "../memory/engine";
+import { handleHostRequest, HostRequestContext } from "./hostRequests";
+import type { PrivateMemoryOptions } from "../memory/options";
+import type { VcpuState } from "./vcpu";
+
+/** After an exit: back into KVM_RUN, or stay out (halted, stopped, or the run has ended). */
+export type Outcome = "resume" | "stay";
+
+/** What the handlers may use of the machine */
+export interface ExitContext {
+  readonly vcpus: readonly VcpuState[];
+  readonly bus: PortBus;
+  /** Present when the VM has private memory */
+  readonly conversions?: {
+    engine: ConversionEngine;
+    options: PrivateMemoryOptions;
+    hostRequests: HostRequestContext;
+  };
+  /** True once the run has ended */
+  readonly ended: boolean;
+  /** End the run (first caller wins) */
+  finish(status: number, reason: string, report?: string): void;
+  trace(vcpu: number, kind: string, fields: Record<string, unknown>): void;
+  log(line: string): void;
+}
+
+export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome | Promise<Outcome> {
+  const run = v.kvmRun;
+  const reason = run.exitReason;
+  const stop = (status: number, what: string): Outcome => {
+    m.finish(status, `vCPU ${v.index}: ${what}`, v.registerReport());
+    return "stay";
+  };
+  switch (reason) {
+    case Exit.IO: {
+      const io = run.io;
+      if (m.conversions && io.direction === IoDirection.OUT && io.size === 4 && io.count === 1) {
+        if (io.port === CONVERT_PORT) return doorbell(m, v);
+        if (io.port === HOST_PORT) return hostRequest(m, v);
+      }
+      return portIo(m, v);
+    }
+    case Exit.HYPERCALL:
+      return hypercall(m, v);
+    case Exit.HLT:
+      v.halted = true;
+      m.trace(v.index, "halt", {});
+      if (m.vcpus.every((x) => x.halted))
+        m.finish(
+          ExitStatus.UNHANDLED_EXIT,
+          "every vCPU halted without writing the exit port (no interrupts are delivered, so none can continue)",
+          v.registerReport(),
+        );
+      return "stay";
+    case Exit.SHUTDOWN:
+      return stop(ExitStatus.TRIPLE_FAULT, "triple fault (KVM_EXIT_SHUTDOWN)");
+    case Exit.INTERNAL_ERROR: {
+      const { suberror, data } = run.internal;
+      const what = suberror === InternalError.EMULATION ? "emulation failure" : `internal error, suberror ${suberror}`;
+      const extra = data.length ? ` data=[${data.map((d) => "0x" + d.toString(16)).join(", ")}]` : "";
+      return stop(ExitStatus.KVM_INTERNAL_ERROR, `KVM ${what} (KVM_EXIT_INTERNAL_ERROR)${extra}`);
+    }
+    case Exit.FAIL_ENTRY:
+      return stop(ExitStatus.KVM_INTERNAL_ERROR, `VM entry failed, hardware reason 0x${run.failEntry.reason.toString(16)}`);
+    case Exit.MMIO: {
+      const a = run.mmio;
+      return stop(
+        ExitStatus.UNHANDLED_EXIT,
+        `${a.isWrite ? "wrote" : "read"} ${a.len} bytes at GPA 0x${a.physAddr.toString(16)}, which is neither RAM nor a device (KVM_EXIT_MMIO)`,
+      );
+    }
+    case Exit.SYSTEM_EVENT:
+      return stop(ExitStatus.UNHANDLED_EXIT, `KVM_EXIT_SYSTEM_EVENT type ${run.systemEvent.type}`);
+    case Exit.MEMORY_FAULT:
+      return memoryFault(m, v, errno);
+    default:
+      return stop(ExitStatus.UNHANDLED_EXIT, `unhandled ${exitName(reason)} (exit reason ${reason})`);
+  }
+}
+
+/** Port I/O for the devices on the bus (string I/O included) */
+function portIo(m: ExitContext, v: VcpuState): Outcome {
+  const io = v.kvmRun.io;
+  const data = v.kvmRun.ioData(io.dataOffset, io.size * io.count);
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  for (let i = 0; i < io.count && !m.ended; i++) {
+    const o = i * io.size;
+    if (io.direction === IoDirection.IN) {
+      const value = m.bus.read(io.port, io.size);
+      if (io.size === 1) view.setUint8(o, value);
+      else if (io.size === 2) view.setUint16(o, value, true);
+      else view.setUint32(o, value, true);
+    } else {
+      const value = io.size === 1 ? view.getUint8(o) : io.size === 2 ? view.getUint16(o, true) : view.getUint32(o, true);
+      m.bus.write(io.port, io.size, value);
+    }
+  }
+  return m.ended ? "stay" : "resume";
+}
+
+/** KVM_EXIT_HYPERCALL: only KVM_HC_MAP_GPA_RANGE is enabled; hypercall.ret is always set. */
+async function hypercall(m: ExitContext, v: VcpuState): Promise<Outcome> {
+  const { nr, args } = v.kvmRun.hypercall;
+  if (nr !== BigInt(HC_MAP_GPA_RANGE) || !m.conversions) {
+    v.kvmRun.hypercallRet = BigInt(-KVM_ENOSYS);
+    m.finish(ExitStatus.BAD_HYPERCALL, `vCPU ${v.index}: unexpected hypercall nr ${nr} (only KVM_HC_MAP_GPA_RANGE = ${HC_MAP_GPA_RANGE} is enabled)`, v.registerReport());
+    return "stay";
+  }
+  const { engine, options } = m.conversions;
+  const ret = await engine.request("hypercall", v.index, { gpa: args[0], pages: args[1], attrs: args[2] }, options.onHypercall);
+  v.kvmRun.hypercallRet = BigInt(ret);
+  return "resume";
+}
+
+/** The port doorbell: the hypercall's registers through a 32-bit `out` to CONVERT_PORT. */
+async function doorbell(m: ExitContext, v: VcpuState): Promise<Outcome> {
+  const r = v.kvmRun.syncRegs;
+  if (r.rax !== BigInt(HC_MAP_GPA_RANGE)) {
+    v.kvmRun.setSyncReg("rax", BigInt(KVM_ENOSYS));
+    m.finish(ExitStatus.BAD_HYPERCALL, `vCPU ${v.index}: doorbell with RAX=${r.rax} (only KVM_HC_MAP_GPA_RANGE = ${HC_MAP_GPA_RANGE} exists)`, v.registerReport());
+    return "stay";
+  }
+  const { engine, options } = m.conversions!;
+  const ret = await engine.request("doorbell", v.index, { gpa: r.rbx, pages: r.rcx, attrs: r.rdx }, options.onHypercall);
+  v.kvmRun.setSyncReg("rax", BigInt(ret));
+  return "resume";
+}
+
+/** A host request (abi.h): the VMM's side of the conversion tests. */
+async function hostRequest(m: ExitContext, v: VcpuState): Promise<Outcome> {
+  const io = v.kvmRun.io;
+  const gpa = BigInt(new DataView(v.kvmRun.ioData(io.dataOffset, 4).slice().buffer).getUint32(0, true));
+  const { engine, hostRequests } = m.conversions!;
+  // Serialised with conversions, so a check never sees a half-done one.
+  const what = await engine.hostOperation(() => handleHostRequest(hostRequests, gpa));
+  m.trace(v.index, "host-request", { what });
+  return "resume";
+}
+
+async function memoryFault(m: ExitContext, v: VcpuState, errno: number): Promise<Outcome> {
+  const f = v.kvmRun.memoryFault;
+  const index = v.index;
+  const name = loadAddon().errnoName(errno);
+  const describe = `KVM_EXIT_MEMORY_FAULT gpa=0x${f.gpa.toString(16)} size=0x${f.size.toString(16)} flags=0x${f.flags.toString(16)} (${name})`;
+  if (!m.conversions) {
+    m.trace(index, "memory-fault", { gpa: "0x" + f.gpa.toString(16), size: Number(f.size), flags: Number(f.flags), errno: name });
+    m.finish(ExitStatus.MEMORY_FAULT, `vCPU ${index}: ${describe}; this VM has no private memory to convert`, v.registerReport());
+    return "stay";
+  }
+  const outcome = await m.conversions.engine.fault(index, f, name, m.conversions.options.onFault);
+  if (outcome.action === "retry") return "resume";
+  if (outcome.action === "deny") {
+    // --on-fault deny: this vCPU stops with a report; the others go on.
+    m.log(`vCPU ${index} stopped: ${describe}: ${outcome.reason}\n${v.registerReport()}`);
+    v.halted = true;
+    if (m.vcpus.every((x) => x.halted)) m.finish(ExitStatus.MEMORY_FAULT, `every vCPU stopped; the last: ${describe}: ${outcome.reason}`);
+    return "stay";
+  }
+  m.finish(ExitStatus.MEMORY_FAULT, `vCPU ${index}: ${describe}: ${outcome.reason}`, v.registerReport());
+  return "stay";
+}
