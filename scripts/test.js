@@ -1,39 +1,46 @@
 #!/usr/bin/env node
-// `npm test`: unit tests, the HTML views in headless chromium, host tests on /dev/kvm, and the lab
-// tier. The lab tier runs directly when this host's KVM can prove private memory itself, otherwise
-// inside `tsvmm lab` on both lab kernels. Prints one closing line with the totals of every tier.
-const { spawnSync } = require("node:child_process");
+// The test tiers, defined once: `npm test` runs them all, `npm run test:<tier>` one of them
+// (`node scripts/test.js [unit|browser|host|lab-command|lab|lab:sw-protected|lab:stock]...`).
+// Before running, the Debian packages the chosen tiers need (vmm/lab/packages.ts, with the
+// reason for each) are installed when missing and this runs as root with apt-get; otherwise it
+// stops with the command to run. Prints one closing line with the totals of every tier.
+const { spawn, spawnSync } = require("node:child_process");
 const path = require("node:path");
 const fs = require("node:fs");
 
 const root = path.resolve(__dirname, "..");
-const dist = path.join(root, "dist", "test");
+const dist = path.join(root, "dist");
 const tsvmm = path.join(root, "bin", "tsvmm.js");
 const ci = process.env.CI === "true";
-const totals = { passed: 0, failed: 0, skipped: 0 };
-let broken = false;
+const runner = [process.execPath, "--test", "--test-reporter=tap"];
+const labRunner = path.join(dist, "test", "lab", "run.js");
+const LAB_KERNELS = ["sw-protected", "stock"];
 
-function tier(name, command, args, limitSeconds) {
-  process.stdout.write(`\n=== ${name}: ${[path.basename(command), ...args].join(" ")}\n`);
-  const started = Date.now();
-  const r = spawnSync(command, args, { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], timeout: limitSeconds * 1000, killSignal: "SIGKILL" });
-  process.stdout.write(r.stdout ?? "");
-  const count = (key) => {
-    const m = [...(r.stdout ?? "").matchAll(new RegExp(`^# ${key} (\\d+)$`, "gm"))];
-    return m.length ? Number(m[m.length - 1][1]) : 0;
-  };
-  const passed = count("pass");
-  const failed = count("fail") + count("cancelled");
-  const skipped = count("skipped");
-  totals.passed += passed;
-  totals.failed += failed;
-  totals.skipped += skipped;
-  const seconds = ((Date.now() - started) / 1000).toFixed(1);
-  if (r.error || r.status !== 0) {
-    broken = true;
-    const why = r.error ? r.error.message : `exit status ${r.status}`;
-    process.stdout.write(`=== ${name}: FAILED (${why}) after ${seconds} s\n`);
-  } else process.stdout.write(`=== ${name}: ${passed} passed, ${failed} failed, ${skipped} skipped in ${seconds} s\n`);
+/** name -> { needs: Need[] (vmm/lab/packages.ts), limitS: the whole tier, args: the command, prepare?: a step before it with its own limit } */
+const TIERS = {
+  unit: { needs: [], limitS: 300, args: [...runner, "--test-timeout=30000", path.join(dist, "test", "unit")] },
+  browser: { needs: ["test tools"], limitS: 900, args: [...runner, "--test-concurrency=1", "--test-timeout=600000", path.join(dist, "test", "browser")] },
+  host: { needs: ["test tools"], limitS: 1200, args: [...runner, "--test-concurrency=1", "--test-timeout=120000", path.join(dist, "test", "host")] },
+  "lab-command": { needs: ["lab"], limitS: 3600, args: [...runner, "--test-concurrency=1", "--test-timeout=900000", path.join(dist, "test", "lab", "host")] },
+  // On a host whose own KVM proves private memory, the lab tests run directly, once.
+  "lab:host": { needs: [], limitS: 1800, args: [process.execPath, labRunner] },
+  ...Object.fromEntries(
+    LAB_KERNELS.map((k) => [
+      `lab:${k}`,
+      {
+        needs: ["lab", "lab kernel build"],
+        limitS: 2400,
+        args: [process.execPath, tsvmm, "lab", "--kernel", k, "--timeout", "1500", "--", "node", labRunner],
+        // Downloading or building the kernel (a first build takes 5-40 min on 2 shared cores) has
+        // its own limit, so that the tier's limit is the tests' own.
+        prepare: { limitS: 4800, args: [process.execPath, tsvmm, "lab", "--prepare-only", "--kernel", k] },
+      },
+    ]),
+  ),
+};
+
+function say(line) {
+  process.stdout.write(`npm test: ${line}\n`);
 }
 
 function hostProvesPrivateMemory() {
@@ -43,27 +50,118 @@ function hostProvesPrivateMemory() {
   return verdict.backends.attributes.available && verdict.backends.memslots.available;
 }
 
-const runner = [process.execPath, "--test", "--test-reporter=tap"];
-tier("unit", runner[0], [...runner.slice(1), "--test-timeout=30000", path.join(dist, "unit")], 300);
-tier("browser", runner[0], [...runner.slice(1), "--test-concurrency=1", "--test-timeout=600000", path.join(dist, "browser")], 900);
-tier("host", runner[0], [...runner.slice(1), "--test-concurrency=1", "--test-timeout=120000", path.join(dist, "host")], 1200);
-
-tier("lab command", runner[0], [...runner.slice(1), "--test-concurrency=1", "--test-timeout=900000", path.join(dist, "lab", "host")], 3600);
-
-const labRunner = path.join(dist, "lab", "run.js");
-if (!fs.existsSync(labRunner)) {
-  broken = true;
-  process.stdout.write(`=== lab: FAILED (${labRunner} is not built)\n`);
-} else if (hostProvesPrivateMemory()) {
-  tier("lab (on this host)", process.execPath, [labRunner], 1800);
-} else {
-  for (const kernel of ["sw-protected", "stock"])
-    tier(`lab (${kernel} kernel)`, process.execPath, [tsvmm, "lab", "--kernel", kernel, "--timeout", "1500", "--", "node", labRunner], 2400);
+/** The tiers to run, in order, from the command line ("lab" = the lab tier wherever it runs). */
+function chosenTiers(names) {
+  const wanted = names.length ? names : ["unit", "browser", "host", "lab-command", "lab"];
+  const out = [];
+  for (const n of wanted) {
+    if (n === "lab") out.push(...(hostProvesPrivateMemory() ? ["lab:host"] : LAB_KERNELS.map((k) => `lab:${k}`)));
+    else if (TIERS[n]) out.push(n);
+    else {
+      process.stderr.write(`npm test: no tier ${n}; tiers: ${[...Object.keys(TIERS), "lab"].join(", ")}\n`);
+      process.exit(64);
+    }
+  }
+  return out;
 }
 
-if (ci && totals.skipped > 0) {
-  broken = true;
-  process.stdout.write(`CI=true: ${totals.skipped} skipped tests count as failures\n`);
+/** Install what the tiers need, or stop with the command. */
+function ensurePackages(tiers) {
+  const packages = path.join(dist, "vmm", "lab", "packages.js");
+  if (!fs.existsSync(packages)) {
+    say(`${packages} is not built: run npm install first`);
+    process.exit(1);
+  }
+  const { missingPackages, canInstall, installPackages, installCommand } = require(packages);
+  const needs = [...new Set(tiers.flatMap((t) => TIERS[t].needs))];
+  const missing = missingPackages(needs);
+  if (!missing.length) return;
+  say(`${tiers.length > 1 ? `the tiers ${tiers.join(", ")} need` : `the ${tiers[0]} tier needs`} these Debian packages, which are missing:`);
+  for (const p of missing) process.stdout.write(`  ${p.name.padEnd(24)} ${p.why}\n`);
+  if (!canInstall()) {
+    say(`stopped: install them with\n  ${installCommand(missing)}\nthen run npm test again (as root with apt-get, npm test installs them itself)`);
+    process.exit(1);
+  }
+  say(`installing them (root with apt-get; the list and the reasons are in vmm/lab/packages.ts)`);
+  const left = installPackages(missing, say);
+  if (left.length) {
+    say(`stopped: still missing after apt-get: ${left.map((p) => `${p.name} (${p.provides})`).join(", ")}`);
+    process.exit(1);
+  }
 }
-process.stdout.write(`\ntotal: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped\n`);
-process.exit(broken || totals.failed > 0 ? 1 : 0);
+
+const totals = { passed: 0, failed: 0, skipped: 0 };
+let broken = false;
+
+/** Run a command with a time limit, its stdout copied out as it comes (and kept), stderr inherited. */
+async function runStreaming(args, limitS) {
+  const child = spawn(args[0], args.slice(1), { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
+  let stdout = "";
+  child.stdout.setEncoding("utf8").on("data", (d) => {
+    stdout += d;
+    process.stdout.write(d);
+  });
+  let timedOut = false;
+  const limit = setTimeout(() => {
+    timedOut = true;
+    child.kill("SIGKILL");
+  }, limitS * 1000);
+  const status = await new Promise((resolve) => {
+    child.on("error", (e) => resolve(e.message));
+    child.on("close", (code, signal) => resolve(signal ? `killed by ${signal}` : code));
+  });
+  clearTimeout(limit);
+  const failure = status === 0 ? undefined : timedOut ? `over its limit of ${limitS} s` : typeof status === "number" ? `exit status ${status}` : status;
+  return { stdout, failure };
+}
+
+/** Run one tier (after preparing what it needs) and add its counts to the totals. */
+async function runTier(name) {
+  const { args, limitS, prepare } = TIERS[name];
+  const shown = (a) => [path.basename(a[0]), ...a.slice(1).map((x) => path.relative(root, x) || x)].join(" ");
+  process.stdout.write(`\n=== ${name}: ${shown(args)}\n`);
+  const started = Date.now();
+  const seconds = () => ((Date.now() - started) / 1000).toFixed(1);
+  if (name.startsWith("lab:") && !fs.existsSync(labRunner)) {
+    broken = true;
+    process.stdout.write(`=== ${name}: FAILED (${labRunner} is not built)\n`);
+    return;
+  }
+  if (prepare) {
+    const p = await runStreaming(prepare.args, prepare.limitS);
+    if (p.failure) {
+      broken = true;
+      process.stdout.write(`=== ${name}: FAILED (${shown(prepare.args)}: ${p.failure}) after ${seconds()} s\n`);
+      return;
+    }
+  }
+  const r = await runStreaming(args, limitS);
+  const count = (key) => {
+    const m = [...r.stdout.matchAll(new RegExp(`^# ${key} (\\d+)$`, "gm"))];
+    return m.length ? Number(m[m.length - 1][1]) : 0;
+  };
+  const passed = count("pass");
+  const failed = count("fail") + count("cancelled");
+  const skipped = count("skipped");
+  totals.passed += passed;
+  totals.failed += failed;
+  totals.skipped += skipped;
+  if (r.failure) {
+    broken = true;
+    process.stdout.write(`=== ${name}: FAILED (${r.failure}) after ${seconds()} s\n`);
+  } else process.stdout.write(`=== ${name}: ${passed} passed, ${failed} failed, ${skipped} skipped in ${seconds()} s\n`);
+}
+
+async function main() {
+  const tiers = chosenTiers(process.argv.slice(2));
+  ensurePackages(tiers);
+  for (const t of tiers) await runTier(t);
+  if (ci && totals.skipped > 0) {
+    broken = true;
+    process.stdout.write(`CI=true: ${totals.skipped} skipped tests count as failures\n`);
+  }
+  process.stdout.write(`\ntotal: ${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped\n`);
+  process.exit(broken || totals.failed > 0 ? 1 : 0);
+}
+
+main();

@@ -159,6 +159,13 @@ export function probeHost(device = "/dev/kvm", kvm?: NativeKvm): HostProbe {
   }
 }
 
+/** What to do when this KVM cannot give private memory: run in the lab, or (inside it) its other kernel. */
+export function privateMemoryHint(lab = process.env.TSVMM_LAB): string {
+  if (lab === "stock") return "this is the lab's stock kernel: run it in the lab's sw-protected kernel instead (tsvmm lab --kernel sw-protected -- tsvmm run ...)";
+  if (lab) return `this is the lab's ${lab} kernel: compare with tsvmm lab --kernel stock, or see vmm/lab/kernel/sw-protected.config`;
+  return "run it in the nested lab: tsvmm lab -- tsvmm run ...";
+}
+
 export function assessHost(p: HostProbe): Verdict {
   const lines: string[] = [];
   let execution: Verdict["execution"] = "unknown";

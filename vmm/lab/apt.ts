@@ -3,12 +3,13 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { LabError, LabStatus } from "./errors";
-import { mkdirp, publish } from "./paths";
+import { installCommand, packageNamed } from "./packages";
+import { mkdirp, publish, withLock } from "./paths";
 import { run, which } from "./proc";
 
 export const DEFAULT_MIRROR = "http://deb.debian.org/debian";
 export const DEFAULT_SUITE = "sid";
-const KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg";
+const KEYRING = packageNamed("debian-archive-keyring").provides;
 
 export interface PackageInfo {
   name: string;
@@ -57,6 +58,11 @@ export class PrivateApt {
     if (process.getuid?.() === 0) this.opts.push("-o", "APT::Sandbox::User=root");
   }
 
+  /** apt-get runs one at a time on this private state (two kernels may be prepared at once). */
+  private locked<T>(timeoutMs: number, fn: () => Promise<T>): Promise<T> {
+    return withLock(path.join(this.dir, ".lock"), timeoutMs, () => undefined, fn);
+  }
+
   private static checkTools(): void {
     for (const tool of ["apt-get", "apt-cache", "dpkg-deb"]) {
       if (!which(tool)) {
@@ -69,7 +75,7 @@ export class PrivateApt {
     }
     if (!fs.existsSync(KEYRING)) {
       throw new LabError(`${KEYRING} is missing: Debian's archive cannot be verified`, LabStatus.NO_APT,
-        "apt-get install debian-archive-keyring");
+        installCommand([packageNamed("debian-archive-keyring")]));
     }
   }
 
@@ -93,7 +99,7 @@ export class PrivateApt {
     PrivateApt.checkTools();
     const age = this.indexAgeMs();
     if (age !== undefined && age < maxAgeMs) return { updated: false };
-    const r = await run("apt-get", [...this.opts, "-q", "update"], { timeoutMs });
+    const r = await this.locked(timeoutMs, () => run("apt-get", [...this.opts, "-q", "update"], { timeoutMs }));
     const failed = r.code !== 0 || r.timedOut || /^(E|W): (Failed|Some index)/m.test(r.stderr);
     if (!failed) {
       const f = this.listsFile();
@@ -138,8 +144,8 @@ export class PrivateApt {
     const info = await this.showUncached(name);
     cache.pkgs[name] = info ?? null;
     const file = path.join(this.dir, "show-cache.json");
-    fs.writeFileSync(`${file}.tmp`, JSON.stringify(cache));
-    fs.renameSync(`${file}.tmp`, file);
+    fs.writeFileSync(`${file}.tmp-${process.pid}`, JSON.stringify(cache));
+    fs.renameSync(`${file}.tmp-${process.pid}`, file);
     return info;
   }
 
@@ -163,7 +169,7 @@ export class PrivateApt {
   /** Download packages (exact name=version) into the private cache; returns the .deb paths. */
   async download(pkgs: PackageInfo[], timeoutMs: number): Promise<string[]> {
     const want = pkgs.map((p) => `${p.name}=${p.version}`);
-    const r = await run("apt-get", [...this.opts, "-q", "download", ...want], { timeoutMs, cwd: this.archives });
+    const r = await this.locked(timeoutMs, () => run("apt-get", [...this.opts, "-q", "download", ...want], { timeoutMs, cwd: this.archives }));
     if (r.code !== 0 || r.timedOut) {
       throw new LabError(
         `cannot download ${want.join(" ")}: ${r.timedOut ? `timed out after ${timeoutMs / 1000} s` : lastLines(r.stderr, 6)}`,
@@ -177,6 +183,19 @@ export class PrivateApt {
       if (!hit) throw new LabError(`apt-get download did not leave ${p.name} ${p.version} in ${this.archives}`, LabStatus.NO_APT);
       return path.join(this.archives, hit);
     });
+  }
+
+  /** How far a download() of these packages has come: "MB of MB (percent)", from the files being written. */
+  downloadProgress(pkgs: PackageInfo[]): string {
+    const total = pkgs.reduce((n, p) => n + (Number(p.fields.Size) || 0), 0);
+    let got = 0;
+    for (const dir of [this.archives, path.join(this.archives, "partial")]) {
+      for (const f of fs.readdirSync(dir)) {
+        if (pkgs.some((p) => f.startsWith(`${p.name}_`))) got += fs.statSync(path.join(dir, f)).size;
+      }
+    }
+    const mb = (n: number) => (n / 1e6).toFixed(0);
+    return total ? `${mb(got)} of ${mb(total)} MB (${Math.min(100, Math.floor((100 * got) / total))}%)` : `${mb(got)} MB`;
   }
 
   /** Remove downloaded .deb files (they are large and their contents are cached extracted). */

@@ -8,7 +8,8 @@ import { buildInitramfs, prepareBusybox } from "./initramfs";
 import { LabKernel, LabKernelKind, prepareKernel } from "./kernel";
 import { labCacheDir, mkdirp, withLock } from "./paths";
 import { Progress, seconds } from "./proc";
-import { findQemu, LabRunResult, runInLab } from "./qemu";
+import { findQemu, LabRunResult } from "./qemu";
+import { runInLab } from "./session";
 
 export { LabStatus, LabError } from "./errors";
 export { LAB_KERNEL_KINDS } from "./kernel";
@@ -31,8 +32,9 @@ export async function prepareLab(kind: LabKernelKind, progress: Progress): Promi
   const t0 = Date.now();
   const cacheDir = mkdirp(labCacheDir());
   const downloadTimeoutMs = envSecondsInMs("TSVMM_LAB_DOWNLOAD_TIMEOUT", 900);
+  // One lock per kind: a stock run does not wait for a sw-protected build (apt has its own lock).
   return withLock(
-    `${cacheDir}/.lock`,
+    `${cacheDir}/.lock-${kind}`,
     envSecondsInMs("TSVMM_LAB_BUILD_TIMEOUT", 3600) + 600_000,
     (pid) => progress.say(`waiting for another tsvmm lab (pid ${pid}) that is preparing ${cacheDir}`),
     async () => {

@@ -7,7 +7,7 @@
 #      exchange directory (tag labio, writable) at /labio
 #   3. mounts a tmpfs on /tmp without hiding the paths in /labio/keep (the checkout may live
 #      under /tmp), the caller's scratch directory (tag scratch, writable) at the path in
-#      /labio/scratch, and proc, sys, cgroup2, dev, /dev/shm and /run inside /newroot
+#      /labio/scratch, and proc, sys, cgroup2, tracefs, dev, /dev/shm and /run inside /newroot
 #   4. runs /labio/run.sh (written by the host: cd, env, argv) chrooted into /newroot, stdin
 #      from /dev/null, stdout and stderr into /labio/stdout and /labio/stderr
 #   5. writes the status to /labio/status and prints "TSVMM-LAB-EXIT <status>" on the console,
@@ -73,6 +73,8 @@ fi
 mount -t proc proc /newroot/proc || fail "mount /proc"
 mount -t sysfs sysfs /newroot/sys || fail "mount /sys"
 mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>/dev/null
+# tracefs (KVM's trace events under events/kvm) where the kernel has it: sw-protected, stock
+mount -t tracefs tracefs /newroot/sys/kernel/tracing 2>/dev/null
 mount -t devtmpfs devtmpfs /newroot/dev || fail "mount /dev"
 mkdir -p /dev/shm /dev/pts && mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
 mount -t tmpfs -o mode=755 tmpfs /newroot/run || fail "mount /run"

@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { PrivateApt, extractDeb } from "./apt";
 import { LabError, LabStatus } from "./errors";
 import { LabKernel } from "./kernel";
+import { installCommand, packageNamed } from "./packages";
 import { labSourceFile, mkdirp, publish } from "./paths";
 import { Progress } from "./proc";
 
@@ -58,8 +59,10 @@ export function writeCpio(entries: CpioEntry[]): Buffer {
   return Buffer.concat(parts);
 }
 
-/** Debian's busybox-static from the private apt, cached by version; the host's as a fallback. */
+/** The host's static busybox (busybox-static), else Debian's from the private apt, cached by version. */
 export async function prepareBusybox(apt: PrivateApt, cacheDir: string, progress: Progress, downloadTimeoutMs: number): Promise<{ path: string; version: string }> {
+  const host = HOST_BUSYBOX.find((p) => fs.existsSync(p) && isStatic(p));
+  if (host) return { path: host, version: `host-${createHash("sha256").update(fs.readFileSync(host)).digest("hex").slice(0, 12)}` };
   const kindDir = mkdirp(path.join(cacheDir, "busybox"));
   try {
     const u = await apt.update(24 * 3600_000, downloadTimeoutMs);
@@ -69,7 +72,7 @@ export async function prepareBusybox(apt: PrivateApt, cacheDir: string, progress
     const entry = path.join(kindDir, pkg.version.replace(/[^\w.+-]/g, "_"));
     const bin = path.join(entry, "busybox");
     if (fs.existsSync(bin)) return { path: bin, version: pkg.version };
-    const [deb] = await progress.step(`downloading busybox-static ${pkg.version}`, () => apt.download([pkg], downloadTimeoutMs));
+    const [deb] = await progress.step(`downloading busybox-static ${pkg.version}`, () => apt.download([pkg], downloadTimeoutMs), undefined, () => apt.downloadProgress([pkg]));
     const x = `${entry}.x-${process.pid}`;
     try {
       await extractDeb(deb, x);
@@ -86,21 +89,20 @@ export async function prepareBusybox(apt: PrivateApt, cacheDir: string, progress
     for (const n of fs.readdirSync(kindDir)) if (path.join(kindDir, n) !== entry) fs.rmSync(path.join(kindDir, n), { recursive: true, force: true });
     return { path: bin, version: pkg.version };
   } catch (err) {
-    const cached = fs.existsSync(kindDir)
-      ? fs.readdirSync(kindDir).map((n) => path.join(kindDir, n, "busybox")).find((p) => fs.existsSync(p))
-      : undefined;
-    const host = ["/usr/bin/busybox", "/bin/busybox"].find((p) => fs.existsSync(p) && isStatic(p));
-    const use = cached ?? host;
-    if (use && err instanceof LabError && err.status === LabStatus.NO_APT) {
-      progress.warn(`${err.message.replace(/^lab: /, "")}; using ${use}`);
-      return { path: use, version: cached ? path.basename(path.dirname(cached)) : "host" };
+    const cached = fs.readdirSync(kindDir).map((n) => path.join(kindDir, n, "busybox")).find((p) => fs.existsSync(p));
+    if (cached && err instanceof LabError && err.status === LabStatus.NO_APT) {
+      progress.warn(`${err.message.replace(/^lab: /, "")}; using ${cached}`);
+      return { path: cached, version: path.basename(path.dirname(cached)) };
     }
     if (err instanceof LabError && err.status === LabStatus.NO_APT) {
-      throw new LabError(err.message.replace(/^lab: /, ""), LabStatus.NO_APT, "apt-get install busybox-static, or give the lab access to Debian's archive (TSVMM_LAB_MIRROR)");
+      throw new LabError(err.message.replace(/^lab: /, ""), LabStatus.NO_APT,
+        `${installCommand([packageNamed("busybox-static")])}, or give the lab access to Debian's archive (TSVMM_LAB_MIRROR)`);
     }
     throw err;
   }
 }
+
+const HOST_BUSYBOX = ["/usr/bin/busybox", "/bin/busybox"];
 
 function isStatic(file: string): boolean {
   // A static ELF has no PT_INTERP program header: look for the interpreter path instead.

@@ -11,6 +11,7 @@ import * as path from "node:path";
 import * as zlib from "node:zlib";
 import { PrivateApt, PackageInfo, dependsNames, extractDeb, lastLines } from "./apt";
 import { LabError, LabStatus } from "./errors";
+import { installCommand, missingPackages } from "./packages";
 import { labSourceFile, mkdirp, publish } from "./paths";
 import { Progress, pidAlive, removeTree, run, seconds, which } from "./proc";
 
@@ -52,6 +53,13 @@ const MUST_HAVE = [
   "CONFIG_BLK_DEV_INITRD=y",
   "CONFIG_DEVTMPFS=y",
   "CONFIG_TMPFS=y",
+  // the kernel's guest_memfd selftests need huge pages; tracefs gives KVM's trace events
+  "CONFIG_TRANSPARENT_HUGEPAGE=y",
+  "CONFIG_TRANSPARENT_HUGEPAGE_MADVISE=y",
+  "CONFIG_HUGETLBFS=y",
+  "CONFIG_HUGETLB_PAGE=y",
+  "CONFIG_FTRACE=y",
+  "CONFIG_EVENT_TRACING=y",
 ];
 
 export interface PrepareOptions {
@@ -84,11 +92,14 @@ function newestEntry(kindDir: string): string | undefined {
     .sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs)[0];
 }
 
+/**
+ * Remove older entries of a kind, keeping `keep` and the newest other complete one: two
+ * checkouts on different config fragments (branches) then do not rebuild each other's kernel.
+ */
 function removeOtherEntries(kindDir: string, keep: string): void {
-  for (const n of fs.readdirSync(kindDir)) {
-    const p = path.join(kindDir, n);
-    if (p !== keep && !n.endsWith(".build.log")) fs.rmSync(p, { recursive: true, force: true });
-  }
+  const others = fs.readdirSync(kindDir).map((n) => path.join(kindDir, n)).filter((p) => p !== keep && !p.endsWith(".build.log"));
+  const spare = others.filter(ready).sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs)[0];
+  for (const p of others) if (p !== spare) fs.rmSync(p, { recursive: true, force: true });
 }
 
 function loadEntry(kind: LabKernelKind, dir: string, cached: boolean): LabKernel {
@@ -164,6 +175,7 @@ export async function prepareStock(opts: PrepareOptions): Promise<LabKernel> {
     `downloading Debian's kernel ${abi} (${pkgs.map((p) => p.name).join(", ")})`,
     () => opts.apt.download(pkgs, opts.downloadTimeoutMs),
     (d) => `${(d.reduce((n, f) => n + fs.statSync(f).size, 0) / 1e6).toFixed(0)} MB`,
+    () => opts.apt.downloadProgress(pkgs),
   );
   const work = `${entry}.work-${process.pid}`;
   fs.rmSync(work, { recursive: true, force: true });
@@ -274,28 +286,13 @@ export function configHash(): string {
   return sha(RECIPE + "\n" + fragmentText()).slice(0, 12);
 }
 
-const BUILD_TOOLS: { tool: string; pkg: string }[] = [
-  { tool: "make", pkg: "make" },
-  { tool: "gcc", pkg: "gcc" },
-  { tool: "ld", pkg: "binutils" },
-  { tool: "flex", pkg: "flex" },
-  { tool: "bison", pkg: "bison" },
-  { tool: "bc", pkg: "bc" },
-  { tool: "perl", pkg: "perl" },
-  { tool: "tar", pkg: "tar" },
-  { tool: "xz", pkg: "xz-utils" },
-];
-
-export const BUILD_PACKAGES = ["build-essential", "flex", "bison", "bc", "libelf-dev", "xz-utils"];
-
 function checkBuildTools(): void {
-  const missing = BUILD_TOOLS.filter((t) => !which(t.tool)).map((t) => t.pkg);
-  if (!fs.existsSync("/usr/include/libelf.h") && !fs.existsSync("/usr/include/gelf.h")) missing.push("libelf-dev");
+  const missing = missingPackages(["lab kernel build"]);
   if (missing.length) {
     throw new LabError(
-      `cannot build the sw-protected kernel: missing ${missing.join(", ")}`,
+      `cannot build the sw-protected kernel: missing ${missing.map((p) => `${p.provides} (${p.name})`).join(", ")}`,
       LabStatus.NO_BUILD_TOOLS,
-      `apt-get install ${BUILD_PACKAGES.join(" ")}  (or use --kernel stock, which needs no build)`,
+      `${installCommand(missing)}  (or use --kernel stock, which needs no build)`,
     );
   }
 }
@@ -313,118 +310,164 @@ export function parseConfig(text: string): Map<string, string> {
 
 export async function prepareSwProtected(opts: PrepareOptions): Promise<LabKernel> {
   const kindDir = mkdirp(path.join(opts.cacheDir, "sw-protected"));
-  const resolved = await resolveOrCached("sw-protected", kindDir, opts, async () => {
-    const meta = await mustShow(opts.apt, "linux-source");
-    const srcName = dependsNames(meta.depends).find((d) => /^linux-source-\d/.test(d));
-    if (!srcName) throw new LabError(`linux-source ${meta.version} names no linux-source-X.Y package`, LabStatus.NO_APT);
-    const src = await mustShow(opts.apt, srcName);
-    return { src, key: `${src.version}_${configHash()}` };
-  });
+  const resolved = await resolveOrCached("sw-protected", kindDir, opts, () => resolveSource(opts.apt));
   if ("image" in resolved) return resolved;
   const { src, key } = resolved;
   const entry = path.join(kindDir, key);
   if (ready(entry)) return loadEntry("sw-protected", entry, true);
 
   checkBuildTools();
-  const log = path.join(kindDir, `${key}.build.log`);
-  const buildRoot = await chooseBuildRoot(kindDir);
-  const work = path.join(buildRoot, `tsvmm-lab-build-${key}-${process.pid}`);
+  const work = path.join(await chooseBuildRoot(kindDir), `tsvmm-lab-build-${key}-${process.pid}`);
   await removeTree(work);
-  fs.writeFileSync(log, "");
+  const tree: BuildTree = { work, src: mkdirp(path.join(work, "src")), out: mkdirp(path.join(work, "out")), log: path.join(kindDir, `${key}.build.log`) };
+  fs.writeFileSync(tree.log, "");
   const [deb] = await opts.progress.step(
     `downloading ${src.name} ${src.version}`,
     () => opts.apt.download([src], opts.downloadTimeoutMs),
     (d) => `${(fs.statSync(d[0]).size / 1e6).toFixed(0)} MB`,
+    () => opts.apt.downloadProgress([src]),
   );
   const started = Date.now();
   try {
-    const srcDir = mkdirp(path.join(work, "src"));
-    const outDir = mkdirp(path.join(work, "out"));
-    await opts.progress.step(`unpacking ${src.name}`, async () => {
-      const debRoot = path.join(work, "deb");
-      await extractDeb(deb, debRoot);
-      const tarDir = path.join(debRoot, "usr", "src");
-      const tarball = fs.readdirSync(tarDir).find((f) => /^linux-source-.*\.tar\.(xz|gz|bz2|zst)$/.test(f));
-      if (!tarball) throw new LabError(`${src.name} holds no linux-source tarball under /usr/src`, LabStatus.NO_APT);
-      const r = await run("tar", ["-xf", path.join(tarDir, tarball), "-C", srcDir, "--strip-components=1"], {
-        timeoutMs: opts.buildTimeoutMs,
-        logFile: log,
-      });
-      fs.rmSync(debRoot, { recursive: true, force: true });
-      if (r.code !== 0) throw buildFailed(`unpacking ${tarball}`, log);
-    });
+    await opts.progress.step(`unpacking ${src.name}`, () => unpackSource(deb, src, tree, opts), undefined, () => `${countFiles(tree.src)} files`);
     opts.apt.clean([deb]);
-
-    await opts.progress.step("configuring (tinyconfig + vmm/lab/kernel/sw-protected.config)", async () => {
-      const make = (args: string[]) =>
-        run("make", [`O=${outDir}`, ...args], { cwd: srcDir, timeoutMs: 10 * 60_000, logFile: log });
-      let r = await make(["tinyconfig"]);
-      if (r.code !== 0) throw buildFailed("make tinyconfig", log);
-      const fragment = path.join(work, "sw-protected.config");
-      fs.writeFileSync(fragment, fragmentText());
-      r = await run(
-        "sh",
-        ["scripts/kconfig/merge_config.sh", "-m", "-O", outDir, path.join(outDir, ".config"), fragment],
-        { cwd: srcDir, timeoutMs: 10 * 60_000, logFile: log },
-      );
-      if (r.code !== 0) throw buildFailed("merge_config.sh", log);
-      r = await make(["olddefconfig"]);
-      if (r.code !== 0) throw buildFailed("make olddefconfig", log);
-      const cfg = parseConfig(fs.readFileSync(path.join(outDir, ".config"), "utf8"));
-      const lost = MUST_HAVE.filter((kv) => {
-        const [k, v] = kv.split("=");
-        return cfg.get(k) !== v;
-      });
-      if (lost.length) {
-        fs.appendFileSync(log, `\ntsvmm lab: the merged .config lacks ${lost.join(" ")}\n`);
-        throw buildFailed(`configuration (the merged .config lacks ${lost.join(" ")})`, log);
-      }
-      const fragCfg = parseConfig(fragmentText());
-      const dropped = [...fragCfg].filter(([k, v]) => (cfg.get(k) ?? "n") !== v).map(([k, v]) => `${k}=${v}`);
-      if (dropped.length) opts.progress.say(`note: Kconfig did not keep ${dropped.join(" ")} (dependencies)`);
-    });
-
-    const jobs = String((os.availableParallelism?.() ?? os.cpus().length) + 1);
-    const t0 = Date.now();
-    opts.progress.say(`building the sw-protected kernel (make -j${jobs} bzImage under nice in ${work}; log: ${log}) ...`);
-    const ticker = setInterval(() => {
-      opts.progress.say(`  still building: ${seconds(Date.now() - t0)} so far, ${lastLines(readTail(log), 1).trim()}`);
-    }, 60_000);
-    let r;
-    try {
-      r = await run("make", [`O=${outDir}`, `-j${jobs}`, "bzImage"], {
-        cwd: srcDir,
-        timeoutMs: opts.buildTimeoutMs,
-        logFile: log,
-        nice: true,
-      });
-    } finally {
-      clearInterval(ticker);
-    }
-    if (r.timedOut) throw buildFailed(`make bzImage (killed after the ${opts.buildTimeoutMs / 1000} s limit; TSVMM_LAB_BUILD_TIMEOUT)`, log);
-    if (r.code !== 0) throw buildFailed("make bzImage", log);
-    const buildMs = Date.now() - t0;
-    opts.progress.say(`built the sw-protected kernel in ${seconds(buildMs)} (make), ${seconds(Date.now() - started)} with unpacking and configuration`);
-
-    // Stage the entry beside its final place (the build may be on another filesystem).
-    const out = `${entry}.tmp-${process.pid}`;
-    fs.rmSync(out, { recursive: true, force: true });
-    mkdirp(out);
-    fs.copyFileSync(path.join(outDir, "arch/x86/boot/bzImage"), path.join(out, "bzImage"));
-    fs.copyFileSync(path.join(outDir, ".config"), path.join(out, "config"));
-    fs.copyFileSync(log, path.join(out, "build.log"));
-    fs.writeFileSync(
-      path.join(out, "READY"),
-      JSON.stringify({ version: src.version, key, package: src.name, buildSeconds: Math.round(buildMs / 1000) }, null, 1) + "\n",
-    );
-    publish(out, entry);
-    fs.rmSync(log, { force: true });
+    await opts.progress.step("configuring (tinyconfig + vmm/lab/kernel/sw-protected.config)", () => configure(tree, opts));
+    const steps = await makeBzImage(tree, opts, expectedSteps(kindDir));
+    opts.progress.say(`built the sw-protected kernel: ${seconds(Date.now() - started)} with unpacking and configuration`);
+    publishBuild(tree, entry, { version: src.version, key, package: src.name, steps });
     removeOtherEntries(kindDir, entry);
   } finally {
     await removeTree(work);
     opts.apt.clean([deb]);
   }
   return loadEntry("sw-protected", entry, false);
+}
+
+interface BuildTree {
+  /** the whole build directory, removed at the end */
+  work: string;
+  src: string;
+  /** O= of the build */
+  out: string;
+  log: string;
+}
+
+/** linux-source (a metapackage) -> linux-source-X.Y: the package and the cache key. */
+async function resolveSource(apt: PrivateApt): Promise<{ src: PackageInfo; key: string }> {
+  const meta = await mustShow(apt, "linux-source");
+  const srcName = dependsNames(meta.depends).find((d) => /^linux-source-\d/.test(d));
+  if (!srcName) throw new LabError(`linux-source ${meta.version} names no linux-source-X.Y package`, LabStatus.NO_APT);
+  const src = await mustShow(apt, srcName);
+  return { src, key: `${src.version}_${configHash()}` };
+}
+
+async function unpackSource(deb: string, src: PackageInfo, tree: BuildTree, opts: PrepareOptions): Promise<void> {
+  const debRoot = path.join(tree.work, "deb");
+  await extractDeb(deb, debRoot);
+  const tarDir = path.join(debRoot, "usr", "src");
+  const tarball = fs.readdirSync(tarDir).find((f) => /^linux-source-.*\.tar\.(xz|gz|bz2|zst)$/.test(f));
+  if (!tarball) throw new LabError(`${src.name} holds no linux-source tarball under /usr/src`, LabStatus.NO_APT);
+  const r = await run("tar", ["-xf", path.join(tarDir, tarball), "-C", tree.src, "--strip-components=1"], {
+    timeoutMs: opts.buildTimeoutMs,
+    logFile: tree.log,
+  });
+  fs.rmSync(debRoot, { recursive: true, force: true });
+  if (r.code !== 0) throw buildFailed(`unpacking ${tarball}`, tree.log);
+}
+
+/** tinyconfig, the fragment merged over it, olddefconfig; then check that what the lab needs survived. */
+async function configure(tree: BuildTree, opts: PrepareOptions): Promise<void> {
+  const inTree = (file: string, args: string[]) => run(file, args, { cwd: tree.src, timeoutMs: 10 * 60_000, logFile: tree.log });
+  if ((await inTree("make", [`O=${tree.out}`, "tinyconfig"])).code !== 0) throw buildFailed("make tinyconfig", tree.log);
+  const fragment = path.join(tree.work, "sw-protected.config");
+  fs.writeFileSync(fragment, fragmentText());
+  const merge = await inTree("sh", ["scripts/kconfig/merge_config.sh", "-m", "-O", tree.out, path.join(tree.out, ".config"), fragment]);
+  if (merge.code !== 0) throw buildFailed("merge_config.sh", tree.log);
+  if ((await inTree("make", [`O=${tree.out}`, "olddefconfig"])).code !== 0) throw buildFailed("make olddefconfig", tree.log);
+  const cfg = parseConfig(fs.readFileSync(path.join(tree.out, ".config"), "utf8"));
+  const lost = MUST_HAVE.filter((kv) => {
+    const [k, v] = kv.split("=");
+    return cfg.get(k) !== v;
+  });
+  if (lost.length) {
+    fs.appendFileSync(tree.log, `\ntsvmm lab: the merged .config lacks ${lost.join(" ")}\n`);
+    throw buildFailed(`configuration (the merged .config lacks ${lost.join(" ")})`, tree.log);
+  }
+  const dropped = [...parseConfig(fragmentText())].filter(([k, v]) => (cfg.get(k) ?? "n") !== v).map(([k, v]) => `${k}=${v}`);
+  if (dropped.length) opts.progress.say(`note: Kconfig did not keep ${dropped.join(" ")} (dependencies)`);
+}
+
+/** Kbuild's quiet lines ("  CC      kernel/fork.o"): one per build step. */
+const STEP_LINE = /^ {2}[A-Z][A-Z0-9_-]*\s+\S/gm;
+/**
+ * Steps of the tinyconfig+fragment build of 7.2.13 (measured), for the percentage of a first
+ * build; later ones use the count kept in the last entry's READY.
+ */
+const MEASURED_STEPS = 1910;
+
+function countSteps(log: string): number {
+  try {
+    return fs.readFileSync(log, "utf8").match(STEP_LINE)?.length ?? 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** How many steps the last build of this kind took (kept in its READY), else the measured number. */
+function expectedSteps(kindDir: string): number {
+  const last = newestEntry(kindDir);
+  if (last) {
+    const steps = (JSON.parse(fs.readFileSync(path.join(last, "READY"), "utf8")) as { steps?: number }).steps;
+    if (steps) return steps;
+  }
+  return MEASURED_STEPS;
+}
+
+/** make bzImage under nice, with its progress (steps done of those expected) every 15 s; returns the steps. */
+async function makeBzImage(tree: BuildTree, opts: PrepareOptions, expected: number): Promise<number> {
+  const jobs = String((os.availableParallelism?.() ?? os.cpus().length) + 1);
+  const before = countSteps(tree.log);
+  const r = await opts.progress.step(
+    `building the sw-protected kernel (make -j${jobs} bzImage under nice in ${tree.work}; log: ${tree.log})`,
+    () => run("make", [`O=${tree.out}`, `-j${jobs}`, "bzImage"], { cwd: tree.src, timeoutMs: opts.buildTimeoutMs, logFile: tree.log, nice: true }),
+    undefined,
+    () => {
+      const done = countSteps(tree.log) - before;
+      return `about ${Math.min(99, Math.floor((100 * done) / expected))}% (${done} of ~${expected} steps; now ${lastLines(readTail(tree.log), 1).trim()})`;
+    },
+  );
+  if (r.timedOut) throw buildFailed(`make bzImage (killed after the ${opts.buildTimeoutMs / 1000} s limit; TSVMM_LAB_BUILD_TIMEOUT)`, tree.log);
+  if (r.code !== 0) throw buildFailed("make bzImage", tree.log);
+  return countSteps(tree.log) - before;
+}
+
+/** The built kernel, its .config and log as a cache entry (staged beside it: the build may be on another filesystem). */
+function publishBuild(tree: BuildTree, entry: string, meta: { version: string; key: string; package: string; steps: number }): void {
+  const out = `${entry}.tmp-${process.pid}`;
+  fs.rmSync(out, { recursive: true, force: true });
+  mkdirp(out);
+  fs.copyFileSync(path.join(tree.out, "arch/x86/boot/bzImage"), path.join(out, "bzImage"));
+  fs.copyFileSync(path.join(tree.out, ".config"), path.join(out, "config"));
+  fs.copyFileSync(tree.log, path.join(out, "build.log"));
+  fs.writeFileSync(path.join(out, "READY"), JSON.stringify(meta, null, 1) + "\n");
+  publish(out, entry);
+  fs.rmSync(tree.log, { force: true });
+}
+
+function countFiles(dir: string): number {
+  let n = 0;
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      n++;
+      if (e.isDirectory()) walk(path.join(d, e.name));
+    }
+  };
+  try {
+    walk(dir);
+  } catch {
+    /* being unpacked */
+  }
+  return n;
 }
 
 /**

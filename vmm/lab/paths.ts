@@ -2,6 +2,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { pidAlive } from "./proc";
 
 /** The checkout this code runs from (the directory holding vmm/lab/init.sh), source or dist. */
 export function repoRoot(): string {
@@ -70,7 +71,7 @@ export async function withLock<T>(lockDir: string, waitMs: number, onWait: (pid:
       } catch {
         /* being written */
       }
-      if (pid && !alive(pid)) {
+      if (pid && !pidAlive(pid)) {
         fs.rmSync(lockDir, { recursive: true, force: true });
         continue;
       }
@@ -86,14 +87,5 @@ export async function withLock<T>(lockDir: string, waitMs: number, onWait: (pid:
     return await fn();
   } finally {
     fs.rmSync(lockDir, { recursive: true, force: true });
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }

@@ -37,11 +37,19 @@ export function killTree(pid: number | undefined, signal: NodeJS.Signals = "SIGK
   }
 }
 
+/**
+ * The command line that runs `file` under `setpriv --pdeathsig KILL` (util-linux) when the host
+ * has setpriv: the kernel kills it when we die, even by SIGKILL, which no handler of ours sees.
+ */
+export function dyingWithUs(file: string, args: string[]): [string, string[]] {
+  const setpriv = which("setpriv", `${process.env.PATH ?? ""}:/usr/bin:/bin`);
+  return setpriv ? [setpriv, ["--pdeathsig", "KILL", "--", file, ...args]] : [file, args];
+}
+
 /** Run a program to completion (never through a shell), with a hard time limit. */
 export function run(file: string, args: string[], opts: RunOptions): Promise<RunResult> {
   const started = Date.now();
-  const argv = opts.nice ? ["-n", "10", file, ...args] : args;
-  const prog = opts.nice ? "nice" : file;
+  const [prog, argv] = dyingWithUs(opts.nice ? "nice" : file, opts.nice ? ["-n", "10", file, ...args] : args);
   return new Promise((resolve, reject) => {
     let log: number | undefined;
     const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, detached: true };
@@ -118,6 +126,8 @@ export function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(1)} s`;
 }
 
+const STEP_TICK_MS = 15_000;
+
 /** Progress lines on stderr: "tsvmm lab: <what>" at the start of a long step, timing at its end. */
 export class Progress {
   constructor(private readonly quiet = false) {}
@@ -131,12 +141,23 @@ export class Progress {
     process.stderr.write(`tsvmm lab: ${line}\n`);
   }
 
-  async step<T>(what: string, fn: () => Promise<T>, done?: (v: T) => string): Promise<T> {
+  /**
+   * A long step: its start, every 15 s while it runs the time so far (and `detail()`, e.g. a
+   * percentage), and at its end `done(result)` and the time it took.
+   */
+  async step<T>(what: string, fn: () => Promise<T>, done?: (v: T) => string, detail?: () => string): Promise<T> {
     const t0 = Date.now();
     this.say(`${what} ...`);
-    const v = await fn();
-    this.say(`${what}: ${done ? done(v) + ", " : ""}${seconds(Date.now() - t0)}`);
-    return v;
+    const ticker = setInterval(() => {
+      this.say(`  ${what.replace(/ \(.*$/, "")}: ${seconds(Date.now() - t0)} so far${detail ? `, ${detail()}` : ""}`);
+    }, STEP_TICK_MS);
+    try {
+      const v = await fn();
+      this.say(`${what}: ${done ? done(v) + ", " : ""}${seconds(Date.now() - t0)}`);
+      return v;
+    } finally {
+      clearInterval(ticker);
+    }
   }
 }
 

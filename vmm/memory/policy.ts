@@ -1,7 +1,7 @@
 // From what the user asked (--private, --backend, --shared-bit, ...) and what the host offers
 // (assessHost) to the private-memory options of a machine. Pure: unit-tested without KVM.
 import { ExitStatus, TsvmmError, UsageError } from "../errors";
-import type { Verdict } from "../host/caps";
+import { privateMemoryHint, type Verdict } from "../host/caps";
 import type { FaultPolicy, HypercallPolicy } from "./engine";
 import type { PrivateMemoryOptions } from "./options";
 import { hex } from "../format";
@@ -62,7 +62,7 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: GuestFacts, lay
 
   const { attributes, memslots } = verdict.backends;
   const refuse = (reason: string) =>
-    new TsvmmError(`private memory is not available here: ${reason}`, ExitStatus.HOST_UNSUPPORTED, "run it in the nested lab: tsvmm lab -- tsvmm run ...");
+    new TsvmmError(`private memory is not available here: ${reason}`, ExitStatus.HOST_UNSUPPORTED, privateMemoryHint());
   let backend: "attributes" | "memslots";
   if (!req.backend || req.backend === "auto") {
     if (attributes.available && !req.sharedBit) backend = "attributes";

@@ -1,5 +1,5 @@
 // The lab's pure pieces, on the host (no QEMU, no network): cpio writer, run script, /tmp
-// handling, size parsing, module dependencies, .config parsing.
+// handling, module dependencies, .config parsing.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -7,9 +7,10 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { writeCpio } from "../../../vmm/lab/initramfs";
-import { keepPaths, parseMem, runScript, shq } from "../../../vmm/lab/qemu";
+import { keepPaths, runScript, shq } from "../../../vmm/lab/stage";
 import { moduleDepends, parseConfig } from "../../../vmm/lab/kernel";
 import { dependsNames } from "../../../vmm/lab/apt";
+import { privateMemoryHint } from "../../../vmm/host/caps";
 
 /** Minimal newc reader: [name, mode, data] of every entry. */
 function readCpio(buf: Buffer): { name: string; mode: number; data: Buffer; rdev: [number, number] }[] {
@@ -95,15 +96,6 @@ test("keepPaths: only paths under /tmp, parents first, no nesting", () => {
   assert.deepEqual(keepPaths(["/tmpx/a"]), []);
 });
 
-test("parseMem: sizes in MiB", () => {
-  assert.equal(parseMem("2048M"), 2048);
-  assert.equal(parseMem("2G"), 2048);
-  assert.equal(parseMem("4096"), 4096);
-  assert.equal(parseMem("1GiB"), 1024);
-  assert.throws(() => parseMem("lots"), /bad memory size/);
-  assert.throws(() => parseMem("128M"), /too small/);
-});
-
 test("moduleDepends reads .modinfo; dependsNames reads Depends fields", () => {
   const ko = Buffer.concat([Buffer.from("\x7fELF junk\0license=GPL\0depends=kvm,ccp\0name=kvm_amd\0", "latin1")]);
   assert.deepEqual(moduleDepends(ko), ["kvm", "ccp"]);
@@ -125,4 +117,10 @@ test("parseConfig: set, unset and string options; the fragment keeps what the la
   for (const k of ["CONFIG_KVM", "CONFIG_KVM_AMD", "CONFIG_KVM_SW_PROTECTED_VM", "CONFIG_9P_FS", "CONFIG_NET_9P_VIRTIO", "CONFIG_VIRTIO_PCI", "CONFIG_SERIAL_8250_CONSOLE", "CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS", "CONFIG_TMPFS", "CONFIG_CGROUPS", "CONFIG_EXPERT", "CONFIG_FUTEX", "CONFIG_EPOLL", "CONFIG_EVENTFD", "CONFIG_UNIX", "CONFIG_MEMFD_CREATE"])
     assert.equal(frag.get(k), "y", k);
   for (const k of ["CONFIG_KVM_AMD_SEV", "CONFIG_MODULES"]) assert.equal(frag.get(k), "n", k);
+});
+
+test("privateMemoryHint: outside the lab, the lab; inside the stock lab, its sw-protected kernel", () => {
+  assert.match(privateMemoryHint(undefined), /tsvmm lab -- tsvmm run/);
+  assert.match(privateMemoryHint("stock"), /--kernel sw-protected/);
+  assert.doesNotMatch(privateMemoryHint("sw-protected"), /--kernel sw-protected/);
 });

@@ -2,13 +2,16 @@ import type { CommandModule } from "yargs";
 import { UsageError } from "../../errors";
 import { LAB_KERNEL_KINDS, LabKernelKind, LabStatus, prepareLab, runLab } from "../../lab";
 import { Progress } from "../../lab/proc";
-import { parseMem } from "../../lab/qemu";
+import { parseCount, parseSeconds, parseSize } from "../parse";
+
+/** The lab's kernel, init and Node need this much memory. */
+const MIN_MEM_MIB = 256;
 
 export interface LabArgs {
   kernel: LabKernelKind;
-  cpus: number;
+  cpus: string;
   mem: string;
-  timeout: number;
+  timeout: string;
   "prepare-only": boolean;
   quiet: boolean;
   verbose: boolean;
@@ -31,6 +34,7 @@ const DESCRIPTION = [
   "* ./.lab-scratch (created in the working directory) is writable and shared with the host.",
   "* /dev/kvm is the lab's KVM, and the command runs as root in the lab.",
   "* The working directory, environment and arguments are the caller's; `tsvmm` is on PATH; TSVMM_LAB names the kernel and TSVMM_LAB_SCRATCH the scratch directory.",
+  "* tracefs is mounted at /sys/kernel/tracing, with KVM's trace events under events/kvm.",
   "The command's stdin is /dev/null; its stdout and stderr come back separately, and its exit status is tsvmm lab's.",
   "",
   "Exit statuses of the lab itself (each with a message \"tsvmm: lab: ...\" on stderr):",
@@ -43,7 +47,8 @@ const DESCRIPTION = [
   `* ${LabStatus.BOOT_TIMEOUT}: the lab did not boot in time (QEMU killed)`,
   `* ${LabStatus.NO_STATUS}: QEMU ended without the lab reporting a status`,
   `* ${LabStatus.TIMEOUT}: the command ran longer than --timeout (QEMU killed)`,
-  `* ${LabStatus.INTERRUPTED}: interrupted (QEMU killed)`,
+  `* ${LabStatus.INTERRUPTED}: interrupted by SIGINT or SIGTERM (QEMU killed, the run directory removed)`,
+  "QEMU dies with tsvmm lab even when tsvmm lab is killed (SIGKILL); the run directory such a run leaves in the temporary directory is removed by the next tsvmm lab.",
   "",
   "Environment: TSVMM_LAB_CACHE (cache directory), TSVMM_LAB_QEMU (QEMU binary), TSVMM_LAB_MIRROR and TSVMM_LAB_SUITE (Debian archive; default http://deb.debian.org/debian sid), TSVMM_LAB_BOOT_TIMEOUT, TSVMM_LAB_BUILD_TIMEOUT, TSVMM_LAB_DOWNLOAD_TIMEOUT (seconds), TSVMM_LAB_ACCEL (QEMU -accel, default tcg,thread=single), TSVMM_LAB_APPEND (more lab kernel parameters), TSVMM_LAB_BUILD_DIR (where the kernel is built; default /dev/shm when it has 4 GB free).",
 ].join("\n");
@@ -61,11 +66,11 @@ export const labCommand: CommandModule<object, LabArgs> = {
         default: "sw-protected" as LabKernelKind,
         describe: "which lab kernel to boot",
       })
-      .option("cpus", { type: "number", default: 2, describe: "vCPUs of the lab" })
-      .option("mem", { type: "string", default: "2048M", describe: "memory of the lab (e.g. 2048M, 4G)" })
+      .option("cpus", { type: "string", default: "2", describe: "vCPUs of the lab (1 to 8)" })
+      .option("mem", { type: "string", default: "2G", describe: `memory of the lab, read as \`tsvmm run --mem\` reads it (e.g. 2048M, 4G; at least ${MIN_MEM_MIB}M)` })
       .option("timeout", {
-        type: "number",
-        default: 1800,
+        type: "string",
+        default: "1800",
         describe: "limit on the command in seconds, from its start in the lab (0 = none); the lab is killed after it",
       })
       .option("prepare-only", {
@@ -79,19 +84,14 @@ export const labCommand: CommandModule<object, LabArgs> = {
       .example("$0 lab --kernel sw-protected -- tsvmm run hello", "boot the hello test guest on a real KVM")
       .example("$0 lab --kernel stock -- cat /sys/module/kvm_amd/parameters/npt", "Debian's kernel: is nested paging on?")
       .example("$0 lab --prepare-only --kernel stock", "fill the cache (CI does this first)")
-      .example("$0 lab --timeout 1500 -- node dist/test/lab/run.js", "the lab test tier (npm run test:lab)")
+      .example("$0 lab --timeout 1500 -- node dist/test/lab/run.js", "the lab test tier on one kernel (npm run test:lab runs it on both)")
       .strict(),
   handler: async (args) => {
     const argv = (args["--"]?.length ? args["--"] : (args.cmd ?? [])).map(String);
-    const cpus = Number(args.cpus);
-    if (!Number.isInteger(cpus) || cpus < 1 || cpus > 8) throw new UsageError(`--cpus ${args.cpus} is out of range`, "use 1 to 8");
-    if (!Number.isFinite(args.timeout) || args.timeout < 0) throw new UsageError(`--timeout ${args.timeout} is not a number of seconds`, "e.g. --timeout 600 (0 = no limit)");
-    let memMiB: number;
-    try {
-      memMiB = parseMem(args.mem);
-    } catch (err) {
-      throw new UsageError((err as Error).message, "e.g. --mem 2048M or --mem 4G");
-    }
+    const cpus = parseCount("--cpus", args.cpus, 1, 8);
+    const timeoutS = parseSeconds("--timeout", args.timeout);
+    const memMiB = Number(parseSize("--mem", args.mem) >> 20n);
+    if (memMiB < MIN_MEM_MIB) throw new UsageError(`--mem ${args.mem} is too small for the lab`, `give it at least ${MIN_MEM_MIB}M, e.g. --mem 2G`);
     if (args["prepare-only"]) {
       if (argv.length) throw new UsageError("--prepare-only runs no command", "drop the command or --prepare-only");
       await prepareLab(args.kernel, new Progress(args.quiet));
@@ -104,7 +104,7 @@ export const labCommand: CommandModule<object, LabArgs> = {
       kernel: args.kernel,
       cpus,
       memMiB,
-      timeoutS: args.timeout,
+      timeoutS,
       argv,
       quiet: args.quiet,
       verbose: args.verbose,
