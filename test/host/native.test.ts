@@ -153,6 +153,16 @@ function makeGuest(code: number[], consoleOut = 0x3f8, reads: Array<{ port: numb
   };
 }
 
+/** Polls `cond` until it holds or 5 s pass: a loaded machine may take long to schedule a vCPU thread. */
+async function eventually(cond: () => boolean, limitMs = 5000): Promise<boolean> {
+  const end = Date.now() + limitMs;
+  while (!cond()) {
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return true;
+}
+
 function isSyscallError(e: unknown): e is NativeSyscallError {
   return e instanceof Error && typeof (e as NativeSyscallError).operation === "string";
 }
@@ -247,11 +257,9 @@ test("kick() brings a spinning guest out of KVM_RUN as 'paused'; kicking a parke
     g.cpu.start(g.events.push);
     await new Promise((r) => setTimeout(r, 50)); // well inside the spin
     assert.throws(() => g.cpu.getRegs(), { code: "ERR_TSVMM_VCPU_RUNNING" });
-    const t0 = performance.now();
     g.cpu.kick();
-    assert.deepEqual(await g.events.next(1000), { kind: "paused" });
-    const ms = performance.now() - t0;
-    assert.ok(ms < 1000, `paused after ${ms} ms`);
+    // No speed assertion (the bench measures kicks): only that the kick is honoured.
+    assert.deepEqual(await g.events.next(5000), { kind: "paused" });
     // Parked: registers are readable and the guest is where it spun.
     const regs = g.cpu.getRegs();
     assert.equal(regs.readBigUInt64LE(128), BigInt(CODE_GPA));
@@ -262,11 +270,10 @@ test("kick() brings a spinning guest out of KVM_RUN as 'paused'; kicking a parke
     g.cpu.resume();
     await new Promise((r) => setTimeout(r, 20));
     g.cpu.kick();
-    assert.deepEqual(await g.events.next(1000), { kind: "paused" });
+    assert.deepEqual(await g.events.next(5000), { kind: "paused" });
     const s = g.cpu.stats();
     assert.equal(s.events, 2);
     assert.equal(s.nativeExits, 0);
-    t.diagnostic(`first kick honoured after ${ms.toFixed(2)} ms (includes event delivery)`);
   } finally {
     g.close();
   }
@@ -345,8 +352,7 @@ test("setFastPorts() replaces the table while the vCPU runs", { timeout: 10000 }
   const g = makeGuest([...movDx(0x3f8), ...movAl(0x78), ...outDxAl, 0xeb, 0xfd]);
   try {
     g.cpu.start(g.events.push);
-    await new Promise((r) => setTimeout(r, 50));
-    assert.ok(g.cpu.stats().nativeExits > 0, "console bytes handled natively");
+    assert.ok(await eventually(() => g.cpu.stats().nativeExits > 0), "console bytes handled natively");
     g.vm.setFastPorts({ consoleOut: -1, reads: [] });
     const e = await g.events.next();
     assert.deepEqual(e, { kind: "exit", errno: 0 });
@@ -355,8 +361,7 @@ test("setFastPorts() replaces the table while the vCPU runs", { timeout: 10000 }
     g.vm.setFastPorts({ consoleOut: 0x3f8, reads: [] });
     const before = g.cpu.stats().nativeExits;
     g.cpu.resume();
-    await new Promise((r) => setTimeout(r, 30));
-    assert.ok(g.cpu.stats().nativeExits > before, "fast again after the table came back");
+    assert.ok(await eventually(() => g.cpu.stats().nativeExits > before), "fast again after the table came back");
     g.cpu.stop();
     await new Promise((r) => setImmediate(r));
     const bytes = Buffer.concat([...g.console, g.vm.drainConsole()]);
