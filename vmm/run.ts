@@ -165,8 +165,12 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       opts.log?.(`kernel events: ${events.length} recorded (${opts.kernelEvents!.join(", ")})`);
     }
     if (traceFailure && result.status !== ExitStatus.OUTPUT_FAILED) opts.log?.(`${traceFailure}: the trace is incomplete`);
-    const unclaimed = [...m.unclaimedPorts].map(([p, n]) => `0x${p.toString(16)} (${n.reads} reads, ${n.writes} writes)`);
-    if (unclaimed.length) opts.log?.(`ports no device claims were touched: ${unclaimed.join(", ")}`);
+    const touched = (what: string, unclaimed: Map<number, { reads: number; writes: number }>) => {
+      const list = [...unclaimed].map(([at, n]) => `0x${at.toString(16)} (${n.reads} reads, ${n.writes} writes)`);
+      if (list.length) opts.log?.(`${what} no device claims were touched: ${list.join(", ")}`);
+    };
+    touched("ports", m.unclaimedPorts);
+    touched("MMIO addresses (read as all-ones, writes dropped)", m.unclaimedMmio);
     for (const line of result.conversions?.summary ?? []) opts.log?.(line);
     return {
       ...result,

@@ -72,6 +72,17 @@ for (const [name, code, port] of [["i8042", I8042_RESET, /0xfe to port 0x64/], [
   });
 }
 
+test("MMIO no device claims reads all-ones and drops writes on the PC platform, and is listed at the end", T, async (t) => {
+  if (!requireKvm(t)) return;
+  // mov eax,[0xfed803c0]; mov dword [0xfed80000],0x12345678; cmp eax,-1; jne bad;
+  // mov eax,0; out 0xf4,eax; bad: mov eax,5; out 0xf4,eax; jmp .
+  const code = [0xa1, 0xc0, 0x03, 0xd8, 0xfe, 0xc7, 0x05, 0x00, 0x00, 0xd8, 0xfe, 0x78, 0x56, 0x34, 0x12, 0x83, 0xf8, 0xff, 0x75, 0x07];
+  code.push(0xb8, 0, 0, 0, 0, 0xe7, 0xf4, 0xb8, 5, 0, 0, 0, 0xe7, 0xf4, 0xeb, 0xfe);
+  const r = await tsvmm(["run", writeTemp("mmio.bin", kludgeKernel(code)), "--timeout", "30"]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /MMIO addresses \(read as all-ones, writes dropped\) no device claims were touched: 0xfed803c0 \(1 reads, 0 writes\), 0xfed80000 \(0 reads, 1 writes\)/);
+});
+
 test("bad multiboot and Linux images are refused with 65 naming the field; private memory with 64", T, async () => {
   const video = await tsvmm(["run", writeTemp("video.bin", kludgeKernel(CLI_HLT_LOOP, 0x4))]);
   assert.equal(video.status, 65, video.stderr);

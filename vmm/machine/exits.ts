@@ -17,6 +17,9 @@ export type Outcome = "resume" | "stay";
 export interface ExitContext {
   readonly vcpus: readonly VcpuState[];
   readonly bus: PortBus;
+  /** PC guests only: MMIO that no device claims reads all-ones and drops writes, as on a PC's
+   *  bus, and is counted here by address; absent, such an access stops the VM */
+  readonly unclaimedMmio?: Map<number, { reads: number; writes: number }>;
   /** Present when the VM has private memory */
   readonly conversions?: {
     engine: ConversionEngine;
@@ -75,6 +78,17 @@ export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome
       return stop(ExitStatus.KVM_INTERNAL_ERROR, `VM entry failed, hardware reason 0x${run.failEntry.reason.toString(16)}`);
     case Exit.MMIO: {
       const a = run.mmio;
+      if (m.unclaimedMmio) {
+        const at = Number(a.physAddr);
+        const n = m.unclaimedMmio.get(at) ?? { reads: 0, writes: 0 };
+        m.unclaimedMmio.set(at, n);
+        if (a.isWrite) n.writes++;
+        else {
+          n.reads++;
+          a.data.fill(0xff, 0, a.len);
+        }
+        return "resume";
+      }
       return stop(
         ExitStatus.UNHANDLED_EXIT,
         `${a.isWrite ? "wrote" : "read"} ${a.len} bytes at GPA 0x${a.physAddr.toString(16)}, which is neither RAM nor a device (KVM_EXIT_MMIO)`,

@@ -162,6 +162,7 @@ export class Machine {
     this.exitContext = {
       vcpus: this.vcpus,
       bus: this.bus,
+      unclaimedMmio: opts.boot.kind === "tsvmm" ? undefined : new Map(),
       get conversions() {
         return machine.conversions;
       },
@@ -677,6 +678,11 @@ export class Machine {
   /** Unclaimed ports the guest touched, for the run log */
   get unclaimedPorts(): Map<number, { reads: number; writes: number }> {
     return this.bus.unclaimed;
+  }
+
+  /** Unclaimed MMIO addresses a PC guest touched, for the run log (empty for tsvmm's guests) */
+  get unclaimedMmio(): Map<number, { reads: number; writes: number }> {
+    return this.exitContext.unclaimedMmio ?? new Map();
   }
 
   close(): void {
