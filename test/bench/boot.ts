@@ -1,6 +1,6 @@
 // Section 1 of `npm run bench`: boot wall time (see bench.ts).
 import * as fs from "node:fs";
-import { describeFailure, Env, fmt, lpad, median, pad, QEMU, QEMU_HELLO, QEMU_MACHINES, qemuArgs, qemuCommand, qemuOk, quantile, runTimed, TimedProcess, TSVMM } from "./common";
+import { describeFailure, Env, failedNote, fmt, lpad, median, pad, QEMU, QEMU_HELLO, QEMU_MACHINES, qemuArgs, qemuCommand, qemuOk, quantile, runTimed, TimedProcess, TSVMM } from "./common";
 
 export interface BootRow {
   label: string;
@@ -77,7 +77,7 @@ export function printBoot(rows: BootRow[], runs: number, warmup: number): void {
       continue;
     }
     const t = r.times;
-    const fails = r.failures.length ? `  (${r.failures.length} failed: ${r.failures[0]})` : "";
+    const fails = failedNote(r.failures);
     console.log(
       `   ${pad(r.label, 26)}${lpad(fmt(median(t)), 6)} ms${lpad(fmt(quantile(t, 0.9)), 6)} ms${lpad(fmt(Math.min(...t)), 6)} ms` +
         `${lpad(fmt(Math.max(...t)), 6)} ms${lpad(String(median(r.outputBytes)) + " B", 9)}  ${t.length}${fails}`,

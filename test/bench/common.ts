@@ -97,6 +97,9 @@ export function describeFailure(r: TimedProcess): string {
   return tail ? `${why}: ${tail}` : why;
 }
 
+/** A row's note on its failed runs: how many, and the first one's reason. */
+export const failedNote = (failures: string[]) => (failures.length ? `  (${failures.length} failed: ${failures[0]})` : "");
+
 function sh(cmd: string, args: string[], timeoutMs = 120_000): { ok: boolean; text: string } {
   const r = spawnSync(cmd, args, { cwd: ROOT, encoding: "utf8", timeout: timeoutMs });
   if (r.error) return { ok: false, text: r.error.message };

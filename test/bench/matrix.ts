@@ -2,7 +2,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { buildElf } from "../support/elfBuilder";
-import { describeFailure, Env, fmt, lpad, median, OUT, pad, QEMU, QEMU_HELLO, QEMU_MACHINES, qemuArgs, qemuCommand, qemuOk, quantile, runTimed, TimedProcess, TSVMM } from "./common";
+import { describeFailure, Env, failedNote, fmt, lpad, median, OUT, pad, QEMU, QEMU_HELLO, QEMU_MACHINES, qemuArgs, qemuCommand, qemuOk, quantile, runTimed, TimedProcess, TSVMM } from "./common";
 
 export interface MatrixRow {
   label: string;
@@ -115,7 +115,7 @@ export function printMatrix(rows: MatrixRow[], boots: number, rounds: number): v
       continue;
     }
     const t = r.totals;
-    const fails = r.failures.length ? `  (${r.failures.length} failed: ${r.failures[0]})` : "";
+    const fails = failedNote(r.failures);
     console.log(
       `   ${pad(r.label, 52)}${lpad(fmt(median(t), 0), 7)} ms${lpad(fmt(median(t) / boots), 7)} ms${lpad(fmt(Math.min(...t), 0), 7)} ms${lpad(fmt(Math.max(...t), 0), 7)} ms` +
         `${lpad(fmt(median(r.cpu), 0), 7)} ms${lpad(fmt(median(r.cpu) / boots), 7)} ms${fails}`,
