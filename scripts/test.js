@@ -13,7 +13,7 @@ const dist = path.join(root, "dist");
 const tsvmm = path.join(root, "bin", "tsvmm.js");
 const ci = process.env.CI === "true";
 const runner = [process.execPath, "--test", "--test-reporter=tap"];
-const labRunner = path.join(dist, "test", "lab", "run.js");
+const labRunner = path.join(dist, "test", "lab", "tier.js");
 const LAB_KERNELS = ["sw-protected", "stock"];
 
 /** name -> { needs: Need[] (vmm/lab/packages.ts), limitS: the whole tier, args: the command, prepare?: a step before it with its own limit } */

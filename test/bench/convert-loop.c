@@ -42,18 +42,12 @@
  */
 #define _GNU_SOURCE
 #include <cpuid.h>
-#include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
-#include <linux/kvm.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
+
+#define BASELINE_NAME "convert-loop"
+#include "baseline-vm.h"
 
 /* ---- uAPI not in older <linux/kvm.h> (numbers from the kernel's include/uapi/linux/kvm.h, 7.3) ---- */
 
@@ -101,29 +95,13 @@ _Static_assert(CL_SET_MEMORY_ATTRIBUTES == 0x4020aed2, "KVM_SET_MEMORY_ATTRIBUTE
 
 #define PAGE     4096ull
 #define HUGE     0x200000ull
-#define CODE_GPA 0x10000ull
-#define PML4_GPA 0x1000ull
-#define PDPT_GPA 0x2000ull
-#define PD_GPA   0x3000ull
 #define PDPT2_GPA 0x4000ull
 #define PD2_GPA  0x5000ull
 
-static void die(int status, const char *what)
-{
-	fprintf(stderr, "convert-loop: %s: %s\n", what, strerror(errno));
-	exit(status);
-}
 static void fail(int status, const char *what)
 {
 	fprintf(stderr, "convert-loop: %s\n", what);
 	exit(status);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -385,11 +363,8 @@ static void vcpu_create(const uint8_t *code, size_t len)
 		fail(70, "--low must leave room for the page tables and the code below it");
 	uint8_t *m = M.shared;
 	memset(m, 0, CODE_GPA + 0x1000);
-	uint64_t *pml4 = (uint64_t *)(m + PML4_GPA), *pdpt = (uint64_t *)(m + PDPT_GPA), *pd = (uint64_t *)(m + PD_GPA);
-	pml4[0] = PDPT_GPA | 3;
-	pdpt[0] = PD_GPA | 3;
-	for (int i = 0; i < 512; i++)
-		pd[i] = ((uint64_t)i << 21) | 0x83;
+	map_low_identity(m, 512);
+	uint64_t *pml4 = (uint64_t *)(m + PML4_GPA);
 	if (M.alias) {
 		unsigned i4 = (M.alias >> 39) & 511, i3 = (M.alias >> 30) & 511;
 		if (M.alias & ((1ull << 30) - 1) || M.alias >= 1ull << 47)
@@ -407,43 +382,12 @@ static void vcpu_create(const uint8_t *code, size_t len)
 	M.vcpu = ioctl(M.vm, KVM_CREATE_VCPU, 0);
 	if (M.vcpu < 0)
 		die(70, "KVM_CREATE_VCPU");
-	int nent = 256;
-	struct kvm_cpuid2 *cpuid = calloc(1, sizeof *cpuid + nent * sizeof(struct kvm_cpuid_entry2));
-	cpuid->nent = nent;
-	if (ioctl(M.kvm, KVM_GET_SUPPORTED_CPUID, cpuid) < 0)
-		die(70, "KVM_GET_SUPPORTED_CPUID");
-	if (ioctl(M.vcpu, KVM_SET_CPUID2, cpuid) < 0)
-		die(70, "KVM_SET_CPUID2");
-	free(cpuid);
-	int size = ioctl(M.kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
-	if (size < 0)
-		die(70, "KVM_GET_VCPU_MMAP_SIZE");
-	M.run = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, M.vcpu, 0);
-	if (M.run == MAP_FAILED)
-		die(70, "mmap kvm_run");
-
-	struct kvm_sregs sregs;
-	if (ioctl(M.vcpu, KVM_GET_SREGS, &sregs) < 0)
-		die(70, "KVM_GET_SREGS");
-	struct kvm_segment cs = { .base = 0, .limit = 0xffffffff, .selector = 0x8, .type = 11, .present = 1, .s = 1, .l = 1, .g = 1 };
-	struct kvm_segment ds = cs;
-	ds.selector = 0x10;
-	ds.type = 3;
-	ds.l = 0;
-	ds.db = 1;
-	sregs.cs = cs;
-	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = ds;
-	sregs.cr3 = PML4_GPA;
-	sregs.cr4 = 1u << 5;
-	sregs.cr0 = 0x80050033;
-	sregs.efer = (1u << 8) | (1u << 10);
-	if (ioctl(M.vcpu, KVM_SET_SREGS, &sregs) < 0)
-		die(70, "KVM_SET_SREGS");
+	M.run = vcpu_long_mode(M.kvm, M.vcpu);
 }
 
 static void set_regs(uint64_t r8, uint64_t r9, uint64_t r10, uint64_t r11, uint64_t r12)
 {
-	struct kvm_regs regs = { .rip = CODE_GPA, .rsp = 0x8000, .rflags = 2, .r8 = r8, .r9 = r9, .r10 = r10, .r11 = r11, .r12 = r12 };
+	struct kvm_regs regs = { .rip = CODE_GPA, .rsp = STACK_TOP, .rflags = 2, .r8 = r8, .r9 = r9, .r10 = r10, .r11 = r11, .r12 = r12 };
 	if (ioctl(M.vcpu, KVM_SET_REGS, &regs) < 0)
 		die(70, "KVM_SET_REGS");
 }

@@ -21,37 +21,13 @@
  * Exit status: 0 ok, 69 no usable /dev/kvm, 70 anything else.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <fcntl.h>
-#include <linux/kvm.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
+#define BASELINE_NAME "exit-loop"
+#include "baseline-vm.h"
+
 #define MEM_SIZE   0x200000UL
-#define PML4_GPA   0x1000
-#define PDPT_GPA   0x2000
-#define PD_GPA     0x3000
-#define CODE_GPA   0x10000
-#define STACK_TOP  0x8000
-
-static void die(int status, const char *what)
-{
-	fprintf(stderr, "exit-loop: %s: %s\n", what, strerror(errno));
-	exit(status);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -109,10 +85,8 @@ int main(int argc, char **argv)
 	if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0)
 		die(70, "KVM_SET_USER_MEMORY_REGION");
 
-	/* page tables: PML4[0] -> PDPT[0] -> PD[0] = 2 MiB page at 0 */
-	*(uint64_t *)(mem + PML4_GPA) = PDPT_GPA | 0x3;
-	*(uint64_t *)(mem + PDPT_GPA) = PD_GPA | 0x3;
-	*(uint64_t *)(mem + PD_GPA) = 0x0 | 0x83;
+	/* page tables: one 2 MiB page at 0 */
+	map_low_identity(mem, 1);
 	static const uint8_t loop[] = { 0xee, 0x83, 0xe9, 0x01, 0x75, 0xfa, 0xf4 };
 	memcpy(mem + CODE_GPA, loop, sizeof loop);
 	if (is_in)
@@ -122,44 +96,9 @@ int main(int argc, char **argv)
 	if (vcpu < 0)
 		die(70, "KVM_CREATE_VCPU");
 
-	/* the guest CPUID must advertise long mode for EFER.LME to be accepted */
-	int nent = 256;
-	struct kvm_cpuid2 *cpuid = calloc(1, sizeof *cpuid + nent * sizeof(struct kvm_cpuid_entry2));
-	cpuid->nent = nent;
-	if (ioctl(kvm, KVM_GET_SUPPORTED_CPUID, cpuid) < 0)
-		die(70, "KVM_GET_SUPPORTED_CPUID");
-	if (ioctl(vcpu, KVM_SET_CPUID2, cpuid) < 0)
-		die(70, "KVM_SET_CPUID2");
-
-	int mmap_size = ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
-	if (mmap_size < 0)
-		die(70, "KVM_GET_VCPU_MMAP_SIZE");
-	struct kvm_run *run = mmap(NULL, mmap_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
-	if (run == MAP_FAILED)
-		die(70, "mmap kvm_run");
+	struct kvm_run *run = vcpu_long_mode(kvm, vcpu);
 	if (sync_regs)
 		run->kvm_valid_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS;
-
-	struct kvm_sregs sregs;
-	if (ioctl(vcpu, KVM_GET_SREGS, &sregs) < 0)
-		die(70, "KVM_GET_SREGS");
-	struct kvm_segment code = {
-		.base = 0, .limit = 0xffffffff, .selector = 0x8, .type = 11,
-		.present = 1, .dpl = 0, .db = 0, .s = 1, .l = 1, .g = 1,
-	};
-	struct kvm_segment data = code;
-	data.selector = 0x10;
-	data.type = 3;
-	data.l = 0;
-	data.db = 1;
-	sregs.cs = code;
-	sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data;
-	sregs.cr3 = PML4_GPA;
-	sregs.cr4 = 1u << 5;                 /* PAE */
-	sregs.cr0 = 0x80050033;              /* PG WP NE ET MP PE */
-	sregs.efer = (1u << 8) | (1u << 10); /* LME LMA */
-	if (ioctl(vcpu, KVM_SET_SREGS, &sregs) < 0)
-		die(70, "KVM_SET_SREGS");
 
 	double *per_exit = calloc(reps, sizeof *per_exit);
 	unsigned long exits_seen = 0;

@@ -13,7 +13,7 @@ test("the lab's /dev/kvm is kvm_amd with nested paging", () => {
 });
 
 test("the lab keeps the checkout visible and the scratch directory writable", () => {
-  assert.ok(fs.existsSync(`${__dirname}/run.js`), "this build is visible in the lab");
+  assert.ok(fs.existsSync(`${__dirname}/tier.js`), "this build is visible in the lab");
   const scratch = process.env.TSVMM_LAB_SCRATCH;
   if (!labKernel() || !scratch) return;
   const f = `${scratch}/lab-tier-${process.pid}`;

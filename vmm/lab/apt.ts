@@ -5,7 +5,7 @@ import * as path from "node:path";
 import { LabError, LabStatus } from "./errors";
 import { installCommand, packageNamed } from "./packages";
 import { mkdirp, publish, withLock } from "./paths";
-import { run, which } from "./proc";
+import { runProcess, which } from "./proc";
 
 export const DEFAULT_MIRROR = "http://deb.debian.org/debian";
 export const DEFAULT_SUITE = "sid";
@@ -99,7 +99,7 @@ export class PrivateApt {
     PrivateApt.checkTools();
     const age = this.indexAgeMs();
     if (age !== undefined && age < maxAgeMs) return { updated: false };
-    const r = await this.locked(timeoutMs, () => run("apt-get", [...this.opts, "-q", "update"], { timeoutMs }));
+    const r = await this.locked(timeoutMs, () => runProcess("apt-get", [...this.opts, "-q", "update"], { timeoutMs }));
     const failed = r.code !== 0 || r.timedOut || /^(E|W): (Failed|Some index)/m.test(r.stderr);
     if (!failed) {
       const f = this.listsFile();
@@ -150,7 +150,7 @@ export class PrivateApt {
   }
 
   private async showUncached(name: string): Promise<PackageInfo | undefined> {
-    const r = await run("apt-cache", [...this.opts, "show", "--no-all-versions", name], { timeoutMs: 60_000 });
+    const r = await runProcess("apt-cache", [...this.opts, "show", "--no-all-versions", name], { timeoutMs: 60_000 });
     if (r.code !== 0 || !r.stdout.trim()) return undefined;
     const fields: Record<string, string> = {};
     let key = "";
@@ -169,7 +169,7 @@ export class PrivateApt {
   /** Download packages (exact name=version) into the private cache; returns the .deb paths. */
   async download(pkgs: PackageInfo[], timeoutMs: number): Promise<string[]> {
     const want = pkgs.map((p) => `${p.name}=${p.version}`);
-    const r = await this.locked(timeoutMs, () => run("apt-get", [...this.opts, "-q", "download", ...want], { timeoutMs, cwd: this.archives }));
+    const r = await this.locked(timeoutMs, () => runProcess("apt-get", [...this.opts, "-q", "download", ...want], { timeoutMs, cwd: this.archives }));
     if (r.code !== 0 || r.timedOut) {
       throw new LabError(
         `cannot download ${want.join(" ")}: ${r.timedOut ? `timed out after ${timeoutMs / 1000} s` : lastLines(r.stderr, 6)}`,
@@ -209,7 +209,7 @@ export async function extractDeb(deb: string, dir: string): Promise<void> {
   const tmp = `${dir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   mkdirp(tmp);
-  const r = await run("dpkg-deb", ["-x", deb, tmp], { timeoutMs: 10 * 60_000 });
+  const r = await runProcess("dpkg-deb", ["-x", deb, tmp], { timeoutMs: 10 * 60_000 });
   if (r.code !== 0) throw new LabError(`dpkg-deb -x ${deb} failed: ${lastLines(r.stderr, 4)}`, LabStatus.NO_APT);
   publish(tmp, dir);
 }

@@ -13,7 +13,7 @@ import { PrivateApt, PackageInfo, dependsNames, extractDeb, lastLines } from "./
 import { LabError, LabStatus } from "./errors";
 import { installCommand, missingPackages } from "./packages";
 import { labSourceFile, mkdirp, publish } from "./paths";
-import { Progress, pidAlive, removeTree, run, seconds, which } from "./proc";
+import { Progress, pidAlive, removeTree, runProcess, seconds, which } from "./proc";
 
 export type LabKernelKind = "stock" | "sw-protected";
 export const LAB_KERNEL_KINDS: readonly LabKernelKind[] = ["stock", "sw-protected"];
@@ -184,7 +184,7 @@ export async function prepareStock(opts: PrepareOptions): Promise<LabKernel> {
     mkdirp(root);
     await opts.progress.step("extracting the kernel packages", async () => {
       for (const deb of debs) {
-        const r = await run("dpkg-deb", ["-x", deb, root], { timeoutMs: 10 * 60_000 });
+        const r = await runProcess("dpkg-deb", ["-x", deb, root], { timeoutMs: 10 * 60_000 });
         if (r.code !== 0) throw new LabError(`dpkg-deb -x ${deb} failed: ${lastLines(r.stderr, 4)}`, LabStatus.NO_APT);
       }
     });
@@ -234,7 +234,7 @@ async function decompressModule(file: string, busybox?: string): Promise<Buffer>
   if (!tool) throw new LabError(`cannot decompress ${file}: install xz-utils (or zstd)`, LabStatus.INITRAMFS_FAILED, "apt-get install xz-utils zstd");
   const tmp = path.join(os.tmpdir(), `tsvmm-lab-mod-${process.pid}-${path.basename(file)}`);
   try {
-    const r = await run("sh", ["-c", `"$0" "$@" > "${tmp}"`, tool[0], tool[1], file], { timeoutMs: 60_000 });
+    const r = await runProcess("sh", ["-c", `"$0" "$@" > "${tmp}"`, tool[0], tool[1], file], { timeoutMs: 60_000 });
     if (r.code !== 0) throw new LabError(`cannot decompress ${file}: ${r.stderr.trim()}`, LabStatus.INITRAMFS_FAILED);
     return fs.readFileSync(tmp);
   } finally {
@@ -367,7 +367,7 @@ async function unpackSource(deb: string, src: PackageInfo, tree: BuildTree, opts
   const tarDir = path.join(debRoot, "usr", "src");
   const tarball = fs.readdirSync(tarDir).find((f) => /^linux-source-.*\.tar\.(xz|gz|bz2|zst)$/.test(f));
   if (!tarball) throw new LabError(`${src.name} holds no linux-source tarball under /usr/src`, LabStatus.NO_APT);
-  const r = await run("tar", ["-xf", path.join(tarDir, tarball), "-C", tree.src, "--strip-components=1"], {
+  const r = await runProcess("tar", ["-xf", path.join(tarDir, tarball), "-C", tree.src, "--strip-components=1"], {
     timeoutMs: opts.buildTimeoutMs,
     logFile: tree.log,
   });
@@ -377,7 +377,7 @@ async function unpackSource(deb: string, src: PackageInfo, tree: BuildTree, opts
 
 /** tinyconfig, the fragment merged over it, olddefconfig; then check that what the lab needs survived. */
 async function configure(tree: BuildTree, opts: PrepareOptions): Promise<void> {
-  const inTree = (file: string, args: string[]) => run(file, args, { cwd: tree.src, timeoutMs: 10 * 60_000, logFile: tree.log });
+  const inTree = (file: string, args: string[]) => runProcess(file, args, { cwd: tree.src, timeoutMs: 10 * 60_000, logFile: tree.log });
   if ((await inTree("make", [`O=${tree.out}`, "tinyconfig"])).code !== 0) throw buildFailed("make tinyconfig", tree.log);
   const fragment = path.join(tree.work, "sw-protected.config");
   fs.writeFileSync(fragment, fragmentText());
@@ -429,7 +429,7 @@ async function makeBzImage(tree: BuildTree, opts: PrepareOptions, expected: numb
   const before = countSteps(tree.log);
   const r = await opts.progress.step(
     `building the sw-protected kernel (make -j${jobs} bzImage under nice in ${tree.work}; log: ${tree.log})`,
-    () => run("make", [`O=${tree.out}`, `-j${jobs}`, "bzImage"], { cwd: tree.src, timeoutMs: opts.buildTimeoutMs, logFile: tree.log, nice: true }),
+    () => runProcess("make", [`O=${tree.out}`, `-j${jobs}`, "bzImage"], { cwd: tree.src, timeoutMs: opts.buildTimeoutMs, logFile: tree.log, nice: true }),
     undefined,
     () => {
       const done = countSteps(tree.log) - before;

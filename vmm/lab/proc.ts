@@ -3,7 +3,7 @@ import { spawn, SpawnOptions } from "node:child_process";
 import * as fs from "node:fs";
 import { LabError, LabStatus } from "./errors";
 
-export interface RunResult {
+export interface ProcessResult {
   code: number | null;
   signal: NodeJS.Signals | null;
   stdout: string;
@@ -12,7 +12,7 @@ export interface RunResult {
   ms: number;
 }
 
-export interface RunOptions {
+export interface ProcessOptions {
   /** kill the child (its whole process group) after this many ms */
   timeoutMs: number;
   cwd?: string;
@@ -47,7 +47,7 @@ export function dyingWithUs(file: string, args: string[]): [string, string[]] {
 }
 
 /** Run a program to completion (never through a shell), with a hard time limit. */
-export function run(file: string, args: string[], opts: RunOptions): Promise<RunResult> {
+export function runProcess(file: string, args: string[], opts: ProcessOptions): Promise<ProcessResult> {
   const started = Date.now();
   const [prog, argv] = dyingWithUs(opts.nice ? "nice" : file, opts.nice ? ["-n", "10", file, ...args] : args);
   return new Promise((resolve, reject) => {
@@ -165,7 +165,7 @@ export class Progress {
 export async function removeTree(dir: string, timeoutMs = 15 * 60_000): Promise<void> {
   if (!fs.existsSync(dir)) return;
   try {
-    const r = await run("rm", ["-rf", "--", dir], { timeoutMs });
+    const r = await runProcess("rm", ["-rf", "--", dir], { timeoutMs });
     if (r.code === 0 && !fs.existsSync(dir)) return;
   } catch {
     /* fall back below */

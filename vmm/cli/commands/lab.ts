@@ -84,7 +84,7 @@ export const labCommand: CommandModule<object, LabArgs> = {
       .example("$0 lab --kernel sw-protected -- tsvmm run hello", "boot the hello test guest on a real KVM")
       .example("$0 lab --kernel stock -- cat /sys/module/kvm_amd/parameters/npt", "Debian's kernel: is nested paging on?")
       .example("$0 lab --prepare-only --kernel stock", "fill the cache (CI does this first)")
-      .example("$0 lab --timeout 1500 -- node dist/test/lab/run.js", "the lab test tier on one kernel (npm run test:lab runs it on both)")
+      .example("$0 lab --timeout 1500 -- node dist/test/lab/tier.js", "the lab test tier on one kernel (npm run test:lab runs it on both)")
       .strict(),
   handler: async (args) => {
     const argv = (args["--"]?.length ? args["--"] : (args.cmd ?? [])).map(String);

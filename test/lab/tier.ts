@@ -1,7 +1,7 @@
 // The lab test tier's runner: Node starts slowly under TCG (~2 s), so every lab test file is
 // loaded into this one process instead of one process per file (`node --test` would spawn).
-//   inside the lab:    tsvmm lab [--kernel K] -- node dist/test/lab/run.js   (npm run test:lab: both kernels)
-//   on a real KVM:     node dist/test/lab/run.js
+//   inside the lab:    tsvmm lab [--kernel K] -- node dist/test/lab/tier.js   (npm run test:lab: both kernels)
+//   on a real KVM:     node dist/test/lab/tier.js
 // node:test reports TAP when stdout is not a terminal (always so inside the lab).
 import * as fs from "node:fs";
 import * as path from "node:path";
