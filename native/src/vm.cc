@@ -378,9 +378,9 @@ Napi::Value Vm::CreateVcpu(const Napi::CallbackInfo& info) {
                       {ErrorArg::Num("fd", fd, "fd"), ErrorArg::Big("length", vcpu_mmap_size_, "length")});
   }
   // SAFETY: `run` is a fresh mapping of vcpu_mmap_size_ bytes; the Vcpu takes ownership of it
-  // and of fd (it unmaps and closes them after joining its thread). If construction fails
+  // and of fd (its core unmaps and closes them when the last Vcpu object of any thread is gone). If construction fails
   // before it took them (args.fd still >= 0), they are released here.
-  Vcpu::InitArgs args{fd, static_cast<uint32_t>(index), run, vcpu_mmap_size_, shared_};
+  Vcpu::InitArgs args{fd, static_cast<uint32_t>(index), run, vcpu_mmap_size_, shared_, nullptr};
   try {
     return GetAddonData(env).vcpu.New({Napi::External<Vcpu::InitArgs>::New(env, &args)});
   } catch (...) {
@@ -392,10 +392,9 @@ Napi::Value Vm::CreateVcpu(const Napi::CallbackInfo& info) {
   }
 }
 
-Napi::Value Vm::SetFastPorts(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsObject()) ThrowTypeError(env, "setFastPorts: ports must be an object");
-  Napi::Object o = info[0].As<Napi::Object>();
+std::shared_ptr<const FastPortTable> ParseFastPorts(Napi::Env env, Napi::Value ports) {
+  if (!ports.IsObject()) ThrowTypeError(env, "setFastPorts: ports must be an object");
+  Napi::Object o = ports.As<Napi::Object>();
   auto table = std::make_shared<FastPortTable>();
   int64_t console = IntOf(env, o.Get("consoleOut"), "consoleOut");
   if (console < -1 || console > 0xffff) ThrowRangeError(env, "consoleOut must be a port (0..65535) or -1");
@@ -414,8 +413,12 @@ Napi::Value Vm::SetFastPorts(const Napi::CallbackInfo& info) {
       table->reads.emplace_back(static_cast<uint16_t>(port), static_cast<uint8_t>(value));
     }
   }
-  shared_->StoreFastPorts(std::move(table));
-  return env.Undefined();
+  return table;
+}
+
+Napi::Value Vm::SetFastPorts(const Napi::CallbackInfo& info) {
+  shared_->StoreFastPorts(ParseFastPorts(info.Env(), info[0]));
+  return info.Env().Undefined();
 }
 
 Napi::Value Vm::OnConsole(const Napi::CallbackInfo& info) {

@@ -33,6 +33,9 @@ struct FastPortTable {
 
 class VmShared;
 
+// A FastPorts object of vmm/native.ts as a table; throws a JS TypeError/RangeError if malformed.
+std::shared_ptr<const FastPortTable> ParseFastPorts(Napi::Env env, Napi::Value ports);
+
 // Context of the console ThreadSafeFunction: keeps VmShared alive until the TSFN is finalized.
 struct ConsoleContext {
   std::shared_ptr<VmShared> vm;

@@ -1,6 +1,9 @@
 // A 16550A UART (COM1). Transmit: bytes go to `onOutput`. Receive: `receive()` queues bytes the
 // guest reads from RBR. No interrupt line is wired (no irqchip yet), so IER is kept but unused.
 // The hot paths (THR writes, LSR reads) may be answered natively: `fastPorts()` says which.
+// Its registers and receive FIFO live in a SharedArrayBuffer (`state`): every vCPU thread has its
+// own Serial8250 over the same state, and the main thread one to feed input; a lock word keeps
+// each access whole.
 import type { PortDevice } from "./bus";
 
 const THR = 0; // also RBR (read), DLL (DLAB)
@@ -21,110 +24,161 @@ const IIR_NO_INT = 0x01;
 const IIR_FIFO = 0xc0;
 const RX_LIMIT = 4096;
 
+// state: Int32 words, then the register bytes, then the FIFO ring
+const LOCK = 0;
+const RX_HEAD = 1;
+const RX_COUNT = 2;
+const WORDS = 4;
+const REG_IER = 0;
+const REG_LCR = 1;
+const REG_MCR = 2;
+const REG_SCR = 3;
+const REG_FCR = 4;
+const REG_DLL = 5;
+const REG_DLM = 6;
+const REGS = 8;
+const STATE_BYTES = WORDS * 4 + REGS + RX_LIMIT;
+
 export class Serial8250 implements PortDevice {
   readonly name = "serial 16550 (COM1)";
-  private ier = 0;
-  private lcr = 0x03;
-  private mcr = 0x08;
-  private scr = 0;
-  private fcr = 0;
-  private dll = 0x0c;
-  private dlm = 0;
-  private readonly rx: number[] = [];
+  /** Pass to another thread's Serial8250 to share this UART */
+  readonly state: SharedArrayBuffer;
+  private readonly words: Int32Array;
+  private readonly regs: Uint8Array;
+  private readonly rx: Uint8Array;
   /** Called when fastPorts() would give a different answer */
   onFastPortsChanged: () => void = () => {};
 
   constructor(
     readonly base: number,
     private readonly onOutput: (bytes: Uint8Array) => void,
-  ) {}
+    state?: SharedArrayBuffer,
+  ) {
+    this.state = state ?? new SharedArrayBuffer(STATE_BYTES);
+    this.words = new Int32Array(this.state, 0, WORDS);
+    this.regs = new Uint8Array(this.state, WORDS * 4, REGS);
+    this.rx = new Uint8Array(this.state, WORDS * 4 + REGS, RX_LIMIT);
+    if (!state) {
+      this.regs[REG_LCR] = 0x03;
+      this.regs[REG_MCR] = 0x08;
+      this.regs[REG_DLL] = 0x0c;
+    }
+  }
+
+  /** Run `access` holding the state's lock (held for a few register operations: spin). */
+  private locked<T>(access: () => T): T {
+    while (Atomics.compareExchange(this.words, LOCK, 0, 1) !== 0);
+    try {
+      return access();
+    } finally {
+      Atomics.store(this.words, LOCK, 0);
+    }
+  }
 
   /** Bytes typed by the user, for the guest to read. Beyond the FIFO limit input is dropped. */
   receive(bytes: Uint8Array): void {
-    const wasEmpty = this.rx.length === 0;
-    for (const b of bytes) if (this.rx.length < RX_LIMIT) this.rx.push(b);
-    if (wasEmpty && this.rx.length > 0) this.onFastPortsChanged();
+    const wasEmpty = this.locked(() => {
+      const count = this.words[RX_COUNT];
+      let n = count;
+      for (const b of bytes) if (n < RX_LIMIT) this.rx[(this.words[RX_HEAD] + n++) % RX_LIMIT] = b;
+      this.words[RX_COUNT] = n;
+      return count === 0 && n > 0;
+    });
+    if (wasEmpty) this.onFastPortsChanged();
   }
 
   private lsr(): number {
-    return LSR_THRE | LSR_TEMT | (this.rx.length > 0 ? LSR_DR : 0);
+    return LSR_THRE | LSR_TEMT | (this.words[RX_COUNT] > 0 ? LSR_DR : 0);
   }
 
   /** Which ports a vCPU thread may answer without asking: THR output, and LSR reads. */
   fastPorts(): { consoleOut: number; reads: Array<{ port: number; value: number }> } {
-    const transmitting = !(this.lcr & LCR_DLAB) && !(this.mcr & MCR_LOOP);
-    return {
-      consoleOut: transmitting ? this.base + THR : -1,
-      reads: [{ port: this.base + LSR, value: this.lsr() }],
-    };
+    return this.locked(() => {
+      const transmitting = !(this.regs[REG_LCR] & LCR_DLAB) && !(this.regs[REG_MCR] & MCR_LOOP);
+      return {
+        consoleOut: transmitting ? this.base + THR : -1,
+        reads: [{ port: this.base + LSR, value: this.lsr() }],
+      };
+    });
   }
 
   read(port: number): number {
-    switch (port - this.base) {
-      case THR:
-        if (this.lcr & LCR_DLAB) return this.dll;
-        if (this.rx.length === 0) return 0;
-        {
-          const b = this.rx.shift()!;
-          if (this.rx.length === 0) this.onFastPortsChanged();
-          return b;
+    let changed = false;
+    const value = this.locked(() => {
+      const r = this.regs;
+      switch (port - this.base) {
+        case THR: {
+          if (r[REG_LCR] & LCR_DLAB) return r[REG_DLL];
+          const count = this.words[RX_COUNT];
+          if (count === 0) return 0;
+          const head = this.words[RX_HEAD];
+          this.words[RX_HEAD] = (head + 1) % RX_LIMIT;
+          this.words[RX_COUNT] = count - 1;
+          changed = count === 1;
+          return this.rx[head];
         }
-      case IER:
-        return this.lcr & LCR_DLAB ? this.dlm : this.ier;
-      case IIR:
-        return IIR_NO_INT | (this.fcr & 1 ? IIR_FIFO : 0);
-      case LCR:
-        return this.lcr;
-      case MCR:
-        return this.mcr;
-      case LSR:
-        return this.lsr();
-      case MSR:
-        // CTS, DSR, DCD asserted; in loopback, mirror MCR's outputs.
-        return this.mcr & MCR_LOOP ? ((this.mcr & 0x0f) << 4) : 0xb0;
-      case SCR:
-        return this.scr;
-      default:
-        return 0xff;
-    }
+        case IER:
+          return r[REG_LCR] & LCR_DLAB ? r[REG_DLM] : r[REG_IER];
+        case IIR:
+          return IIR_NO_INT | (r[REG_FCR] & 1 ? IIR_FIFO : 0);
+        case LCR:
+          return r[REG_LCR];
+        case MCR:
+          return r[REG_MCR];
+        case LSR:
+          return this.lsr();
+        case MSR:
+          // CTS, DSR, DCD asserted; in loopback, mirror MCR's outputs.
+          return r[REG_MCR] & MCR_LOOP ? (r[REG_MCR] & 0x0f) << 4 : 0xb0;
+        case SCR:
+          return r[REG_SCR];
+        default:
+          return 0xff;
+      }
+    });
+    if (changed) this.onFastPortsChanged();
+    return value;
   }
 
   write(port: number, _size: number, value: number): void {
     const v = value & 0xff;
-    switch (port - this.base) {
-      case THR:
-        if (this.lcr & LCR_DLAB) this.dll = v;
-        else if (this.mcr & MCR_LOOP) this.receive(Uint8Array.of(v));
-        else this.onOutput(Uint8Array.of(v));
-        return;
-      case IER:
-        if (this.lcr & LCR_DLAB) this.dlm = v;
-        else this.ier = v & 0x0f;
-        return;
-      case IIR:
-        this.fcr = v;
-        if (v & 0x02) {
-          this.rx.length = 0;
-          this.onFastPortsChanged();
-        }
-        return;
-      case LCR: {
-        const changed = (this.lcr ^ v) & LCR_DLAB;
-        this.lcr = v;
-        if (changed) this.onFastPortsChanged();
-        return;
+    const r = this.regs;
+    let changed = false;
+    let output: "send" | "loop" | undefined;
+    this.locked(() => {
+      switch (port - this.base) {
+        case THR:
+          if (r[REG_LCR] & LCR_DLAB) r[REG_DLL] = v;
+          else output = r[REG_MCR] & MCR_LOOP ? "loop" : "send";
+          return;
+        case IER:
+          if (r[REG_LCR] & LCR_DLAB) r[REG_DLM] = v;
+          else r[REG_IER] = v & 0x0f;
+          return;
+        case IIR:
+          r[REG_FCR] = v;
+          if (v & 0x02) {
+            this.words[RX_COUNT] = 0;
+            changed = true;
+          }
+          return;
+        case LCR:
+          changed = ((r[REG_LCR] ^ v) & LCR_DLAB) !== 0;
+          r[REG_LCR] = v;
+          return;
+        case MCR:
+          changed = ((r[REG_MCR] ^ v) & MCR_LOOP) !== 0;
+          r[REG_MCR] = v & 0x1f;
+          return;
+        case SCR:
+          r[REG_SCR] = v;
+          return;
+        default:
+          return; // LSR and MSR are read-only
       }
-      case MCR: {
-        const changed = (this.mcr ^ v) & MCR_LOOP;
-        this.mcr = v & 0x1f;
-        if (changed) this.onFastPortsChanged();
-        return;
-      }
-      case SCR:
-        this.scr = v;
-        return;
-      default:
-        return; // LSR and MSR are read-only
-    }
+    });
+    if (output === "loop") this.receive(Uint8Array.of(v));
+    else if (output === "send") this.onOutput(Uint8Array.of(v));
+    if (changed) this.onFastPortsChanged();
   }
 }

@@ -1,6 +1,8 @@
 // A VM assembled from a resolved configuration: RAM, vCPUs and devices, and its lifecycle
 // (create, run, quiesce/resume, finish, close). What each exit does is in exits.ts.
-import type { NativeKvm, NativeVm, VcpuEvent } from "../native";
+import * as path from "node:path";
+import { Worker } from "node:worker_threads";
+import type { NativeKvm, NativeVm } from "../native";
 import { Cap, EXIT_HYPERCALL_MAP_GPA_RANGE, SyncRegs, VmType } from "../kvm/uapi";
 import { CpuidEntry, decodeCpuid, encodeCpuid } from "../kvm/structs";
 import { ExitStatus, fromSyscall, isSyscallError, UsageError } from "../errors";
@@ -32,10 +34,11 @@ import { Serial8250 } from "../devices/serial";
 import { DebugExit } from "../devices/debugExit";
 import { cpuidFor } from "../arch/x86/cpuid";
 import { resetVcpu, setTss } from "../arch/x86/reset";
-import { ExitContext, handleExit } from "./exits";
+import { ExitContext, handleExit, Outcome } from "./exits";
 import { VcpuState } from "./vcpu";
 import { LongTimer, setLongTimeout } from "../timers";
 import { hex } from "../format";
+import type { VcpuThreadData, VcpuThreadMessage } from "./vcpuThread";
 
 export interface MachineOptions {
   /** An open KVM device; the machine owns it from here on and closes it */
@@ -87,9 +90,6 @@ export class Machine {
   private testSlot?: TestSlot;
   private testSlotId = 0;
   private map?: PageStateMap;
-  /** closed while vCPUs must stay out of KVM_RUN (memslot re-layout, timeout report) */
-  private gate?: Promise<void>;
-  private openGate?: () => void;
   private readonly vcpus: VcpuState[] = [];
   private readonly bus = new PortBus();
   private readonly exitContext: ExitContext;
@@ -98,7 +98,8 @@ export class Machine {
   private resolveRun?: (r: MachineResult) => void;
   private timer?: LongTimer;
   private startTime = 0;
-  private typescriptExits = 0;
+  /** vCPU worker threads still running */
+  private threads = 0;
   private lastLine = "";
   private currentLine = "";
   private seq = 0;
@@ -155,6 +156,8 @@ export class Machine {
       vm.setFastPorts(this.serial.fastPorts());
       this.serial.onFastPortsChanged = () => this.vm?.setFastPorts(this.serial.fastPorts());
       vm.onConsole((bytes) => this.console(bytes));
+      // The threads boot while the caller finishes its set-up; the vCPUs wait paused for run().
+      for (const v of this.vcpus) this.startThread(v);
     } catch (err) {
       this.close();
       throw isSyscallError(err) ? fromSyscall(err, "cannot set up the VM") : err;
@@ -243,6 +246,19 @@ export class Machine {
     return state;
   }
 
+  /** A worker thread that runs KVM_RUN for `v` (vcpuThread.ts); `v` stays paused until run(). */
+  private startThread(v: VcpuState): void {
+    v.native.pause();
+    const data: VcpuThreadData = { handle: v.native.handle, serial: this.serial.state };
+    const thread = new Worker(path.join(__dirname, "vcpuThread.js"), { workerData: data });
+    this.threads++;
+    thread.on("message", (m: VcpuThreadMessage) => this.onThreadMessage(v, m));
+    thread.on("error", (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${v.index} thread: ${err.message}`));
+    thread.on("exit", () => {
+      if (--this.threads === 0 && this.result) this.resolveRun?.(this.result);
+    });
+  }
+
   /** Run until the guest exits, fails, times out or `signal` aborts (with a StopRequest as its
    *  reason; any other reason counts as SIGINT). Never rejects for guest misbehaviour. */
   run(timeoutSeconds?: number, signal?: AbortSignal): Promise<MachineResult> {
@@ -251,7 +267,7 @@ export class Machine {
       this.startTime = performance.now();
       this.traceEvent(-1, "start", { cpus: this.cpus, ram: Number(this.layout.ramSize), backing: this.ramBacking });
       if (timeoutSeconds && timeoutSeconds > 0)
-        this.timer = setLongTimeout(() => void this.timeout(timeoutSeconds), timeoutSeconds * 1000);
+        this.timer = setLongTimeout(() => this.timeout(timeoutSeconds), timeoutSeconds * 1000);
       if (signal) {
         const stop = () => {
           const r = signal.reason as Partial<StopRequest> | undefined;
@@ -261,67 +277,35 @@ export class Machine {
         if (signal.aborted) return stop();
         signal.addEventListener("abort", stop, { once: true });
       }
-      for (const v of this.vcpus) v.native.start((event) => this.onEvent(v, event));
+      for (const v of this.vcpus) v.native.unpause();
     });
   }
 
-  private onEvent(v: VcpuState, event: VcpuEvent): void {
+  /** A vCPU thread handed us an exit (the vCPU is paused until we answer) or said something. */
+  private onThreadMessage(v: VcpuState, m: VcpuThreadMessage): void {
+    if ("console" in m) return this.console(m.console);
     if (this.result) return;
-    v.parked = true;
-    v.onParked?.();
-    v.onParked = undefined;
-    switch (event.kind) {
-      case "paused":
-        void this.resume(v);
-        return;
-      case "error":
-        this.finish(ExitStatus.KVM_INTERNAL_ERROR, `vCPU ${v.index}: ${event.error.message}`, v.registerReport());
-        return;
-      case "exit": {
-        this.typescriptExits++;
-        const outcome = handleExit(this.exitContext, v, event.errno);
-        if (outcome instanceof Promise)
-          outcome.then(
-            (o) => {
-              if (o === "resume") void this.resume(v);
-            },
-            (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${v.index}: ${(err as Error).message}`, v.registerReport()),
-          );
-        else if (outcome === "resume") void this.resume(v);
-        return;
-      }
-    }
-  }
-
-  /** Re-enter KVM_RUN, once no re-layout or report needs every vCPU outside it. */
-  private async resume(v: VcpuState): Promise<void> {
-    while (this.gate) await this.gate;
-    if (this.result || v.halted || !v.parked) return;
-    v.parked = false;
-    v.native.resume();
-  }
-
-  /** Run `work` with every vCPU out of KVM_RUN (kicked ones report "paused" and wait). */
-  private async quiesce<T>(work: () => T): Promise<T> {
-    while (this.gate) await this.gate;
-    this.gate = new Promise<void>((open) => (this.openGate = open));
-    try {
-      await Promise.all(
-        this.vcpus
-          .filter((v) => !v.parked && !this.result)
-          .map(
-            (v) =>
-              new Promise<void>((parked) => {
-                v.onParked = parked;
-                v.native.kick();
-              }),
-          ),
+    if ("error" in m) return this.finish(ExitStatus.KVM_INTERNAL_ERROR, `vCPU ${v.index}: ${m.error}`, v.registerReport());
+    const outcome = handleExit(this.exitContext, v, m.exit);
+    if (outcome instanceof Promise)
+      outcome.then(
+        (o) => this.answer(v, o),
+        (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${v.index}: ${(err as Error).message}`, v.registerReport()),
       );
-      return work();
+    else this.answer(v, outcome);
+  }
+
+  private answer(v: VcpuState, outcome: Outcome): void {
+    if (outcome === "resume" && !this.result && !v.halted) v.native.unpause();
+  }
+
+  /** Run `work` with every vCPU out of KVM_RUN (paused natively; nested pauses are fine). */
+  private async quiesce<T>(work: () => T): Promise<T> {
+    for (const v of this.vcpus) v.native.pause();
+    try {
+      return await work();
     } finally {
-      const open = this.openGate!;
-      this.gate = undefined;
-      open();
+      for (const v of this.vcpus) v.native.unpause();
     }
   }
 
@@ -354,15 +338,12 @@ export class Machine {
     return this.currentLine.trim() ? this.currentLine : this.lastLine;
   }
 
-  private async timeout(seconds: number): Promise<void> {
+  private timeout(seconds: number): void {
     if (this.result) return;
-    // Bring every running vCPU out of KVM_RUN to report where it was.
+    // Bring every running vCPU out of KVM_RUN (waiting up to a second each) to report where it was.
     const running = this.vcpus.filter((v) => !v.halted);
-    const report = () => this.finish(ExitStatus.TIMEOUT, `timed out after ${seconds} s (--timeout)`, running.map((v) => v.registerReport()).join("\n"));
-    let grace: NodeJS.Timeout | undefined;
-    await Promise.race([this.quiesce(report), new Promise((r) => (grace = setTimeout(r, 1000)))]);
-    clearTimeout(grace);
-    report(); // a no-op unless some vCPU did not leave KVM_RUN within a second
+    for (const v of running) v.native.pause();
+    this.finish(ExitStatus.TIMEOUT, `timed out after ${seconds} s (--timeout)`, running.map((v) => v.registerReport()).join("\n"));
   }
 
   /** A status written to EXIT_PORT: the guest's own, the firmware's, or out of range. */
@@ -375,17 +356,18 @@ export class Machine {
       );
   }
 
-  /** End the run (first caller wins): stop every vCPU thread, deliver the rest of the console. */
+  /** End the run (first caller wins): stop every vCPU, deliver the rest of the console. The run's
+   *  promise resolves once every vCPU thread has ended. */
   finish(status: number, reason: string, report?: string): void {
     if (this.result) return;
     const seconds = (performance.now() - this.startTime) / 1000;
-    let native = 0;
-    let total = 0;
+    const exits = { total: 0, native: 0, typescript: 0 };
     for (const v of this.vcpus) {
       v.native.stop();
       const s = v.native.stats();
-      native += s.nativeExits;
-      total += s.runs;
+      exits.native += s.nativeExits;
+      exits.total += s.runs;
+      exits.typescript += s.exits;
     }
     if (this.vm) {
       const rest = this.vm.drainConsole();
@@ -397,13 +379,12 @@ export class Machine {
       reason,
       report,
       seconds,
-      exits: { total, native, typescript: this.typescriptExits },
+      exits,
       ramBacking: this.memory ? this.ramBacking : "memfd",
       conversions: this.engine ? { tally: this.engine.tally, summary: this.engine.summary() } : undefined,
     };
-    this.openGate?.();
     this.traceEvent(-1, "end", { status, reason });
-    this.resolveRun?.(this.result);
+    if (this.threads === 0) this.resolveRun?.(this.result);
   }
 
   private log(line: string): void {

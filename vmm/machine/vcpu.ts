@@ -1,4 +1,4 @@
-// One vCPU as the machine sees it: the native thread, its mapped kvm_run, and whether it may run.
+// One vCPU as the machine sees it: the native vCPU, its mapped kvm_run, and whether it halted.
 import type { NativeVcpu } from "../native";
 import { KvmRunView } from "../kvm/kvmRun";
 import { decodeRegs, decodeSregs, Regs, Sregs } from "../kvm/structs";
@@ -7,11 +7,8 @@ import { formatRegisters } from "./report";
 export class VcpuState {
   /** halted, or stopped by --on-fault deny: never resumed again */
   halted = false;
-  /** outside KVM_RUN, waiting for us */
-  parked = false;
   /** The mapped struct kvm_run */
   readonly kvmRun: KvmRunView;
-  onParked?: () => void;
 
   constructor(readonly native: NativeVcpu) {
     this.kvmRun = new KvmRunView(native.run);

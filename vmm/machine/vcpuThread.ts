@@ -1,0 +1,62 @@
+// The body of a vCPU's worker thread: it runs KVM_RUN itself (NativeVcpu.runUntilExit() blocks here, never
+// on the main thread) and answers the exits it can alone, with no thread crossing: the fast ports
+// natively, the UART's other registers here (its state is shared memory). Every other exit goes
+// to the machine on the main thread, and the vCPU stays paused until the machine answers it
+// (Machine.onExit). See docs/exit-path.md.
+import { parentPort, workerData } from "node:worker_threads";
+import { loadAddon, RunResult } from "../native";
+import { KvmRunView } from "../kvm/kvmRun";
+import { Exit } from "../kvm/uapi";
+import { PortBus } from "../devices/bus";
+import { Serial8250 } from "../devices/serial";
+import { CONSOLE_PORT } from "./abi";
+import { portIo } from "./exits";
+
+export interface VcpuThreadData {
+  /** NativeVcpu.handle */
+  handle: number;
+  /** Serial8250.state of the machine's UART */
+  serial: SharedArrayBuffer;
+}
+
+/** What a vCPU thread tells the machine */
+export type VcpuThreadMessage =
+  /** An exit for the machine (errno as NativeVcpu.runUntilExit() returned it); the vCPU is paused */
+  | { exit: number }
+  /** KVM_RUN failed; the vCPU is paused */
+  | { error: string }
+  /** UART output that did not take the native console path */
+  | { console: Uint8Array };
+
+function main(data: VcpuThreadData): void {
+  const post = (message: VcpuThreadMessage) => parentPort!.postMessage(message);
+  const vcpu = loadAddon().openVcpu(data.handle);
+  const run = new KvmRunView(vcpu.run);
+  const serial = new Serial8250(CONSOLE_PORT, (bytes) => post({ console: bytes }), data.serial);
+  serial.onFastPortsChanged = () => vcpu.setFastPorts(serial.fastPorts());
+  const bus = new PortBus();
+  bus.register(CONSOLE_PORT, 8, serial);
+  try {
+    for (;;) {
+      let result: number;
+      try {
+        result = vcpu.runUntilExit();
+      } catch (err) {
+        vcpu.pause();
+        post({ error: (err as Error).message });
+        continue; // runUntilExit() waits until the machine stops the vCPU
+      }
+      if (result === RunResult.STOPPED) return;
+      if (result === 0 && run.exitReason === Exit.IO && bus.find(run.io.port)) {
+        portIo(bus, run, () => false);
+        continue;
+      }
+      vcpu.pause(); // out of KVM_RUN until the machine has answered (it unpauses)
+      post({ exit: result });
+    }
+  } finally {
+    vcpu.close();
+  }
+}
+
+main(workerData as VcpuThreadData);
