@@ -139,10 +139,18 @@ int VcpuCore::Run(int* failure_errno) {
     }
     // SAFETY (from here to the return): run_ is mapped while this core lives, and R's Vcpu object
     // holds it. Only R touches kvm_run (other than immediate_exit) while it is not paused.
-    run_->kvm_valid_regs = sync_regs.load(std::memory_order_relaxed);
-    int rc = ioctl(fd_, KVM_RUN, 0);
-    int err = rc < 0 ? errno : 0;
-    runs.fetch_add(1, std::memory_order_relaxed);
+    // Exits the fast ports answer re-enter without taking mu_: in_kvm_run_ stays true, and a
+    // kick in between finds immediate_exit set on the next entry.
+    int rc, err;
+    for (;;) {
+      run_->kvm_valid_regs = sync_regs.load(std::memory_order_relaxed);
+      rc = ioctl(fd_, KVM_RUN, 0);
+      err = rc < 0 ? errno : 0;
+      runs.fetch_add(1, std::memory_order_relaxed);
+      bool fast = rc == 0 && run_->exit_reason == KVM_EXIT_IO && run_->io.size == 1 && HandleFastIo();
+      if (!fast) break;
+      native_exits.fetch_add(1, std::memory_order_relaxed);
+    }
     bool kicked;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -165,10 +173,6 @@ int VcpuCore::Run(int* failure_errno) {
       }
       *failure_errno = err;  // any other errno: exit_reason is stale
       return 0;
-    }
-    if (run_->exit_reason == KVM_EXIT_IO && run_->io.size == 1 && HandleFastIo()) {
-      native_exits.fetch_add(1, std::memory_order_relaxed);
-      continue;
     }
     exits.fetch_add(1, std::memory_order_relaxed);
     return 0;
