@@ -1,7 +1,5 @@
 // A VM assembled from a resolved configuration: RAM, vCPUs and devices, and its lifecycle
 // (create, run, quiesce/resume, finish, close). What each exit does is in exits.ts.
-import * as path from "node:path";
-import { Worker } from "node:worker_threads";
 import type { NativeKvm, NativeVm } from "../native";
 import { Cap, EXIT_HYPERCALL_MAP_GPA_RANGE, SyncRegs, VmType } from "../kvm/uapi";
 import { CpuidEntry, decodeCpuid, encodeCpuid } from "../kvm/structs";
@@ -39,6 +37,7 @@ import { VcpuState } from "./vcpu";
 import { LongTimer, setLongTimeout } from "../timers";
 import { hex } from "../format";
 import type { VcpuThreadData, VcpuThreadMessage } from "./vcpuThread";
+import { vcpuThread } from "./threads";
 
 export interface MachineOptions {
   /** An open KVM device; the machine owns it from here on and closes it */
@@ -250,7 +249,8 @@ export class Machine {
   private startThread(v: VcpuState): void {
     v.native.pause();
     const data: VcpuThreadData = { handle: v.native.handle, serial: this.serial.state };
-    const thread = new Worker(path.join(__dirname, "vcpuThread.js"), { workerData: data });
+    const thread = vcpuThread();
+    thread.postMessage(data);
     this.threads++;
     thread.on("message", (m: VcpuThreadMessage) => this.onThreadMessage(v, m));
     thread.on("error", (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${v.index} thread: ${err.message}`));

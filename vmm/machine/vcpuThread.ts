@@ -3,7 +3,7 @@
 // natively, the UART's other registers here (its state is shared memory). Every other exit goes
 // to the machine on the main thread, and the vCPU stays paused until the machine answers it
 // (Machine.onExit). See docs/exit-path.md.
-import { parentPort, workerData } from "node:worker_threads";
+import { parentPort } from "node:worker_threads";
 import { loadAddon, RunResult } from "../native";
 import { KvmRunView } from "../kvm/kvmRun";
 import { Exit } from "../kvm/uapi";
@@ -59,4 +59,5 @@ function main(data: VcpuThreadData): void {
   }
 }
 
-main(workerData as VcpuThreadData);
+// Started ahead of need (threads.ts): the vCPU comes in the first message.
+parentPort!.once("message", (data: VcpuThreadData) => main(data));
