@@ -299,6 +299,32 @@ test("pause() from another thread brings a spinning guest out of KVM_RUN and kee
   }
 });
 
+test("pausing two vCPUs that spin on two threads brings both out (what a quiesce or a debugger stop does)", { timeout: 10000 }, async (t) => {
+  if (!requireKvm(t)) return;
+  const g = makeGuest(jmpSelf);
+  const second = g.vm.createVcpu(1);
+  second.setSregs(g.cpu.getSregs());
+  second.setRegs(g.cpu.getRegs());
+  const cpus = [g.cpu, second];
+  const runners = cpus.map((c) => new Runner(c.handle));
+  try {
+    await Promise.all(runners.map((r) => r.start()));
+    for (const c of cpus) assert.throws(() => c.getRegs(), { code: "ERR_TSVMM_VCPU_RUNNING" });
+    for (const c of cpus) assert.equal(c.pause(), true);
+    for (const c of cpus) assert.equal(c.getRegs().readBigUInt64LE(128), BigInt(CODE_GPA));
+    for (const c of cpus) c.unpause();
+    await new Promise((r) => setTimeout(r, 50));
+    for (const c of cpus) assert.throws(() => c.getRegs(), { code: "ERR_TSVMM_VCPU_RUNNING" }, "both run again");
+    for (const c of cpus) assert.equal(c.stop(), true);
+    for (const r of runners) assert.equal(await r.result(), RunResult.STOPPED);
+  } finally {
+    for (const c of cpus) c.stop();
+    await Promise.all(runners.map((r) => r.close()));
+    second.close();
+    g.close();
+  }
+});
+
 test("JS setting immediate_exit makes the next entry complete the exit without running: INTERRUPTED", { timeout: 10000 }, async (t) => {
   if (!requireKvm(t)) return;
   // out to a non-fast port, then spin
