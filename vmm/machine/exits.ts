@@ -5,7 +5,7 @@ import { Exit, exitName, HC_MAP_GPA_RANGE, InternalError, IoDirection, KVM_ENOSY
 import { ExitStatus } from "../errors";
 import { CONVERT_PORT, HOST_PORT } from "./abi";
 import type { PortBus } from "../devices/bus";
-import type { KvmRunView } from "../kvm/kvmRun";
+import { portIo } from "./portIo";
 import type { ConversionEngine } from "../memory/engine";
 import { handleHostRequest, HostRequestContext } from "./hostRequests";
 import type { PrivateMemoryOptions } from "../memory/options";
@@ -84,26 +84,6 @@ export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome
       return memoryFault(m, v, errno);
     default:
       return stop(ExitStatus.UNHANDLED_EXIT, `unhandled ${exitName(reason)} (exit reason ${reason})`);
-  }
-}
-
-/** Port I/O for the devices on `bus` (string I/O included), until `ended` says the run is over.
- *  Also the vCPU threads' own exit path (vcpuThread.ts). */
-export function portIo(bus: PortBus, run: KvmRunView, ended: () => boolean): void {
-  const io = run.io;
-  const data = run.ioData(io.dataOffset, io.size * io.count);
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  for (let i = 0; i < io.count && !ended(); i++) {
-    const o = i * io.size;
-    if (io.direction === IoDirection.IN) {
-      const value = bus.read(io.port, io.size);
-      if (io.size === 1) view.setUint8(o, value);
-      else if (io.size === 2) view.setUint16(o, value, true);
-      else view.setUint32(o, value, true);
-    } else {
-      const value = io.size === 1 ? view.getUint8(o) : io.size === 2 ? view.getUint16(o, true) : view.getUint32(o, true);
-      bus.write(io.port, io.size, value);
-    }
   }
 }
 

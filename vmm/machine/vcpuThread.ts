@@ -10,7 +10,7 @@ import { Exit } from "../kvm/uapi";
 import { PortBus } from "../devices/bus";
 import { Serial8250 } from "../devices/serial";
 import { CONSOLE_PORT } from "./abi";
-import { portIo } from "./exits";
+import { portIo } from "./portIo";
 
 export interface VcpuThreadData {
   /** NativeVcpu.handle */
