@@ -129,7 +129,7 @@ export interface NativeGuestMemfd extends NativeMappedFile {
 export type NativeMemfd = NativeMappedFile;
 
 /** What NativeVcpu.runUntilExit() returns besides an exit (>= 0). */
-export const RunResult = {
+export const VcpuRunEnd = {
   /** stop() was called (now or before): the vCPU never runs again */
   STOPPED: -1,
   /** KVM_RUN returned EINTR because JavaScript set kvm_run.immediate_exit itself (the pending
@@ -175,7 +175,7 @@ export interface NativeVcpu {
    * Blocking: KVM_RUN in the calling thread, re-entered after every exit the fast ports answer,
    * until an exit needs policy. Returns that exit's errno (0, or EFAULT/EHWPOISON when KVM_RUN
    * returned -1 with exit_reason KVM_EXIT_MEMORY_FAULT; read the exit from `run`), or a
-   * RunResult. While paused it waits inside. Throws the KVM_RUN failure for any other errno.
+   * VcpuRunEnd. While paused it waits inside. Throws the KVM_RUN failure for any other errno.
    * Never call it on a thread with an event loop to keep (the main thread).
    */
   runUntilExit(): number;
@@ -186,7 +186,7 @@ export interface NativeVcpu {
    */
   pause(timeoutMs?: number): boolean;
   unpause(): void;
-  /** runUntilExit() returns RunResult.STOPPED now (kicking the vCPU out of KVM_RUN) and ever after.
+  /** runUntilExit() returns VcpuRunEnd.STOPPED now (kicking the vCPU out of KVM_RUN) and ever after.
    *  Waits like pause() for the vCPU to be outside KVM_RUN (false: not within timeoutMs);
    *  idempotent. */
   stop(timeoutMs?: number): boolean;

@@ -9,7 +9,7 @@ import * as v8 from "node:v8";
 import * as vmModule from "node:vm";
 import * as path from "node:path";
 import { Worker } from "node:worker_threads";
-import { loadAddon, NativeKvm, NativeMappedFile, NativeSyscallError, NativeVcpu, NativeVm, RunResult } from "../../vmm/native";
+import { loadAddon, NativeKvm, NativeMappedFile, NativeSyscallError, NativeVcpu, NativeVm, VcpuRunEnd } from "../../vmm/native";
 import { requireKvm } from "../support/host";
 
 const KVM_CAP_GUEST_MEMFD_FLAGS = 244;
@@ -289,7 +289,7 @@ test("pause() from another thread brings a spinning guest out of KVM_RUN and kee
     assert.ok(g.cpu.stats().runs > runs, "re-entered after the last unpause()");
     g.cpu.unpause();
     assert.equal(g.cpu.stop(), true);
-    assert.equal(await runner.result(), RunResult.STOPPED);
+    assert.equal(await runner.result(), VcpuRunEnd.STOPPED);
     assert.deepEqual({ ...g.cpu.stats(), runs: 0 }, { runs: 0, nativeExits: 0, exits: 0 }, "kicks are no exits");
     t.diagnostic(`first pause() returned after ${ms.toFixed(3)} ms`);
   } finally {
@@ -316,7 +316,7 @@ test("pausing two vCPUs that spin on two threads brings both out (what a quiesce
     await new Promise((r) => setTimeout(r, 50));
     for (const c of cpus) assert.throws(() => c.getRegs(), { code: "ERR_TSVMM_VCPU_RUNNING" }, "both run again");
     for (const c of cpus) assert.equal(c.stop(), true);
-    for (const r of runners) assert.equal(await r.result(), RunResult.STOPPED);
+    for (const r of runners) assert.equal(await r.result(), VcpuRunEnd.STOPPED);
   } finally {
     for (const c of cpus) c.stop();
     await Promise.all(runners.map((r) => r.close()));
@@ -332,7 +332,7 @@ test("JS setting immediate_exit makes the next entry complete the exit without r
   try {
     assert.equal(g.cpu.runUntilExit(), 0);
     g.run.setByte(1, 1); // kvm_run.immediate_exit: complete the OUT without running the guest
-    assert.equal(g.cpu.runUntilExit(), RunResult.INTERRUPTED);
+    assert.equal(g.cpu.runUntilExit(), VcpuRunEnd.INTERRUPTED);
     assert.equal(g.run.byte(1), 1, "left for JS to clear");
     assert.equal(g.cpu.getRegs().readBigUInt64LE(128), BigInt(CODE_GPA + 4), "the OUT completed, RIP at jmp $");
   } finally {
@@ -349,8 +349,8 @@ test("stop() ends runUntilExit() from every state, for good", { timeout: 10000 }
     await runner.start();
     assert.equal(a.cpu.stop(), true);
     assert.equal(a.cpu.stop(), true, "idempotent");
-    assert.equal(await runner.result(), RunResult.STOPPED);
-    assert.equal(await runner.run(), RunResult.STOPPED, "and ever after");
+    assert.equal(await runner.result(), VcpuRunEnd.STOPPED);
+    assert.equal(await runner.run(), VcpuRunEnd.STOPPED, "and ever after");
     assert.equal(a.cpu.getRegs().length, 144, "stopped: ioctls allowed again");
   } finally {
     await runner.close();
@@ -364,7 +364,7 @@ test("stop() ends runUntilExit() from every state, for good", { timeout: 10000 }
     await waiting.start();
     assert.equal(b.cpu.stats().runs, 0, "paused before it could enter");
     b.cpu.stop();
-    assert.equal(await waiting.result(), RunResult.STOPPED);
+    assert.equal(await waiting.result(), VcpuRunEnd.STOPPED);
   } finally {
     await waiting.close();
     b.close();
@@ -373,7 +373,7 @@ test("stop() ends runUntilExit() from every state, for good", { timeout: 10000 }
   const c = makeGuest(hlt);
   try {
     c.cpu.stop();
-    assert.equal(c.cpu.runUntilExit(), RunResult.STOPPED);
+    assert.equal(c.cpu.runUntilExit(), VcpuRunEnd.STOPPED);
     assert.equal(c.cpu.stats().runs, 0);
   } finally {
     c.close();
@@ -411,7 +411,7 @@ test("openVcpu(handle) shares the vCPU; setFastPorts() from either thread replac
     await runner.start();
     assert.ok(g.cpu.stats().nativeExits > before, "fast again after the table came back");
     g.cpu.stop();
-    assert.equal(await runner.result(), RunResult.STOPPED);
+    assert.equal(await runner.result(), VcpuRunEnd.STOPPED);
     await new Promise((r) => setImmediate(r));
     const bytes = Buffer.concat([...g.console, g.vm.drainConsole()]);
     assert.ok(bytes.length > 0 && bytes.every((b) => b === 0x78));

@@ -2,9 +2,9 @@
 // on the main thread) and answers the exits it can alone, with no thread crossing: the fast ports
 // natively, the UART's other registers here (its state is shared memory). Every other exit goes
 // to the machine on the main thread, and the vCPU stays paused until the machine answers it
-// (Machine.onExit). See docs/exit-path.md.
+// (Machine.onThreadMessage). See docs/exit-path.md.
 import { parentPort } from "node:worker_threads";
-import { loadAddon, RunResult } from "../native";
+import { loadAddon, VcpuRunEnd } from "../native";
 import { KvmRunView } from "../kvm/kvmRun";
 import { Exit } from "../kvm/uapi";
 import { PortBus } from "../devices/bus";
@@ -46,7 +46,7 @@ function main(data: VcpuThreadData): void {
         post({ error: (err as Error).message });
         continue; // runUntilExit() waits until the machine stops the vCPU
       }
-      if (result === RunResult.STOPPED) return;
+      if (result === VcpuRunEnd.STOPPED) return;
       if (result === 0 && run.exitReason === Exit.IO && bus.find(run.io.port)) {
         portIo(bus, run, () => false);
         continue;
