@@ -10,6 +10,7 @@
 // Misuse that is not a syscall throws an Error with only `code` (NativeStateErrorCode), and a bad
 // argument a TypeError/RangeError.
 import * as path from "node:path";
+import { isMainThread } from "node:worker_threads";
 
 export interface NativeSyscallError extends Error {
   syscall: string;
@@ -201,6 +202,9 @@ export interface NativeAddon {
   Memfd: new (name: string, size: bigint) => NativeMemfd;
   /** This thread's object for the vCPU with `handle` (NativeVcpu.handle, from another thread) */
   openVcpu(handle: number): NativeVcpu;
+  /** stop() every vCPU of the process, without waiting. loadAddon() calls it when the process
+   *  exits: Node then joins worker threads, and one inside KVM_RUN would never return. */
+  stopAllVcpus(): void;
   /** errno name for a number, e.g. 22 -> "EINVAL"; "ERRNO_<n>" for numbers without a name */
   errnoName(errno: number): string;
 }
@@ -217,7 +221,9 @@ export function loadAddon(): NativeAddon {
   const failures: string[] = [];
   for (const candidate of searched) {
     try {
-      addon = require(candidate) as NativeAddon;
+      const loaded = require(candidate) as NativeAddon;
+      if (isMainThread) process.once("exit", () => loaded.stopAllVcpus());
+      addon = loaded;
       return addon;
     } catch (err) {
       failures.push(`  ${candidate}: ${(err as Error).message.split("\n")[0]}`);

@@ -73,6 +73,21 @@ std::shared_ptr<VcpuCore> VcpuCore::Find(uint64_t handle) {
   return it == registry.end() ? nullptr : it->second.lock();
 }
 
+void VcpuCore::StopAll() {
+  std::vector<std::shared_ptr<VcpuCore>> cores;
+  {
+    std::lock_guard<std::mutex> lock(registry_mu);
+    for (auto& entry : registry)
+      if (auto core = entry.second.lock()) cores.push_back(std::move(core));
+  }
+  for (auto& core : cores) core->Stop(0);
+}
+
+Napi::Value Vcpu::StopAll(const Napi::CallbackInfo& info) {
+  VcpuCore::StopAll();
+  return info.Env().Undefined();
+}
+
 void VcpuCore::Kick() {
   if (kicked_) return;
   kicked_ = true;

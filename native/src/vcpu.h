@@ -69,6 +69,9 @@ class VcpuCore {
   // The core of an open handle, or null (addon.openVcpu).
   static std::shared_ptr<VcpuCore> Find(uint64_t handle);
   static void Register(const std::shared_ptr<VcpuCore>& core);
+  // Stop every vCPU of the process without waiting (process exit: Node joins worker threads,
+  // which must not be inside KVM_RUN then).
+  static void StopAll();
 
  private:
   bool HandleFastIo();
@@ -118,6 +121,8 @@ class Vcpu : public Napi::ObjectWrap<Vcpu> {
 
   // addon.openVcpu(handle)
   static Napi::Value Open(const Napi::CallbackInfo& info);
+  // addon.stopAllVcpus()
+  static Napi::Value StopAll(const Napi::CallbackInfo& info);
 
  private:
   Napi::Value GetIndex(const Napi::CallbackInfo& info);

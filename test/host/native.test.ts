@@ -9,6 +9,8 @@ import * as v8 from "node:v8";
 import * as vmModule from "node:vm";
 import * as path from "node:path";
 import { Worker } from "node:worker_threads";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { loadAddon, NativeKvm, NativeMappedFile, NativeSyscallError, NativeVcpu, NativeVm, VcpuRunEnd } from "../../vmm/native";
 import { requireKvm } from "../support/host";
 
@@ -323,6 +325,33 @@ test("pausing two vCPUs that spin on two threads brings both out (what a quiesce
     second.close();
     g.close();
   }
+});
+
+test("process.exit() while a vCPU spins on a worker thread exits (the addon stops every vCPU first)", { timeout: 20000 }, async (t) => {
+  if (!requireKvm(t)) return;
+  const native = JSON.stringify(path.join(__dirname, "..", "..", "vmm", "native.js"));
+  // A real-mode `jmp $` at 0x1000 on its own worker thread; the main thread exits 3 meanwhile.
+  const script = `
+    const { Worker } = require("node:worker_threads");
+    const addon = require(${native}).loadAddon();
+    const vm = new addon.Kvm("/dev/kvm").createVm(0);
+    const ram = new addon.Memfd("tsvmm-exit-test", 0x100000n);
+    new Uint8Array(ram.map()).set([0xeb, 0xfe], 0x1000);
+    vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: 0x100000n, userspaceAddr: ram.address, guestMemfd: -1, guestMemfdOffset: 0n });
+    const cpu = vm.createVcpu(0);
+    const s = cpu.getSregs(); s.writeBigUInt64LE(0n, 0); s.writeUInt16LE(0, 12); cpu.setSregs(s);
+    const r = Buffer.alloc(144); r.writeBigUInt64LE(0x1000n, 128); r.writeBigUInt64LE(2n, 136); cpu.setRegs(r);
+    const body = "const { workerData: d } = require('node:worker_threads'); require(d.native).loadAddon().openVcpu(d.handle).runUntilExit()";
+    new Worker(body, { eval: true, workerData: { native: ${native}, handle: cpu.handle } });
+    setTimeout(() => process.exit(3), 300);`;
+  const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (b) => (stderr += b));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 10000);
+  const [code, signal] = (await once(child, "exit")) as [number | null, string | null];
+  clearTimeout(timer);
+  assert.equal(signal, null, "killed after 10 s: the process hung in its exit");
+  assert.equal(code, 3, stderr);
 });
 
 test("JS setting immediate_exit makes the next entry complete the exit without running: INTERRUPTED", { timeout: 10000 }, async (t) => {
