@@ -1,5 +1,5 @@
 // A VM assembled from a resolved configuration: RAM, vCPUs and devices, and its lifecycle
-// (create, run, quiesce/resume, finish, close). What each exit does is in exits.ts.
+// (create, run, quiesce, finish, close); its vCPUs run on worker threads (vcpuThread.ts). What each exit does is in exits.ts.
 import type { NativeKvm, NativeVm } from "../native";
 import { Cap, EXIT_HYPERCALL_MAP_GPA_RANGE, SyncRegs, VmType } from "../kvm/uapi";
 import { CpuidEntry, decodeCpuid, encodeCpuid } from "../kvm/structs";
