@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// `npm test`: unit tests, host tests on /dev/kvm, and the lab tier. The lab tier runs directly
-// when this host's KVM can prove private memory itself, otherwise inside `tsvmm lab` on both lab
-// kernels. Prints one closing line with the totals of every tier.
+// `npm test`: unit tests, the HTML views in headless chromium, host tests on /dev/kvm, and the lab
+// tier. The lab tier runs directly when this host's KVM can prove private memory itself, otherwise
+// inside `tsvmm lab` on both lab kernels. Prints one closing line with the totals of every tier.
 const { spawnSync } = require("node:child_process");
 const path = require("node:path");
 const fs = require("node:fs");
@@ -45,6 +45,7 @@ function hostProvesPrivateMemory() {
 
 const runner = [process.execPath, "--test", "--test-reporter=tap"];
 tier("unit", runner[0], [...runner.slice(1), "--test-timeout=30000", path.join(dist, "unit")], 300);
+tier("browser", runner[0], [...runner.slice(1), "--test-concurrency=1", "--test-timeout=600000", path.join(dist, "browser")], 900);
 tier("host", runner[0], [...runner.slice(1), "--test-concurrency=1", "--test-timeout=120000", path.join(dist, "host")], 1200);
 
 tier("lab command", runner[0], [...runner.slice(1), "--test-concurrency=1", "--test-timeout=900000", path.join(dist, "lab", "host")], 3600);

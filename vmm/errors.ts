@@ -17,6 +17,10 @@ export const ExitStatus = {
   BAD_GUEST_STATUS: 77,
   /** stdout or the --trace file stopped accepting writes (other than a closed pipe) */
   OUTPUT_FAILED: 78,
+  /** a PC guest reset the machine (i8042 0xfe, port 0xcf9, KVM_SYSTEM_EVENT_RESET) */
+  GUEST_RESET: 79,
+  /** a PC guest panicked (a panic line on the console, KVM_SYSTEM_EVENT_CRASH) */
+  GUEST_PANIC: 88,
   TIMEOUT: 124,
   /** 128 + the signal's number, as a shell reports a process the signal killed */
   HANGUP: 129,

@@ -3,6 +3,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { BadImageError } from "./errors";
 import { ElfImage, parseElf } from "./machine/elf";
+import { findMultibootHeader } from "./boot/multiboot";
 
 /** The checkout root (dist/vmm/guests.js -> ../..) */
 export const PROJECT_ROOT = path.resolve(__dirname, "..", "..");
@@ -26,7 +27,11 @@ export function listGuests(): GuestEntry[] {
     const file = path.join(GUEST_DIR, f);
     let description = "(no description)";
     try {
-      description = readImage(file, f).description ?? description;
+      const bytes = readImageFile(file, f);
+      description =
+        findMultibootHeader(bytes) !== undefined
+          ? "a multiboot v1 kernel, booted on the PC platform (in-kernel irqchip and PIT, fw_cfg, INIT/SIPI)"
+          : (parseElf(f, bytes).description ?? description);
     } catch (err) {
       description = `(unreadable: ${(err as Error).message})`;
     }
@@ -38,6 +43,11 @@ export function listGuests(): GuestEntry[] {
 export const MAX_IMAGE_SIZE = 1 << 30; // a whole number of GiB, as the messages say
 
 function readImage(file: string, label: string): ElfImage {
+  return parseElf(label, readImageFile(file, label));
+}
+
+/** The bytes of a file the user named (a guest, a kernel, an initrd); exit 65 if it cannot be read. */
+export function readImageFile(file: string, label: string = file): Buffer {
   const fsError = (err: unknown) =>
     (err as NodeJS.ErrnoException).syscall ? new BadImageError(label, `cannot be read (${(err as NodeJS.ErrnoException).code})`) : err;
   let fd: number;
@@ -57,7 +67,7 @@ function readImage(file: string, label: string): ElfImage {
       if (n === 0) break; // the file shrank
       got += n;
     }
-    return parseElf(label, bytes.subarray(0, got));
+    return bytes.subarray(0, got);
   } catch (err) {
     throw fsError(err);
   } finally {
@@ -81,10 +91,20 @@ function fileKind(stat: fs.Stats): string {
   return "not a file";
 }
 
+/** A shipped guest by name (`hello`) or any file by path: its label and bytes. */
+export function readGuest(nameOrPath: string): { label: string; bytes: Buffer } {
+  const looksLikePath = nameOrPath.includes("/") || nameOrPath.endsWith(".elf");
+  if (looksLikePath) return { label: nameOrPath, bytes: readImageFile(nameOrPath) };
+  return { label: nameOrPath, bytes: readImageFile(shippedGuestPath(nameOrPath), nameOrPath) };
+}
+
 /** A shipped guest by name (`hello`) or any ELF by path (`./my.elf`). */
 export function loadGuest(nameOrPath: string): ElfImage {
-  const looksLikePath = nameOrPath.includes("/") || nameOrPath.endsWith(".elf");
-  if (looksLikePath) return readImage(nameOrPath, nameOrPath);
+  const { label, bytes } = readGuest(nameOrPath);
+  return parseElf(label, bytes);
+}
+
+function shippedGuestPath(nameOrPath: string): string {
   const file = path.join(GUEST_DIR, `${nameOrPath}.elf`);
   if (!fs.existsSync(file)) {
     const known = listGuests().map((g) => g.name);
@@ -95,7 +115,7 @@ export function loadGuest(nameOrPath: string): ElfImage {
         : `is not built: run \`npm run build:guests\` (or \`npm install\`)`,
     );
   }
-  return readImage(file, nameOrPath);
+  return file;
 }
 
 export function loadFirmware(): ElfImage {

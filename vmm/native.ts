@@ -24,7 +24,8 @@ export interface NativeSyscallError extends Error {
 export type NativeStateErrorCode =
   /** the object was closed (or openVcpu was given a handle no open vCPU has) */
   | "ERR_TSVMM_CLOSED"
-  /** a vCPU ioctl (getRegs, setRegs, getSregs, setSregs, setCpuid) while the vCPU may be inside
+  /** a vCPU ioctl (getRegs, setRegs, getSregs, setSregs, setCpuid,
+   *  setGuestDebug, getMpState, setMpState, setMsrs) while the vCPU may be inside
    *  KVM_RUN: it would block the caller until KVM_RUN returns. Allowed before the first
    *  runUntilExit(), from the thread that calls it (between two calls), after pause() and after stop(). */
   | "ERR_TSVMM_VCPU_RUNNING";
@@ -73,6 +74,13 @@ export interface NativeVm {
   setTssAddr(addr: number): void;
   /** KVM_SET_IDENTITY_MAP_ADDR */
   setIdentityMapAddr(addr: bigint): void;
+  /** KVM_CREATE_IRQCHIP: PIC, IOAPIC and a local APIC per vCPU, in the kernel. Before any
+   *  createVcpu(); vCPUs other than 0 then start in KVM_MP_STATE_UNINITIALIZED (waiting for SIPI). */
+  createIrqchip(): void;
+  /** KVM_CREATE_PIT2 (after createIrqchip); flags 1 = KVM_PIT_SPEAKER_DUMMY */
+  createPit2(flags: number): void;
+  /** KVM_IRQ_LINE: drive input `irq` of the in-kernel PIC/IOAPIC to `level` (0 or 1) */
+  irqLine(irq: number, level: number): void;
   /** KVM_CREATE_GUEST_MEMFD; the fd is close-on-exec */
   createGuestMemfd(size: bigint, flags: bigint): NativeGuestMemfd;
   /** KVM_SET_USER_MEMORY_REGION2 (memorySize 0 deletes) */
@@ -168,8 +176,20 @@ export interface NativeVcpu {
   setSregs(sregs: Buffer): void;
   /** KVM_SET_CPUID2 with these kvm_cpuid_entry2 bytes (40 bytes per entry) */
   setCpuid(entries: Buffer): void;
+  /** KVM_SET_GUEST_DEBUG with a struct kvm_guest_debug (72 bytes: control, pad, debugreg[8]);
+   *  a debug event then arrives as a KVM_EXIT_DEBUG exit (kvm_run.debug.arch). */
+  setGuestDebug(debug: Buffer): void;
+  /** KVM_GET_MP_STATE (KVM_MP_STATE_*: 0 runnable, 1 uninitialized, 3 halted, ...) */
+  getMpState(): number;
+  /** KVM_SET_MP_STATE */
+  setMpState(state: number): void;
+  /** KVM_SET_MSRS; returns how many it set (KVM stops at the first MSR it refuses) */
+  setMsrs(msrs: Array<{ index: number; value: bigint }>): number;
   /** kvm_run.kvm_valid_regs set before every KVM_RUN (KVM_CAP_SYNC_REGS) */
   setSyncRegs(mask: number): void;
+  /** NativeVm.irqLine on this vCPU's VM, from any thread (a device answered on the vCPU thread
+   *  raises its interrupt with it) */
+  irqLine(irq: number, level: number): void;
   /** Replace the VM's fast-port table (NativeVm.setFastPorts, reachable from the runner's thread) */
   setFastPorts(ports: FastPorts): void;
   /**

@@ -1,19 +1,31 @@
 // The programmatic way to boot a guest: the CLI's `run` and the tests both come through here.
-import * as fs from "node:fs";
-import { Machine, MachineResult } from "./machine/machine";
+import * as path from "node:path";
+import { Machine, MachineResult, TsvmmBoot } from "./machine/machine";
 export type { StopRequest } from "./machine/machine";
-import { loadFirmware, loadGuest } from "./guests";
+import { loadFirmware, readGuest, readImageFile } from "./guests";
 import type { ConsoleScreen } from "./console/screen";
 import { ExitStatus, UsageError } from "./errors";
-import { computeLayout } from "./machine/layout";
+import { computeLayout, computePcLayout, Layout } from "./machine/layout";
+import { parseElf } from "./machine/elf";
+import { findMultibootHeader } from "./boot/multiboot";
+import { linuxGuest, multibootGuest, PcGuest } from "./boot/pcGuest";
+import { xsaveConsistent } from "./arch/x86/xsave";
+import { decodeCpuid } from "./kvm/structs";
+import { openTrace, TraceSink } from "./trace/writer";
+import { KernelTracing, startKernelEvents } from "./trace/kernel";
 import { PrivateRequest, resolvePrivateMemory } from "./memory/policy";
-import { assessHost, openKvm, probeHost } from "./host/caps";
+import { assessHost, openKvm, probeHost, Verdict } from "./host/caps";
+import { DebuggerOptions, DebuggerSession, startDebugger } from "./control/session";
 
 export type ConsoleMode = "raw" | "screen" | "capture";
 
 export interface RunOptions {
-  /** A shipped guest name or an ELF path */
-  guest: string;
+  /** A shipped guest name or a path: a tsvmm test guest (ELF64) or a multiboot kernel */
+  guest?: string;
+  /** A Linux bzImage (instead of `guest`) */
+  kernel?: string;
+  /** Linux: the initramfs. Multiboot: modules, comma-separated, each "FILE[ ARGS]" */
+  initrd?: string;
   memSize?: bigint;
   cpus?: number;
   /** Seconds; 0 or undefined = no limit */
@@ -24,8 +36,10 @@ export interface RunOptions {
   output?: { write(bytes: Uint8Array): unknown };
   /** Run-log lines (stderr in the CLI) */
   log?: (line: string) => void;
-  /** NDJSON event trace file */
+  /** NDJSON event trace file; "-" = stdout (docs/trace.md) */
   trace?: string;
+  /** KVM's trace events to record through tracefs and merge into the trace (docs/trace.md) */
+  kernelEvents?: string[];
   /** Stops the VM: abort it with a StopRequest as the reason (any other reason counts as SIGINT) */
   signal?: AbortSignal;
   device?: string;
@@ -35,6 +49,11 @@ export interface RunOptions {
   privateMemory?: PrivateRequest;
   /** Called with the machine once it is created (API conversions, inspection) */
   onMachine?: (machine: Machine) => void;
+  /** Event breakpoints, the monitor and the GDB stub (vmm/control) */
+  debug?: DebuggerOptions;
+  /** What the host can do (assessHost of the device), when the caller already knows: a process
+   *  that boots many guests probes once instead of per guest */
+  verdict?: Verdict;
 }
 
 export interface GuestRun extends MachineResult {
@@ -48,21 +67,57 @@ export interface GuestRun extends MachineResult {
 const CAPTURE_LIMIT = 1 << 20;
 
 export const DEFAULT_MEM = 64n << 20n;
+/** Linux needs room for its decompressed image (init_size) and an initramfs */
+export const DEFAULT_LINUX_MEM = 512n << 20n;
+
+/** What boots, and the layout it needs: tsvmm's firmware and test guest, or a PC guest. */
+function resolveBoot(opts: RunOptions): { layout: Layout; boot: TsvmmBoot | PcGuest } {
+  const cmdline = opts.cmdline ?? "";
+  const cpus = opts.cpus ?? 1;
+  if (opts.kernel !== undefined) {
+    if (opts.guest !== undefined) throw new UsageError(`give a guest or --kernel, not both (${opts.guest}, --kernel ${opts.kernel})`);
+    const layout = computePcLayout(opts.memSize ?? DEFAULT_LINUX_MEM, cpus);
+    const initrd = opts.initrd === undefined ? undefined : { name: opts.initrd, data: readImageFile(opts.initrd) };
+    return { layout, boot: linuxGuest(opts.kernel, readImageFile(opts.kernel), layout, cmdline, initrd) };
+  }
+  if (opts.guest === undefined) throw new UsageError("nothing to boot: name a guest (see `tsvmm guests`) or a file, or give --kernel bzImage");
+  const { label, bytes } = readGuest(opts.guest);
+  if (findMultibootHeader(bytes) !== undefined) {
+    const layout = computePcLayout(opts.memSize ?? DEFAULT_MEM, cpus);
+    // As QEMU and GRUB do: the kernel's command line starts with its own name (kvm-unit-tests reads argv[0] there).
+    const modules = (opts.initrd ?? "").split(",").filter((m) => m.trim()).map((m) => {
+      const file = m.trim().split(/\s+/)[0];
+      return { data: readImageFile(file), cmdline: m.trim() };
+    });
+    return { layout, boot: multibootGuest(label, bytes, layout, [path.basename(label), cmdline].join(" ").trim(), modules) };
+  }
+  if (opts.initrd !== undefined) throw new UsageError("--initrd is for Linux (--kernel) and multiboot guests");
+  const firmware = loadFirmware();
+  const guest = parseElf(label, bytes);
+  return { layout: computeLayout(opts.memSize ?? DEFAULT_MEM, cpus, firmware, guest), boot: { kind: "tsvmm", firmware, guest } };
+}
 
 export async function runGuest(opts: RunOptions): Promise<GuestRun> {
-  const firmware = loadFirmware();
-  const guest = loadGuest(opts.guest);
   // Resolved once, top down: the layout, the host's answers, what the machine is made of.
-  const layout = computeLayout(opts.memSize ?? DEFAULT_MEM, opts.cpus ?? 1, firmware, guest);
+  const { layout, boot } = resolveBoot(opts);
   const device = opts.device ?? "/dev/kvm";
   const kvm = openKvm(device);
   let machine: Machine | undefined;
   let screen: ConsoleScreen | undefined;
-  let trace: TraceFile | undefined;
+  let trace: TraceSink | undefined;
+  let kernel: KernelTracing | undefined;
   let traceFailure: string | undefined;
+  let debug: DebuggerSession | undefined;
   try {
-    const verdict = assessHost(probeHost(device, kvm));
-    const privateMemory = resolvePrivateMemory(opts.privateMemory ?? {}, guest, layout, verdict);
+    const verdict = opts.verdict ?? assessHost(probeHost(device, kvm));
+    let hideXsave = false;
+    if (boot.kind !== "tsvmm") {
+      const xsave = await xsaveConsistent(kvm, decodeCpuid(kvm.supportedCpuid()));
+      hideXsave = !xsave.ok;
+      if (xsave.inconclusive) opts.log?.(xsave.detail);
+      if (hideXsave) opts.log?.(`XSAVE hidden from the guest: this KVM does not keep CPUID leaf 0xD consistent with XCR0 (${xsave.detail})`);
+    }
+    const privateMemory = boot.kind === "tsvmm" ? resolvePrivateMemory(opts.privateMemory ?? {}, boot.guest, layout, verdict) : refusePrivate(opts.privateMemory);
     const mode = opts.console ?? "capture";
     // xterm costs ~10 ms to load: only the screen mode pays for it.
     if (mode === "screen") screen = new (await import("./console/screen")).ConsoleScreen();
@@ -70,11 +125,11 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
     let captured = 0;
     const m = new Machine({
       kvm,
-      firmware,
-      guest,
+      boot,
       layout,
       ram: { backing: verdict.ramBacking, region2: verdict.memoryRegion2 },
       amd: verdict.amd,
+      hideXsave,
       privateMemory,
       cmdline: opts.cmdline ?? "",
       log: opts.log,
@@ -99,8 +154,16 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       });
     m.create();
     opts.onMachine?.(m);
+    if (opts.debug) debug = await startDebugger(m, boot.kind === "tsvmm" ? boot.guest : { name: boot.name, symbols: [] }, { ...opts.debug, guestDebug: verdict.debugging.guestDebug ? undefined : verdict.debugging.refusal }, (line) => opts.log?.(line));
     opts.onInput?.((bytes) => m.serial.receive(bytes));
+    if (opts.kernelEvents && trace) kernel = startKernelEvents(opts.kernelEvents);
     const result = await m.run(opts.timeout, opts.signal);
+    if (kernel) {
+      const events = kernel.stop(trace!.startNs!);
+      kernel = undefined;
+      trace!.append(events);
+      opts.log?.(`kernel events: ${events.length} recorded (${opts.kernelEvents!.join(", ")})`);
+    }
     if (traceFailure && result.status !== ExitStatus.OUTPUT_FAILED) opts.log?.(`${traceFailure}: the trace is incomplete`);
     const unclaimed = [...m.unclaimedPorts].map(([p, n]) => `0x${p.toString(16)} (${n.reads} reads, ${n.writes} writes)`);
     if (unclaimed.length) opts.log?.(`ports no device claims were touched: ${unclaimed.join(", ")}`);
@@ -112,38 +175,19 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       lastLine: m.lastConsoleLine,
     };
   } finally {
+    debug?.close();
     if (machine) machine.close();
     else kvm.close();
     screen?.dispose();
+    kernel?.stop(0n);
     trace?.close();
   }
 }
 
-/** The NDJSON trace. A write that fails (disk full, file size limit) closes it and calls onFailure once. */
-interface TraceFile {
-  write: (event: Record<string, unknown>) => void;
-  close: () => void;
-}
-
-function openTrace(file: string, onFailure: (problem: string) => void): TraceFile {
-  let fd: number | undefined;
-  try {
-    fd = fs.openSync(file, "w");
-  } catch (err) {
-    throw new UsageError(`--trace ${file}: cannot open for writing (${(err as NodeJS.ErrnoException).code})`);
-  }
-  const close = () => {
-    if (fd !== undefined) fs.closeSync(fd);
-    fd = undefined;
-  };
-  const write = (event: Record<string, unknown>) => {
-    if (fd === undefined) return;
-    try {
-      fs.writeFileSync(fd, JSON.stringify(event) + "\n");
-    } catch (err) {
-      close();
-      onFailure(`--trace ${file}: write failed (${(err as NodeJS.ErrnoException).code})`);
-    }
-  };
-  return { write, close };
+/** Multiboot and Linux guests run with all RAM shared: private memory is for tsvmm's own guests. */
+function refusePrivate(req: PrivateRequest = {}): undefined {
+  const asked = req.private !== undefined || req.sharedBit !== undefined || (req.backend !== undefined && req.backend !== "auto");
+  if (asked && req.private !== "none")
+    throw new UsageError("private memory (--private, --backend, --shared-bit) is for tsvmm's own test guests", "multiboot and Linux guests run with all RAM shared (guest_memfd with MMAP|INIT_SHARED where the host has it)");
+  return undefined;
 }

@@ -141,6 +141,10 @@ constexpr unsigned long kKvmGetSupportedCpuid = 0xc008ae05UL;  // _IOWR(KVMIO, 0
 constexpr unsigned long kKvmSetCpuid2 = 0x4008ae90UL;          // _IOW(KVMIO, 0x90, 8 bytes)
 static_assert(kKvmGetSupportedCpuid == _IOC(_IOC_READ | _IOC_WRITE, KVMIO, 0x05, kCpuid2HeaderSize), "");
 static_assert(kKvmSetCpuid2 == _IOC(_IOC_WRITE, KVMIO, 0x90, kCpuid2HeaderSize), "");
+// struct kvm_msrs has the same flexible array (entries of 16 bytes after an 8-byte header).
+constexpr unsigned long kKvmSetMsrs = 0x4008ae89UL;  // _IOW(KVMIO, 0x89, 8 bytes)
+static_assert(kKvmSetMsrs == _IOC(_IOC_WRITE, KVMIO, 0x89, 8), "");
+static_assert(sizeof(kvm_msr_entry) == 16, "kvm_msr_entry");
 
 // Every other ioctl tsvmm issues, against the numbers a C compiler produces.
 static_assert(KVM_GET_API_VERSION == 0xae00UL, "");
@@ -151,6 +155,11 @@ static_assert(KVM_CREATE_VCPU == 0xae41UL, "");
 static_assert(KVM_SET_TSS_ADDR == 0xae47UL, "");
 static_assert(KVM_SET_IDENTITY_MAP_ADDR == 0x4008ae48UL, "");
 static_assert(KVM_RUN == 0xae80UL, "");
+static_assert(KVM_CREATE_IRQCHIP == 0xae60UL, "");
+static_assert(KVM_IRQ_LINE == 0x4008ae61UL, "");
+static_assert(KVM_CREATE_PIT2 == 0x4040ae77UL, "");
+static_assert(KVM_GET_MP_STATE == 0x8004ae98UL, "");
+static_assert(KVM_SET_MP_STATE == 0x4004ae99UL, "");
 static_assert(KVM_GET_REGS == 0x8090ae81UL, "");
 static_assert(KVM_SET_REGS == 0x4090ae82UL, "");
 static_assert(KVM_GET_SREGS == 0x8138ae83UL, "");

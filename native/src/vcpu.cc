@@ -174,6 +174,10 @@ int VcpuCore::Run(int* failure_errno) {
       if (pauses_ > 0 || stopped_) cv_.notify_all();  // a pause() or stop() waits for this
     }
 
+    // A vCPU waiting for INIT/SIPI (KVM_MP_STATE_UNINITIALIZED, in-kernel APIC) blocks inside
+    // KVM_RUN and returns EAGAIN once an APIC event woke it: enter again (through the top, so a
+    // pause or stop that came meanwhile is honoured).
+    if (rc < 0 && err == EAGAIN) continue;
     if (rc < 0 && err == EINTR) {
       // Our kick (loop: park or stop at the top), a stray signal (retry), or JS's own
       // immediate_exit (report it: JS wanted the pending exit completed without running).
@@ -241,8 +245,13 @@ Napi::Function Vcpu::DefineClass(Napi::Env env) {
           InstanceMethod("getSregs", &Vcpu::GetSregs),
           InstanceMethod("setSregs", &Vcpu::SetSregs),
           InstanceMethod("setCpuid", &Vcpu::SetCpuid),
+          InstanceMethod("setGuestDebug", &Vcpu::SetGuestDebug),
           InstanceMethod("setSyncRegs", &Vcpu::SetSyncRegs),
+          InstanceMethod("getMpState", &Vcpu::GetMpState),
+          InstanceMethod("setMpState", &Vcpu::SetMpState),
+          InstanceMethod("setMsrs", &Vcpu::SetMsrs),
           InstanceMethod("setFastPorts", &Vcpu::SetFastPorts),
+          InstanceMethod("irqLine", &Vcpu::IrqLine),
           InstanceMethod("runUntilExit", &Vcpu::Run),
           InstanceMethod("pause", &Vcpu::Pause),
           InstanceMethod("unpause", &Vcpu::Unpause),
@@ -381,6 +390,61 @@ Napi::Value Vcpu::SetCpuid(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value Vcpu::SetGuestDebug(const Napi::CallbackInfo& info) {
+  RequireStill(info.Env(), "setGuestDebug");
+  SetStruct(info, KVM_SET_GUEST_DEBUG, "KVM_SET_GUEST_DEBUG", sizeof(kvm_guest_debug));
+  return info.Env().Undefined();
+}
+
+Napi::Value Vcpu::GetMpState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  VcpuCore& core = RequireStill(env, "getMpState");
+  kvm_mp_state state{};
+  if (ioctl(core.fd(), KVM_GET_MP_STATE, &state) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_GET_MP_STATE", errno, {ErrorArg::Num("vcpu", core.index(), "vcpu")});
+  }
+  return Napi::Number::New(env, state.mp_state);
+}
+
+Napi::Value Vcpu::SetMpState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  VcpuCore& core = RequireStill(env, "setMpState");
+  kvm_mp_state state{ArgUint32(info, 0, "state")};
+  if (ioctl(core.fd(), KVM_SET_MP_STATE, &state) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_SET_MP_STATE", errno,
+                      {ErrorArg::Num("vcpu", core.index(), "vcpu"), ErrorArg::Num("state", state.mp_state, "state")});
+  }
+  return env.Undefined();
+}
+
+Napi::Value Vcpu::SetMsrs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  VcpuCore& core = RequireStill(env, "setMsrs");
+  if (!info[0].IsArray()) ThrowTypeError(env, "setMsrs: msrs must be an array of {index, value}");
+  Napi::Array a = info[0].As<Napi::Array>();
+  // struct kvm_msrs as raw bytes (u32 nmsrs, u32 pad, then 16-byte kvm_msr_entry), for the same
+  // flexible-array reason as KVM_SET_CPUID2 (kvm_uapi.h).
+  std::vector<uint64_t> storage(1 + 2 * a.Length());  // zeroed, 8-aligned
+  auto* bytes = reinterpret_cast<uint8_t*>(storage.data());
+  uint32_t nmsrs = a.Length();
+  std::memcpy(bytes, &nmsrs, sizeof nmsrs);
+  for (uint32_t i = 0; i < nmsrs; i++) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsObject()) ThrowTypeError(env, "setMsrs: msrs[] must be {index, value}");
+    int64_t index = IntOf(env, e.As<Napi::Object>().Get("index"), "msrs[].index");
+    if (index < 0 || index > 0xffffffffLL) ThrowRangeError(env, "msrs[].index must be a u32");
+    storage[1 + 2 * i] = static_cast<uint32_t>(index);  // index, then a zero u32 (reserved)
+    storage[2 + 2 * i] = BigUint64Of(env, e.As<Napi::Object>().Get("value"), "msrs[].value");
+  }
+  // KVM_SET_MSRS returns how many entries it set; it stops at the first it refuses.
+  int rc = ioctl(core.fd(), kKvmSetMsrs, bytes);
+  if (rc < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_SET_MSRS", errno,
+                      {ErrorArg::Num("vcpu", core.index(), "vcpu"), ErrorArg::Num("nmsrs", nmsrs, "nmsrs")});
+  }
+  return Napi::Number::New(env, rc);
+}
+
 Napi::Value Vcpu::SetSyncRegs(const Napi::CallbackInfo& info) {
   VcpuCore& core = Require(info.Env(), "setSyncRegs");
   int64_t mask = ArgInt(info, 0, "mask");
@@ -391,6 +455,11 @@ Napi::Value Vcpu::SetSyncRegs(const Napi::CallbackInfo& info) {
 
 Napi::Value Vcpu::SetFastPorts(const Napi::CallbackInfo& info) {
   Require(info.Env(), "setFastPorts").vm().StoreFastPorts(ParseFastPorts(info.Env(), info[0]));
+  return info.Env().Undefined();
+}
+
+Napi::Value Vcpu::IrqLine(const Napi::CallbackInfo& info) {
+  IrqLineOf(info, Require(info.Env(), "irqLine").vm());
   return info.Env().Undefined();
 }
 

@@ -134,8 +134,13 @@ class Vcpu : public Napi::ObjectWrap<Vcpu> {
   Napi::Value GetSregs(const Napi::CallbackInfo& info);
   Napi::Value SetSregs(const Napi::CallbackInfo& info);
   Napi::Value SetCpuid(const Napi::CallbackInfo& info);
+  Napi::Value SetGuestDebug(const Napi::CallbackInfo& info);
   Napi::Value SetSyncRegs(const Napi::CallbackInfo& info);
+  Napi::Value GetMpState(const Napi::CallbackInfo& info);
+  Napi::Value SetMpState(const Napi::CallbackInfo& info);
+  Napi::Value SetMsrs(const Napi::CallbackInfo& info);
   Napi::Value SetFastPorts(const Napi::CallbackInfo& info);
+  Napi::Value IrqLine(const Napi::CallbackInfo& info);
   Napi::Value Run(const Napi::CallbackInfo& info);
   Napi::Value Pause(const Napi::CallbackInfo& info);
   Napi::Value Unpause(const Napi::CallbackInfo& info);

@@ -19,6 +19,20 @@ namespace tsvmm {
 
 // ============================== VmShared ========================================================
 
+VmShared::VmShared(int vm_fd) : vm_fd_(fcntl(vm_fd, F_DUPFD_CLOEXEC, 0)) {}
+
+VmShared::~VmShared() {
+  if (vm_fd_ >= 0) ::close(vm_fd_);
+}
+
+int VmShared::IrqLine(uint32_t irq, uint32_t level) const {
+  kvm_irq_level line;
+  std::memset(&line, 0, sizeof line);
+  line.irq = irq;
+  line.level = level;
+  return ioctl(vm_fd_, KVM_IRQ_LINE, &line) < 0 ? errno : 0;
+}
+
 std::pair<std::shared_ptr<const FastPortTable>, uint64_t> VmShared::LoadFastPorts() const {
   std::lock_guard<std::mutex> lock(ports_mu_);
   return {fast_ports_, fast_ports_version_.load(std::memory_order_relaxed)};
@@ -148,6 +162,9 @@ Napi::Function Vm::DefineClass(Napi::Env env) {
           InstanceMethod("enableCap", &Vm::EnableCap),
           InstanceMethod("setTssAddr", &Vm::SetTssAddr),
           InstanceMethod("setIdentityMapAddr", &Vm::SetIdentityMapAddr),
+          InstanceMethod("createIrqchip", &Vm::CreateIrqchip),
+          InstanceMethod("createPit2", &Vm::CreatePit2),
+          InstanceMethod("irqLine", &Vm::IrqLine),
           InstanceMethod("createGuestMemfd", &Vm::CreateGuestMemfd),
           InstanceMethod("setUserMemoryRegion2", &Vm::SetUserMemoryRegion2),
           InstanceMethod("setUserMemoryRegion", &Vm::SetUserMemoryRegion),
@@ -165,7 +182,7 @@ Vm::Vm(const Napi::CallbackInfo& info) : ObjectWrap<Vm>(info) {
   fd_ = args->fd;
   args->fd = -1;
   vcpu_mmap_size_ = args->vcpu_mmap_size;
-  shared_ = std::make_shared<VmShared>();
+  shared_ = std::make_shared<VmShared>(fd_);
 }
 
 Vm::~Vm() {
@@ -223,6 +240,42 @@ Napi::Value Vm::SetIdentityMapAddr(const Napi::CallbackInfo& info) {
     ThrowSyscallError(env, "ioctl", "KVM_SET_IDENTITY_MAP_ADDR", errno,
                       {ErrorArg::Big("addr", addr, "addr")});
   }
+  return env.Undefined();
+}
+
+Napi::Value Vm::CreateIrqchip(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (ioctl(RequireOpen(env, "createIrqchip"), KVM_CREATE_IRQCHIP, 0) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_CREATE_IRQCHIP", errno, {});
+  }
+  return env.Undefined();
+}
+
+Napi::Value Vm::CreatePit2(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = RequireOpen(env, "createPit2");
+  kvm_pit_config config;
+  std::memset(&config, 0, sizeof config);
+  config.flags = ArgUint32(info, 0, "flags");
+  if (ioctl(fd, KVM_CREATE_PIT2, &config) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_CREATE_PIT2", errno, {ErrorArg::Num("flags", config.flags, "flags", true)});
+  }
+  return env.Undefined();
+}
+
+void IrqLineOf(const Napi::CallbackInfo& info, const VmShared& vm) {
+  uint32_t irq = ArgUint32(info, 0, "irq");
+  uint32_t level = ArgUint32(info, 1, "level");
+  if (int err = vm.IrqLine(irq, level)) {
+    ThrowSyscallError(info.Env(), "ioctl", "KVM_IRQ_LINE", err,
+                      {ErrorArg::Num("irq", irq, "irq"), ErrorArg::Num("level", level, "level")});
+  }
+}
+
+Napi::Value Vm::IrqLine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  RequireOpen(env, "irqLine");
+  IrqLineOf(info, *shared_);
   return env.Undefined();
 }
 

@@ -17,6 +17,10 @@
 //     test/bench/guests/convert-bench.c) beside test/bench/convert-loop.c, a C program making the
 //     same ioctls, in the same lab boot (the lab side is test/bench/convert-lab.ts).
 //
+//  5. Many guests per process: the wall time of N boots of hello by one `tsvmm test hello
+//     --repeat N` process (several VMs at once) against N QEMU microvm processes (one at a time,
+//     and as many at once as tsvmm runs VMs) and N `tsvmm run hello` processes.
+//
 // A benchmark, not a test: missing pieces (QEMU, /dev/kvm, an unbuilt tsvmm) skip their rows with
 // the reason, and nothing passes or fails on time. Every child has a time limit.
 //
@@ -24,13 +28,15 @@
 // --exits N (large-N exit count, 100000), --small N (small-N, 1000), --reps N (5),
 // --conversions N (round trips per range size per run, 50), --touches N (implicit conversions per
 // run, 100), --lab-rounds N (3), --lab-kernels sw-protected,stock,
-// --only boot|exits|convert, --quick (runs 10, exits 20000, reps 3, conversions 20, touches 40,
-// lab rounds 2), --json FILE (results as JSON).
+// --boots N (boots per row of section 5, 40), --jobs N (VMs at once in section 5, this machine's CPUs),
+// --matrix-rounds N (3), --only boot|exits|convert|matrix, --quick (runs 10, exits 20000, reps 3,
+// conversions 20, touches 40, lab rounds 2, matrix rounds 1), --json FILE (results as JSON).
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
+import { buildElf } from "../support/elfBuilder";
 
 const ROOT = path.resolve(__dirname, "..", "..", "..");
 const OUT = path.join(ROOT, "build", "bench");
@@ -205,19 +211,23 @@ interface Contender {
   ok: (r: RunResult) => boolean;
 }
 
+const QEMU_HELLO = path.join(OUT, "qemu-hello.bin");
+const qemuArgs = (machine: string) => [
+  "-accel", "kvm", "-machine", machine, "-m", "16M", "-bios", QEMU_HELLO,
+  "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none", "-serial", "stdio",
+  "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+];
+const QEMU_MACHINES: Array<[string, string]> = [
+  ["QEMU microvm (defaults)", "microvm"],
+  ["QEMU microvm (lean)", "microvm,x-option-roms=off,pit=off,pic=off,rtc=off,acpi=off"],
+];
+// isa-debug-exit turns our 0 into status (0 << 1) | 1 = 1
+const qemuOk = (r: RunResult) => r.status === 1 && r.stdout.includes("ok 3 - ");
+const qemuCommand = (args: string[]) => `${QEMU} ${args.join(" ").replace(QEMU_HELLO, "build/bench/qemu-hello.bin")}`;
+
 async function benchBoot(env: Env, runs: number, warmup: number): Promise<BootRow[]> {
-  const image = path.join(OUT, "qemu-hello.bin");
-  const qemuArgs = (machine: string) => [
-    "-accel", "kvm", "-machine", machine, "-m", "16M", "-bios", image,
-    "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none", "-serial", "stdio",
-    "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
-  ];
-  const machines: Array<[string, string]> = [
-    ["QEMU microvm (defaults)", "microvm"],
-    ["QEMU microvm (lean)", "microvm,x-option-roms=off,pit=off,pic=off,rtc=off,acpi=off"],
-  ];
-  // isa-debug-exit turns our 0 into status (0 << 1) | 1 = 1
-  const qemuOk = (r: RunResult) => r.status === 1 && r.stdout.includes("ok 3 - ");
+  const image = QEMU_HELLO;
+  const machines = QEMU_MACHINES;
 
   const contenders: Contender[] = [];
   const rows: BootRow[] = [];
@@ -240,7 +250,7 @@ async function benchBoot(env: Env, runs: number, warmup: number): Promise<BootRo
   const imageProblem = env.gcc ?? (fs.existsSync(image) ? null : "qemu-hello.bin was not built");
   for (const [label, machine] of machines) {
     const args = qemuArgs(machine);
-    const row: BootRow = { label, command: `${QEMU} ${args.join(" ").replace(image, "build/bench/qemu-hello.bin")}`, times: [], failures: [], outputBytes: [] };
+    const row: BootRow = { label, command: qemuCommand(args), times: [], failures: [], outputBytes: [] };
     rows.push(row);
     const why = env.kvm ?? env.qemu ?? imageProblem;
     if (why) row.skipped = why;
@@ -658,6 +668,139 @@ function printConvert(results: ConvertKernelResult[], o: { rounds: number; conve
 }
 
 // ---------------------------------------------------------------------------------------------
+// 5. many guests per process
+
+interface MatrixRow {
+  label: string;
+  command: string;
+  /** VMs (processes, for QEMU and `tsvmm run`) at once */
+  jobs: number;
+  skipped?: string;
+  /** wall time of all the boots, per round */
+  totals: number[];
+  /** CPU time (user + system, every thread of every process) of all the boots, per round */
+  cpu: number[];
+  failures: string[];
+  /** `tsvmm test` only: each entry's own time (VM set-up, run, tear-down), ms */
+  entryMs?: number[];
+}
+
+/** CPU time (user + system, ms) of this process's children that have been waited for: Linux adds
+ *  each reaped child's time to cutime/cstime (/proc/self/stat fields 16 and 17, in clock ticks). */
+function childrenCpuMs(): number {
+  const fields = fs.readFileSync("/proc/self/stat", "utf8").replace(/^.*\) /, "").split(" ");
+  // after "pid (comm) " the fields start at 3 (state): cutime is field 16, cstime 17
+  const ticksPerSecond = 100; // USER_HZ on Linux
+  return ((Number(fields[16 - 3]) + Number(fields[17 - 3])) * 1000) / ticksPerSecond;
+}
+
+/** `count` runs of one command, `jobs` at a time: the wall time and the CPU time of all of them. */
+async function runBatch(
+  count: number,
+  jobs: number,
+  cmd: string,
+  args: string[],
+  ok: (r: RunResult) => boolean,
+): Promise<{ ms: number; cpuMs: number; failures: string[]; results: RunResult[] }> {
+  const cpu0 = childrenCpuMs();
+  const t0 = process.hrtime.bigint();
+  const failures: string[] = [];
+  const results: RunResult[] = [];
+  let next = 0;
+  const worker = async () => {
+    for (; next < count; ) {
+      next++;
+      const r = await runTimed(cmd, args, 120_000);
+      results.push(r);
+      if (!ok(r)) failures.push(describeFailure(r));
+    }
+  };
+  await Promise.all(Array.from({ length: jobs }, worker));
+  return { ms: Number(process.hrtime.bigint() - t0) / 1e6, cpuMs: childrenCpuMs() - cpu0, failures, results };
+}
+
+async function benchMatrix(env: Env, boots: number, jobs: number, rounds: number): Promise<MatrixRow[]> {
+  // RAM as QEMU's -m 16M (each VM's RAM is also an external ArrayBuffer, whose growth triggers V8 GCs)
+  const testArgs = (j: number) => [TSVMM, "test", "hello", "--mem", "16M", "--repeat", String(boots), "--jobs", String(j)];
+  const passed = (r: RunResult) => r.status === 0 && r.stdout.includes(`${boots} entries: ${boots} passed`);
+  const lean = QEMU_MACHINES[1];
+  type Contender = { row: MatrixRow; run: () => ReturnType<typeof runBatch> };
+  const tsvmmRow = (j: number): Contender => ({
+    row: { label: `tsvmm test, ${j} VM${j > 1 ? "s" : ""} at a time`, command: `node bin/tsvmm.js ${testArgs(j).slice(1).join(" ")}`, jobs: j, totals: [], cpu: [], failures: [], entryMs: [] },
+    run: () => runBatch(1, 1, process.execPath, testArgs(j), passed),
+  });
+  const qemuRow = (j: number): Contender => ({
+    row: { label: `${lean[0]}, ${boots} processes, ${j} at a time`, command: qemuCommand(qemuArgs(lean[1])), jobs: j, totals: [], cpu: [], failures: [] },
+    run: () => runBatch(boots, j, QEMU, qemuArgs(lean[1]), qemuOk),
+  });
+  const runRow: Contender = {
+    row: { label: `tsvmm run hello, ${boots} processes, 1 at a time`, command: "node bin/tsvmm.js run hello --mem 16M", jobs: 1, totals: [], cpu: [], failures: [] },
+    run: () => runBatch(boots, 1, process.execPath, [TSVMM, "run", "hello", "--mem", "16M"], (r) => r.status === 0),
+  };
+  // the VMM's own share: the same matrix of a guest that exits as soon as the firmware enters it
+  const exitAtOnce = path.join(OUT, "exit-at-once.elf");
+  fs.mkdirSync(OUT, { recursive: true });
+  fs.writeFileSync(exitAtOnce, buildElf({ entry: 0x100000n, segments: [{ paddr: 0x100000n, data: Buffer.from([0x31, 0xc0, 0xe7, 0xf4, 0xf4]) }] })); // xor eax,eax; out 0xf4,eax; hlt
+  const bareArgs = [TSVMM, "test", exitAtOnce, "--mem", "16M", "--repeat", String(boots), "--jobs", String(jobs)];
+  const bareRow: Contender = {
+    row: { label: `tsvmm test, a guest that exits at once, ${jobs} at a time`, command: `node bin/tsvmm.js ${bareArgs.slice(1).join(" ").replace(exitAtOnce, "build/bench/exit-at-once.elf")}`, jobs, totals: [], cpu: [], failures: [] },
+    run: () => runBatch(1, 1, process.execPath, bareArgs, passed),
+  };
+  const contenders = [tsvmmRow(jobs), ...(jobs > 1 ? [tsvmmRow(1)] : []), qemuRow(1), ...(jobs > 1 ? [qemuRow(jobs)] : []), runRow, bareRow];
+  const qemuWhy = env.kvm ?? env.qemu ?? env.gcc ?? (fs.existsSync(QEMU_HELLO) ? null : "qemu-hello.bin was not built");
+  for (const c of contenders) {
+    if (c.row.label.startsWith("QEMU") && qemuWhy) c.row.skipped = qemuWhy;
+    if (c.row.label.startsWith("tsvmm") && env.tsvmm) c.row.skipped = env.tsvmm;
+  }
+  // one dropped warm-up round, then rounds with the order rotated (load drift hits every row alike)
+  const live = contenders.filter((c) => !c.row.skipped);
+  for (let i = 0; i <= rounds; i++) {
+    for (let k = 0; k < live.length; k++) {
+      const c = live[(i + k) % live.length];
+      const b = await c.run();
+      if (i === 0) continue;
+      if (b.failures.length) c.row.failures.push(...b.failures);
+      else {
+        c.row.totals.push(b.ms);
+        c.row.cpu.push(b.cpuMs);
+      }
+      for (const m of b.results[0]?.stdout.toString().matchAll(/^PASS {2}hello rep=\d+ {2}([\d.]+) s/gm) ?? []) c.row.entryMs?.push(Number(m[1]) * 1000);
+    }
+  }
+  return contenders.map((c) => c.row);
+}
+
+function printMatrix(rows: MatrixRow[], boots: number, rounds: number): void {
+  console.log(`\n5. Many guests per process: ${boots} boots of hello, whole wall time (spawn of the first process -> exit of the last), median of ${rounds} rounds after a warm-up round, interleaved`);
+  console.log(`   tsvmm test boots them in one Node process (${boots} VMs, each its own guest_memfd, vCPU threads, console, time limit); QEMU and tsvmm run start a process per boot; RAM 16 MiB everywhere`);
+  console.log(`   wall: median over the rounds; CPU: user + system time of every process and thread of the row (the guest's emulation on an emulating KVM counts as system time)`);
+  console.log(`   ${pad("", 52)}${lpad("wall", 10)}${lpad("per boot", 10)}${lpad("min", 10)}${lpad("max", 10)}${lpad("CPU", 10)}${lpad("per boot", 10)}`);
+  for (const r of rows) {
+    if (r.skipped) {
+      console.log(`   ${pad(r.label, 52)}skipped: ${r.skipped}`);
+      continue;
+    }
+    const t = r.totals;
+    const fails = r.failures.length ? `  (${r.failures.length} failed: ${r.failures[0]})` : "";
+    console.log(
+      `   ${pad(r.label, 52)}${lpad(fmt(median(t), 0), 7)} ms${lpad(fmt(median(t) / boots), 7)} ms${lpad(fmt(Math.min(...t), 0), 7)} ms${lpad(fmt(Math.max(...t), 0), 7)} ms` +
+        `${lpad(fmt(median(r.cpu), 0), 7)} ms${lpad(fmt(median(r.cpu) / boots), 7)} ms${fails}`,
+    );
+    if (r.entryMs?.length) console.log(`      each entry inside the process: median ${fmt(median(r.entryMs))} ms, p90 ${fmt(quantile(r.entryMs, 0.9))} ms`);
+  }
+  const total = (r: MatrixRow | undefined) => (r && !r.skipped && r.totals.length ? median(r.totals) : NaN);
+  const inProcess = rows.find((r) => r.label.startsWith("tsvmm test"));
+  const cpu = (r: MatrixRow | undefined) => (r && !r.skipped && r.cpu.length ? median(r.cpu) : NaN);
+  for (const q of rows.filter((r) => r.label.startsWith("QEMU")))
+    if (Number.isFinite(total(inProcess)) && Number.isFinite(total(q)))
+      console.log(
+        `   ratio ${inProcess!.label} / ${q.label}: wall ${fmt(total(inProcess) / total(q), 2)}x, CPU ${fmt(cpu(inProcess) / cpu(q), 2)}x   (target: wall < 0.33x against QEMU one at a time)`,
+      );
+  console.log("   commands:");
+  for (const r of rows) console.log(`     ${r.command}${r.jobs > 1 && !r.command.includes("--jobs") ? `   (${r.jobs} at a time)` : ""}`);
+}
+
+// ---------------------------------------------------------------------------------------------
 // report
 
 const nodeRow = (rows: BootRow[]) => rows.find((r) => r.command === "node -e 0");
@@ -745,6 +888,9 @@ async function main(): Promise<void> {
       touches: { type: "string" },
       "lab-rounds": { type: "string" },
       "lab-kernels": { type: "string" },
+      boots: { type: "string" },
+      jobs: { type: "string" },
+      "matrix-rounds": { type: "string" },
       only: { type: "string" },
       quick: { type: "boolean" },
       json: { type: "string" },
@@ -769,7 +915,10 @@ async function main(): Promise<void> {
   const labKernels = (values["lab-kernels"] ?? "sw-protected,stock").split(",").filter(Boolean);
   for (const k of labKernels) if (k !== "sw-protected" && k !== "stock") throw new Error(`bench: --lab-kernels takes sw-protected and stock, not ${k}`);
   const only = values.only;
-  if (only && only !== "boot" && only !== "exits" && only !== "convert") throw new Error("bench: --only boot|exits|convert");
+  if (only && only !== "boot" && only !== "exits" && only !== "convert" && only !== "matrix") throw new Error("bench: --only boot|exits|convert|matrix");
+  const boots = Math.max(1, int(values.boots, 40));
+  const jobs = Math.max(1, int(values.jobs, os.availableParallelism()));
+  const matrixRounds = Math.max(1, int(values["matrix-rounds"], quick ? 1 : 3));
 
   const started = Date.now();
   const env = await probeEnv();
@@ -809,6 +958,11 @@ async function main(): Promise<void> {
     const convert = await benchConvert(env, labKernels, o);
     printConvert(convert, o);
     results.convert = convert;
+  }
+  if (!only || only === "matrix") {
+    const matrix = await benchMatrix(env, boots, jobs, matrixRounds);
+    printMatrix(matrix, boots, matrixRounds);
+    results.matrix = matrix;
   }
   console.log(`\nload average at the end: ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}; bench took ${fmt((Date.now() - started) / 1000, 0)} s`);
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(results, null, 2) + "\n");

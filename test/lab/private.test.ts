@@ -8,22 +8,12 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { runGuest, GuestRun, RunOptions } from "../../vmm/run";
 import { assessHost, probeHost } from "../../vmm/host/caps";
-import { loadAddon } from "../../vmm/native";
-import { decodeCpuid } from "../../vmm/kvm/structs";
+import { sharedBit } from "./support";
 
 const verdict = assessHost(probeHost());
 const backends = (["attributes", "memslots"] as const).filter((b) => verdict.backends[b].available);
 const T = { timeout: 300_000 };
 
-/** The highest usable shared bit: just below the CPU's physical address width */
-function sharedBit(): number {
-  const kvm = new (loadAddon().Kvm)("/dev/kvm");
-  try {
-    return (decodeCpuid(kvm.supportedCpuid()).find((e) => e.function === 0x80000008)!.eax & 0xff) - 1;
-  } finally {
-    kvm.close();
-  }
-}
 
 async function run(opts: RunOptions): Promise<GuestRun & { events: Array<Record<string, unknown>> }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tsvmm-lab-"));

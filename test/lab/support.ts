@@ -3,6 +3,8 @@
 import * as fs from "node:fs";
 import { test } from "node:test";
 import { tsvmm, CliResult } from "../support/cli";
+import { loadAddon } from "../../vmm/native";
+import { decodeCpuid } from "../../vmm/kvm/structs";
 
 export type LabKernelKind = "stock" | "sw-protected";
 
@@ -28,5 +30,15 @@ export function readParam(mod: string, name: string): string | undefined {
     return fs.readFileSync(`/sys/module/${mod}/parameters/${name}`, "utf8").trim();
   } catch {
     return undefined;
+  }
+}
+
+/** The highest usable shared bit: just below the CPU's physical address width */
+export function sharedBit(): number {
+  const kvm = new (loadAddon().Kvm)("/dev/kvm");
+  try {
+    return (decodeCpuid(kvm.supportedCpuid()).find((e) => e.function === 0x80000008)!.eax & 0xff) - 1;
+  } finally {
+    kvm.close();
   }
 }

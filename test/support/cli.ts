@@ -12,12 +12,14 @@ export interface CliResult {
   stderr: string;
 }
 
+/** `input`: text for stdin (a pipe, not a terminal); without it stdin is an empty pipe */
 export function tsvmm(
   args: string[],
-  opts: { limitMs?: number; signalAfterMs?: number; waitFor?: RegExp; signal?: NodeJS.Signals } = {},
+  opts: { limitMs?: number; signalAfterMs?: number; waitFor?: RegExp; signal?: NodeJS.Signals; input?: string } = {},
 ): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [TSVMM, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [TSVMM, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+    child.stdin.end(opts.input ?? "");
     let stdout = "";
     let stderr = "";
     const limit = setTimeout(() => {

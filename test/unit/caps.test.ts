@@ -4,16 +4,16 @@ import { assessHost, HostProbe } from "../../vmm/host/caps";
 
 const system = {
   vmTypes: 1, guestMemfd: 1, guestMemfdFlags: 3, memoryAttributes: 0, userMemory2: 1, memoryFaultInfo: 1,
-  exitHypercall: 0x1000, syncRegs: 7, nrMemslots: 32764, immediateExit: 1, userSpaceMsr: 1, preFaultMemory: 0, maxVcpus: 1024,
+  exitHypercall: 0x1000, syncRegs: 7, nrMemslots: 32764, immediateExit: 1, userSpaceMsr: 1, preFaultMemory: 0, maxVcpus: 1024, setGuestDebug: 1, guestDebugControls: 0x1f0003,
 };
 const vmDefault = { guestMemfd: 1, guestMemfdFlags: 3, memoryAttributes: 0, exitHypercall: 0x1000, userMemory2: 1 };
 
 // Measured on this project's development machines (host-kvm.md).
 const cpu = { amd: true, physicalAddressBits: 48 };
-const pvm: HostProbe = { device: "/dev/kvm", vendorModule: "kvm_pvm", tdp: null, apiVersion: 12, system, vmTypes: { default: vmDefault }, cpu };
+const pvm: HostProbe = { device: "/dev/kvm", vendorModule: "kvm_pvm", tdp: null, nested: true, apiVersion: 12, system, vmTypes: { default: vmDefault }, cpu };
 // The nested lab with the sw-protected kernel.
 const labSw: HostProbe = {
-  device: "/dev/kvm", vendorModule: "kvm_amd", tdp: true, apiVersion: 12,
+  device: "/dev/kvm", vendorModule: "kvm_amd", tdp: true, nested: true, apiVersion: 12,
   system: { ...system, vmTypes: 3, memoryAttributes: 8 },
   vmTypes: { default: vmDefault, "sw-protected": { ...vmDefault, guestMemfdFlags: 1, memoryAttributes: 8 } },
   cpu,
@@ -67,4 +67,16 @@ test("RAM is guest_memfd only with both MMAP and INIT_SHARED and the REGION2 ioc
   assert.equal(old.ramBacking, "memfd");
   assert.equal(old.memoryRegion2, false);
   assert.equal(assessHost(labSw).physicalAddressBits, 48);
+});
+
+test("guest debugging: measured limits on kvm_pvm, refused on a nested KVM and without the capability", () => {
+  const onPvm = assessHost(pvm).debugging;
+  assert.equal(onPvm.guestDebug, true);
+  assert.match(onPvm.line, /int3 is an emulation failure/);
+  const nestedAmd = assessHost({ ...pvm, vendorModule: "kvm_amd", tdp: true }).debugging;
+  assert.equal(nestedAmd.guestDebug, false);
+  assert.match(nestedAmd.refusal!, /nested KVM/);
+  const none = assessHost({ ...pvm, system: { ...pvm.system, setGuestDebug: 0 } }).debugging;
+  assert.equal(none.guestDebug, false);
+  assert.match(none.refusal!, /lacks KVM_SET_GUEST_DEBUG/);
 });

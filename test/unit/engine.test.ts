@@ -59,8 +59,14 @@ test("valid requests convert the range, apply only the pages that changed, and s
   const [first, second, third] = s.events;
   assert.deepEqual(first, {
     seq: 0, time: 1.5, vcpu: 0, source: "hypercall", gpa: "0x200000", size: 0x4000, from: "private", to: "shared", discard: 0x4000, result: "ok", ns: first.ns,
+    before: [{ first: 0x200, count: 4, state: "private" }], after: [{ first: 0x200, count: 4, state: "shared" }],
   });
   assert.equal(second.from, "mixed");
+  assert.deepEqual(second.before, [
+    { first: 0x1ff, count: 1, state: "private" },
+    { first: 0x200, count: 4, state: "shared" },
+    { first: 0x204, count: 1, state: "private" },
+  ]);
   assert.equal(third.result, "ok (already shared)");
   assert.deepEqual(s.engine.tally, { "hypercall-to-shared": 3 });
   assert.match(formatEvent(first), /^#0 1\.500 ms vCPU 0 hypercall 0x200000\+0x4000 private→shared discard 16 KiB: ok \(/);

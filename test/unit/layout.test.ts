@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { computeLayout } from "../../vmm/machine/layout";
+import { computeLayout, computePcLayout } from "../../vmm/machine/layout";
 import { CLI_FLAGS } from "../../vmm/cli/flags";
 import { parseElf } from "../../vmm/machine/elf";
 import { BadImageError, UsageError } from "../../vmm/errors";
@@ -38,4 +38,14 @@ test("refuses RAM sizes and vCPU counts out of range", () => {
   assert.throws(() => computeLayout((64n << 20n) + 5n, 1, firmware, guest), refused(/^--mem must be a multiple of 4 KiB/));
   assert.throws(() => computeLayout(64n << 20n, 0, firmware, guest), refused(/^--cpus 0 /));
   assert.throws(() => computeLayout(64n << 20n, 33, firmware, guest), refused(/^--cpus 33 /));
+  assert.throws(() => computePcLayout(2n << 40n, 1), refused(/^--mem /));
+});
+
+test("PC guests: RAM above 3 GiB continues at 4 GiB, after the platform's hole", () => {
+  assert.deepEqual(computePcLayout(3n << 30n, 1).ram, [{ base: 0n, size: 3n << 30n }]);
+  assert.deepEqual(computePcLayout(5n << 30n, 2).ram, [
+    { base: 0n, size: 3n << 30n },
+    { base: 4n << 30n, size: 2n << 30n },
+  ]);
+  assert.deepEqual(computeLayout(64n << 20n, 1, firmware, guest).ram, [{ base: 0n, size: 64n << 20n }]);
 });

@@ -8,11 +8,11 @@ import type { ElfImage } from "../../vmm/machine/elf";
 import type { Layout } from "../../vmm/machine/layout";
 import { TsvmmError, UsageError } from "../../vmm/errors";
 
-const layout: Layout = { ramSize: 64n << 20n, cpus: 1, regions: [], freeBase: 0x106000n };
-const guest = (wantsPrivate: boolean) => ({ name: "g", entry: 0n, segments: [], wantsPrivate }) as ElfImage;
+const layout: Layout = { ramSize: 64n << 20n, ram: [{ base: 0n, size: 64n << 20n }], cpus: 1, regions: [], freeBase: 0x106000n };
+const guest = (wantsPrivate: boolean) => ({ name: "g", entry: 0n, segments: [], wantsPrivate, symbols: [] }) as ElfImage;
 const verdict = (attributes: boolean, memslots: boolean, hypercallExit = true): Verdict => ({
   canRun: true, execution: "native", executionBasis: "", ramBacking: "guest_memfd", ramBackingReason: "", memoryRegion2: true,
-  physicalAddressBits: 48, amd: false,
+  physicalAddressBits: 48, amd: false, debugging: { guestDebug: true, line: "" },
   backends: { attributes: { available: attributes, reason: "needs CONFIG_KVM_SW_PROTECTED_VM" }, memslots: { available: memslots, reason: "needs a native KVM" } },
   hypercallExit, memoryFaultExit: true, lines: [],
 });

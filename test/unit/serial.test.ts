@@ -76,3 +76,49 @@ test("the port bus routes to devices and records unclaimed ports", () => {
   assert.deepEqual(bus.unclaimed.get(0x80), { reads: 2, writes: 1 });
   assert.throws(() => bus.register(0xf6, 1, new DebugExit(() => {})), /overlap/);
 });
+
+function wiredUart() {
+  const levels: number[] = [];
+  const out: number[] = [];
+  const s = new Serial8250(0x3f8, (b) => out.push(...b), (level) => levels.push(level));
+  return { s, levels, out };
+}
+
+test("received data raises the IRQ when IER enables it and OUT2 is set; reading RBR lowers it", () => {
+  const { s, levels } = wiredUart();
+  s.write(0x3f9, 1, 0x01); // IER: received data
+  s.receive(Buffer.from("x"));
+  assert.deepEqual(levels, [1]);
+  assert.equal(s.read(0x3fa) & 0x0f, 0x04, "IIR names received data");
+  assert.equal(s.read(0x3f8), 0x78);
+  assert.deepEqual(levels, [1, 0]);
+  assert.equal(s.read(0x3fa) & 1, 1, "no interrupt pending");
+  s.write(0x3fc, 1, 0x00); // OUT2 off gates the line
+  s.receive(Buffer.from("y"));
+  assert.deepEqual(levels, [1, 0]);
+  s.write(0x3fc, 1, 0x08);
+  assert.deepEqual(levels, [1, 0, 1]);
+});
+
+test("THRI: enabling it raises THRE at once, reading IIR clears it, each THR write re-arms it; THR leaves the fast path", () => {
+  const { s, levels, out } = wiredUart();
+  assert.equal(s.fastPorts().consoleOut, 0x3f8);
+  s.write(0x3f9, 1, 0x02);
+  assert.equal(s.fastPorts().consoleOut, -1, "THR writes must reach the device to re-arm THRE");
+  assert.deepEqual(levels, [1]);
+  assert.equal(s.read(0x3fa) & 0x0f, 0x02);
+  assert.deepEqual(levels, [1, 0]);
+  assert.equal(s.read(0x3fa) & 0x0f, 0x01, "read once, the THRE interrupt is gone");
+  s.write(0x3f8, 1, 0x41);
+  assert.deepEqual(levels, [1, 0, 1]);
+  assert.deepEqual(out, [0x41]);
+  s.write(0x3f9, 1, 0x00);
+  assert.deepEqual(levels, [1, 0, 1, 0]);
+  assert.equal(s.fastPorts().consoleOut, 0x3f8);
+});
+
+test("without a wired IRQ, THRI keeps the native fast path", () => {
+  const { s } = uart();
+  s.write(0x3f9, 1, 0x02);
+  assert.equal(s.fastPorts().consoleOut, 0x3f8);
+});

@@ -11,6 +11,8 @@ const commands: Record<string, () => Promise<CommandModule<object, any>>> = {
   caps: async () => (await import("./commands/caps")).capsCommand,
   guests: async () => (await import("./commands/guests")).guestsCommand,
   lab: async () => (await import("./commands/lab")).labCommand,
+  trace: async () => (await import("./commands/trace")).traceCommand,
+  test: async () => (await import("./commands/test")).testCommand,
 };
 
 export async function main(argv: string[]): Promise<void> {
@@ -41,6 +43,8 @@ export async function main(argv: string[]): Promise<void> {
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((message, err) => {
       if (err && err.name !== "YError") throw err; // a YError is yargs refusing the command line
+      // yargs says only "Did you mean X?" when it has a suggestion: name the unknown command too
+      if (message?.startsWith("Did you mean")) message = `Unknown command: ${argv.find((a) => !a.startsWith("-"))}. ${message}`;
       process.stderr.write(`tsvmm: ${message}\nRun \`tsvmm --help\` (or \`tsvmm <command> --help\`) for usage.\n`);
       process.exit(ExitStatus.USAGE);
     });

@@ -7,6 +7,9 @@ export interface PortDevice {
   write(port: number, size: number, value: number): void;
 }
 
+/** What a read of nothing returns: all-ones of the access size */
+export const allOnes = (size: number): number => (size === 4 ? 0xffffffff : size === 2 ? 0xffff : 0xff);
+
 interface Mapping {
   first: number;
   last: number;
@@ -33,7 +36,7 @@ export class PortBus {
     const device = this.find(port);
     if (device) return device.read(port, size);
     this.note(port).reads++;
-    return size === 4 ? 0xffffffff : size === 2 ? 0xffff : 0xff;
+    return allOnes(size);
   }
 
   write(port: number, size: number, value: number): void {

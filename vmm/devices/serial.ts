@@ -1,9 +1,12 @@
 // A 16550A UART (COM1). Transmit: bytes go to `onOutput`. Receive: `receive()` queues bytes the
-// guest reads from RBR. No interrupt line is wired (no irqchip yet), so IER is kept but unused.
-// The hot paths (THR writes, LSR reads) may be answered natively: `fastPorts()` says which.
-// Its registers and receive FIFO live in a SharedArrayBuffer (`state`): every vCPU thread has its
-// own Serial8250 over the same state, and the main thread one to feed input; a lock word keeps
-// each access whole.
+// guest reads from RBR. Interrupts (received data, transmitter empty) drive `setIrq` when the VM
+// has an irqchip (gated by MCR OUT2, as on a PC). The hot paths (THR writes, LSR reads) may be
+// answered natively: `fastPorts()` says which. While the guest wants transmit interrupts, THR
+// writes come here instead, because each one re-arms the THRE interrupt.
+// Its registers, receive FIFO and interrupt state live in a SharedArrayBuffer (`state`): every
+// vCPU thread has its own Serial8250 over the same state, and the main thread one to feed input;
+// a lock word keeps each access whole, including the IRQ line change it causes (so the last level
+// set is the level of the last state).
 import type { PortDevice } from "./bus";
 
 const THR = 0; // also RBR (read), DLL (DLAB)
@@ -16,7 +19,12 @@ const MSR = 6;
 const SCR = 7;
 
 const LCR_DLAB = 0x80;
+const MCR_OUT2 = 0x08;
 const MCR_LOOP = 0x10;
+const IER_RDI = 0x01;
+const IER_THRI = 0x02;
+const IIR_THRI = 0x02;
+const IIR_RDI = 0x04;
 const LSR_DR = 0x01;
 const LSR_THRE = 0x20;
 const LSR_TEMT = 0x40;
@@ -28,7 +36,11 @@ const RX_LIMIT = 4096;
 const LOCK = 0;
 const RX_HEAD = 1;
 const RX_COUNT = 2;
-const WORDS = 4;
+/** the THRE interrupt is pending (set when THR empties or THRI is enabled, cleared by reading it in IIR) */
+const THRE_PENDING = 3;
+/** the level last given to setIrq */
+const IRQ_LEVEL = 4;
+const WORDS = 8;
 const REG_IER = 0;
 const REG_LCR = 1;
 const REG_MCR = 2;
@@ -52,6 +64,9 @@ export class Serial8250 implements PortDevice {
   constructor(
     readonly base: number,
     private readonly onOutput: (bytes: Uint8Array) => void,
+    /** The interrupt output (IRQ 4 for COM1); absent = not wired. Every Serial8250 over one
+     *  state must agree on it. Called with the state's lock held. */
+    private readonly setIrq?: (level: number) => void,
     state?: SharedArrayBuffer,
   ) {
     this.state = state ?? new SharedArrayBuffer(STATE_BYTES);
@@ -75,6 +90,21 @@ export class Serial8250 implements PortDevice {
     }
   }
 
+  /** The pending interrupt with the highest priority, as IIR encodes it (lock held) */
+  private pendingInterrupt(): number {
+    if (this.regs[REG_IER] & IER_RDI && this.words[RX_COUNT] > 0) return IIR_RDI;
+    if (this.regs[REG_IER] & IER_THRI && this.words[THRE_PENDING]) return IIR_THRI;
+    return IIR_NO_INT;
+  }
+
+  /** Set the IRQ line to what the state says (lock held) */
+  private updateIrq(): void {
+    const level = this.pendingInterrupt() !== IIR_NO_INT && this.regs[REG_MCR] & MCR_OUT2 ? 1 : 0;
+    if (level === this.words[IRQ_LEVEL]) return;
+    this.words[IRQ_LEVEL] = level;
+    this.setIrq?.(level);
+  }
+
   /** Bytes typed by the user, for the guest to read. Beyond the FIFO limit input is dropped. */
   receive(bytes: Uint8Array): void {
     const wasEmpty = this.locked(() => {
@@ -82,6 +112,7 @@ export class Serial8250 implements PortDevice {
       let n = count;
       for (const b of bytes) if (n < RX_LIMIT) this.rx[(this.words[RX_HEAD] + n++) % RX_LIMIT] = b;
       this.words[RX_COUNT] = n;
+      this.updateIrq();
       return count === 0 && n > 0;
     });
     if (wasEmpty) this.onFastPortsChanged();
@@ -91,10 +122,12 @@ export class Serial8250 implements PortDevice {
     return LSR_THRE | LSR_TEMT | (this.words[RX_COUNT] > 0 ? LSR_DR : 0);
   }
 
-  /** Which ports a vCPU thread may answer without asking: THR output, and LSR reads. */
+  /** Which ports a vCPU thread may answer without asking: THR output (unless transmit interrupts
+   *  are on), and LSR reads. */
   fastPorts(): { consoleOut: number; reads: Array<{ port: number; value: number }> } {
     return this.locked(() => {
-      const transmitting = !(this.regs[REG_LCR] & LCR_DLAB) && !(this.regs[REG_MCR] & MCR_LOOP);
+      const r = this.regs;
+      const transmitting = !(r[REG_LCR] & LCR_DLAB) && !(r[REG_MCR] & MCR_LOOP) && !(this.setIrq && r[REG_IER] & IER_THRI);
       return {
         consoleOut: transmitting ? this.base + THR : -1,
         reads: [{ port: this.base + LSR, value: this.lsr() }],
@@ -115,12 +148,19 @@ export class Serial8250 implements PortDevice {
           this.words[RX_HEAD] = (head + 1) % RX_LIMIT;
           this.words[RX_COUNT] = count - 1;
           changed = count === 1;
+          this.updateIrq();
           return this.rx[head];
         }
         case IER:
           return r[REG_LCR] & LCR_DLAB ? r[REG_DLM] : r[REG_IER];
-        case IIR:
-          return IIR_NO_INT | (r[REG_FCR] & 1 ? IIR_FIFO : 0);
+        case IIR: {
+          const id = this.pendingInterrupt();
+          if (id === IIR_THRI) {
+            this.words[THRE_PENDING] = 0;
+            this.updateIrq();
+          }
+          return id | (r[REG_FCR] & 1 ? IIR_FIFO : 0);
+        }
         case LCR:
           return r[REG_LCR];
         case MCR:
@@ -149,17 +189,29 @@ export class Serial8250 implements PortDevice {
       switch (port - this.base) {
         case THR:
           if (r[REG_LCR] & LCR_DLAB) r[REG_DLL] = v;
-          else output = r[REG_MCR] & MCR_LOOP ? "loop" : "send";
+          else {
+            output = r[REG_MCR] & MCR_LOOP ? "loop" : "send";
+            // The byte leaves at once: the transmitter is empty again.
+            this.words[THRE_PENDING] = 1;
+            this.updateIrq();
+          }
           return;
         case IER:
           if (r[REG_LCR] & LCR_DLAB) r[REG_DLM] = v;
-          else r[REG_IER] = v & 0x0f;
+          else {
+            const thriChanged = (r[REG_IER] ^ v) & IER_THRI;
+            if (v & IER_THRI && thriChanged) this.words[THRE_PENDING] = 1;
+            r[REG_IER] = v & 0x0f;
+            changed = thriChanged !== 0 && this.setIrq !== undefined;
+            this.updateIrq();
+          }
           return;
         case IIR:
           r[REG_FCR] = v;
           if (v & 0x02) {
             this.words[RX_COUNT] = 0;
             changed = true;
+            this.updateIrq();
           }
           return;
         case LCR:
@@ -169,6 +221,7 @@ export class Serial8250 implements PortDevice {
         case MCR:
           changed = ((r[REG_MCR] ^ v) & MCR_LOOP) !== 0;
           r[REG_MCR] = v & 0x1f;
+          this.updateIrq();
           return;
         case SCR:
           r[REG_SCR] = v;

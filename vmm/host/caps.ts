@@ -24,6 +24,8 @@ export interface HostProbe {
   vendorModule: VendorModule;
   /** Two-dimensional paging module parameter (ept/npt), when the vendor module has one */
   tdp: boolean | null;
+  /** This machine is itself a VM (the CPU's hypervisor flag): its KVM is nested */
+  nested: boolean;
   apiVersion: number;
   system: {
     vmTypes: number;
@@ -39,6 +41,10 @@ export interface HostProbe {
     userSpaceMsr: number;
     preFaultMemory: number;
     maxVcpus: number;
+    /** KVM_CAP_SET_GUEST_DEBUG */
+    setGuestDebug: number;
+    /** KVM_CAP_SET_GUEST_DEBUG2: the KVM_GUESTDBG_* control bits accepted (0 on kernels before 5.14) */
+    guestDebugControls: number;
   };
   /** VM-scope answers for every VM type the host lists */
   vmTypes: Record<string, VmScopeCaps | { error: string }>;
@@ -64,7 +70,17 @@ export interface Verdict {
   backends: Record<Backend, { available: boolean; reason: string }>;
   hypercallExit: boolean;
   memoryFaultExit: boolean;
+  /** What the debugger (--monitor, --gdb, addr= breakpoints) can use here */
+  debugging: { guestDebug: boolean; line: string; refusal?: string };
   lines: string[];
+}
+
+function runsInVm(): boolean {
+  try {
+    return /^flags\s*:.*\bhypervisor\b/m.test(fs.readFileSync("/proc/cpuinfo", "utf8"));
+  } catch {
+    return false;
+  }
 }
 
 function detectVendor(): { vendorModule: VendorModule; tdp: boolean | null } {
@@ -110,6 +126,8 @@ export function probeHost(device = "/dev/kvm", kvm?: NativeKvm): HostProbe {
       userSpaceMsr: c(Cap.X86_USER_SPACE_MSR),
       preFaultMemory: c(Cap.PRE_FAULT_MEMORY),
       maxVcpus: c(Cap.MAX_VCPUS),
+      setGuestDebug: c(Cap.SET_GUEST_DEBUG),
+      guestDebugControls: c(Cap.SET_GUEST_DEBUG2),
     };
     const vmTypes: HostProbe["vmTypes"] = {};
     const mask = system.vmTypes || 1;
@@ -135,7 +153,7 @@ export function probeHost(device = "/dev/kvm", kvm?: NativeKvm): HostProbe {
     }
     const cpuid = decodeCpuid(k.supportedCpuid());
     const cpu = { amd: isAmd(cpuid), physicalAddressBits: physicalAddressBits(cpuid) };
-    return { device, ...detectVendor(), apiVersion: k.apiVersion(), system, vmTypes, cpu };
+    return { device, ...detectVendor(), nested: runsInVm(), apiVersion: k.apiVersion(), system, vmTypes, cpu };
   } finally {
     if (own) k.close();
   }
@@ -220,6 +238,13 @@ export function assessHost(p: HostProbe): Verdict {
       ? "KVM_EXIT_MEMORY_FAULT (exit 39) can be produced and handled here."
       : "This KVM never produces KVM_EXIT_MEMORY_FAULT; backing failures come back as MMIO exits.",
   );
+  lines.push(
+    real
+      ? "Multiboot kernels (tsvmm run FILE) and Linux (tsvmm run --kernel bzImage) run natively on the PC platform (in-kernel irqchip and PIT)."
+      : "Multiboot kernels run here (the multiboot test kernel in well under a second), but Linux (--kernel) is impractical: every instruction is emulated (a boot takes minutes) and KVM's emulator has no protected-mode iret, so interrupt handlers cannot return. Boot Linux on a real KVM or in `tsvmm lab`.",
+  );
+  const debugging = assessDebugging(p);
+  lines.push(debugging.line);
   return {
     canRun,
     execution,
@@ -232,6 +257,30 @@ export function assessHost(p: HostProbe): Verdict {
     backends: { attributes, memslots },
     hypercallExit,
     memoryFaultExit,
+    debugging,
     lines,
   };
+}
+
+/** Guest debugging as measured on each kind of KVM (reference/host-kvm.md and the debug tests). */
+function assessDebugging(p: HostProbe): Verdict["debugging"] {
+  if (!p.system.setGuestDebug)
+    return {
+      guestDebug: false,
+      refusal: "this KVM lacks KVM_SET_GUEST_DEBUG",
+      line: "Debugging: no KVM_SET_GUEST_DEBUG: event breakpoints and pause work; single-step and addr= breakpoints are refused.",
+    };
+  const controls = p.system.guestDebugControls ? ` (controls 0x${p.system.guestDebugControls.toString(16)})` : "";
+  if (p.vendorModule === "kvm_pvm")
+    return {
+      guestDebug: true,
+      line: `Debugging: KVM_SET_GUEST_DEBUG${controls}: single-step and 4 debug-register instruction breakpoints (gdb's break and hbreak); measured on kvm_pvm: a step over an instruction that made an I/O exit runs one more instruction (its trap is lost), and int3 is an emulation failure, so it is never used.`,
+    };
+  if (p.nested) {
+    // Measured in tsvmm's lab (kvm_amd nested in QEMU TCG), long mode: single-step stopped
+    // trapping after 16 instructions, a DR0 execute breakpoint never fired, int3 reached the guest.
+    const refusal = "guest debugging is unreliable on a nested KVM (measured in tsvmm's lab: single-step stops trapping after a few instructions, debug-register breakpoints never fire)";
+    return { guestDebug: false, refusal, line: `Debugging: KVM_SET_GUEST_DEBUG${controls} exists, but ${refusal}: event breakpoints and pause work; single-step and addr= are refused.` };
+  }
+  return { guestDebug: true, line: `Debugging: KVM_SET_GUEST_DEBUG${controls}: single-step and 4 debug-register instruction breakpoints (gdb's break and hbreak).` };
 }

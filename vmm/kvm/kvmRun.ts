@@ -66,6 +66,17 @@ export class KvmRunView {
     };
   }
 
+  // KVM_EXIT_DEBUG (struct kvm_debug_exit_arch): exception 1 (#DB: single-step, debug registers)
+  // or 3 (#BP: int3 with KVM_GUESTDBG_USE_SW_BP)
+  get debug(): { exception: number; pc: bigint; dr6: bigint; dr7: bigint } {
+    return {
+      exception: this.view.getUint32(UNION, true),
+      pc: this.view.getBigUint64(UNION + 8, true),
+      dr6: this.view.getBigUint64(UNION + 16, true),
+      dr7: this.view.getBigUint64(UNION + 24, true),
+    };
+  }
+
   // KVM_EXIT_INTERNAL_ERROR
   get internal(): { suberror: number; data: bigint[] } {
     const ndata = Math.min(this.view.getUint32(UNION + 4, true), 16);

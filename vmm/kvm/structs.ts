@@ -140,3 +140,13 @@ export function encodeCpuid(entries: CpuidEntry[]): Buffer {
   });
   return buf;
 }
+
+export const KVM_GUEST_DEBUG_SIZE = 72;
+
+/** struct kvm_guest_debug: control, then debugreg[0..7] (DR0-DR3 addresses, DR7 at index 7) */
+export function encodeGuestDebug(control: number, debugreg: readonly bigint[] = []): Buffer {
+  const buf = Buffer.alloc(KVM_GUEST_DEBUG_SIZE);
+  buf.writeUInt32LE(control >>> 0, 0);
+  debugreg.slice(0, 8).forEach((v, i) => buf.writeBigUInt64LE(v, 8 + i * 8));
+  return buf;
+}

@@ -4,8 +4,11 @@
 export const KVM_API_VERSION = 12;
 
 export const Cap = {
+  IRQCHIP: 0,
   NR_VCPUS: 9,
+  PIT2: 33,
   NR_MEMSLOTS: 10,
+  SET_GUEST_DEBUG: 23,
   MAX_VCPUS: 66,
   SYNC_REGS: 74,
   IMMEDIATE_EXIT: 136,
@@ -17,6 +20,7 @@ export const Cap = {
   GUEST_MEMFD: 234,
   VM_TYPES: 235,
   PRE_FAULT_MEMORY: 236,
+  SET_GUEST_DEBUG2: 195,
   GUEST_MEMFD_FLAGS: 244,
 } as const;
 
@@ -42,6 +46,11 @@ export const EXIT_HYPERCALL_MAP_GPA_RANGE = 1n << BigInt(HC_MAP_GPA_RANGE);
 export const KVM_ENOSYS = 1000;
 /** <asm-generic/errno-base.h> numbers tsvmm hands to guests */
 export const Errno = { EINVAL: 22 } as const;
+
+export const SystemEvent = { SHUTDOWN: 1, RESET: 2, CRASH: 3 } as const;
+
+export const MpState = { RUNNABLE: 0, UNINITIALIZED: 1, INIT_RECEIVED: 2, HALTED: 3, SIPI_RECEIVED: 4 } as const;
+export const PIT_SPEAKER_DUMMY = 1;
 
 export const SyncRegs = { REGS: 1, SREGS: 2, EVENTS: 4 } as const;
 
@@ -76,6 +85,17 @@ export const InternalError = {
   SIMUL_EX: 2,
   DELIVERY_EV: 3,
   UNEXPECTED_EXIT_REASON: 4,
+} as const;
+
+/** KVM_SET_GUEST_DEBUG control bits (x86) */
+export const GuestDebug = {
+  ENABLE: 0x1,
+  SINGLESTEP: 0x2,
+  USE_SW_BP: 0x10000,
+  USE_HW_BP: 0x20000,
+  INJECT_DB: 0x40000,
+  INJECT_BP: 0x80000,
+  BLOCKIRQ: 0x100000,
 } as const;
 
 export const IoDirection = { IN: 0, OUT: 1 } as const;

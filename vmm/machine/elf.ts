@@ -1,5 +1,6 @@
 // ELF64 x86-64 image parsing with validation. A bad image is refused before anything starts.
 import { BadImageError } from "../errors";
+import { ElfSymbol, readElfSymbols } from "../debug/symbols";
 
 export interface LoadSegment {
   gpa: bigint;
@@ -17,6 +18,8 @@ export interface ElfImage {
   description?: string;
   /** The image has a `.tsvmm.private` section: by default its RAM above the image starts private */
   wantsPrivate: boolean;
+  /** .symtab functions and objects (for debuggers; empty when stripped) */
+  symbols: ElfSymbol[];
 }
 
 const EM_X86_64 = 62;
@@ -74,6 +77,7 @@ export function parseElf(name: string, file: Buffer): ElfImage {
     segments: sorted,
     description: sections.get(".tsvmm.description")?.split("\0")[0].trim(),
     wantsPrivate: sections.has(".tsvmm.private"),
+    symbols: readElfSymbols(file),
   };
 }
 

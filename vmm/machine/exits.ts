@@ -1,7 +1,7 @@
 // The exit switch: every exit the native run loop does not answer itself lands here, one case per
 // exit reason, and each handler says whether the vCPU goes back into KVM_RUN.
 import { loadAddon } from "../native";
-import { Exit, exitName, HC_MAP_GPA_RANGE, InternalError, IoDirection, KVM_ENOSYS } from "../kvm/uapi";
+import { Exit, exitName, HC_MAP_GPA_RANGE, InternalError, IoDirection, KVM_ENOSYS, SystemEvent } from "../kvm/uapi";
 import { ExitStatus } from "../errors";
 import { CONVERT_PORT, HOST_PORT } from "./abi";
 import type { PortBus } from "../devices/bus";
@@ -30,6 +30,10 @@ export interface ExitContext {
   finish(status: number, reason: string, report?: string): void;
   trace(vcpu: number, kind: string, fields: Record<string, unknown>): void;
   log(line: string): void;
+  /** KVM_EXIT_DEBUG for an attached debugger (vmm/control); undefined when none is attached */
+  debugExit(v: VcpuState, info: { exception: number; pc: bigint; dr6: bigint; dr7: bigint }): Outcome | undefined;
+  /** --on-fault stop with a monitor or debugger attached: pause there instead of ending (true) */
+  pauseInsteadOfEnding(v: VcpuState, why: string): boolean;
 }
 
 export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome | Promise<Outcome> {
@@ -78,10 +82,19 @@ export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome
         `${a.isWrite ? "wrote" : "read"} ${a.len} bytes at GPA 0x${a.physAddr.toString(16)}, which is neither RAM nor a device (KVM_EXIT_MMIO)`,
       );
     }
-    case Exit.SYSTEM_EVENT:
-      return stop(ExitStatus.UNHANDLED_EXIT, `KVM_EXIT_SYSTEM_EVENT type ${run.systemEvent.type}`);
+    case Exit.SYSTEM_EVENT: {
+      const type = run.systemEvent.type;
+      if (type === SystemEvent.SHUTDOWN) m.finish(ExitStatus.OK, "guest powered off (KVM_SYSTEM_EVENT_SHUTDOWN)");
+      else if (type === SystemEvent.RESET) m.finish(ExitStatus.GUEST_RESET, "guest reset (KVM_SYSTEM_EVENT_RESET)");
+      else if (type === SystemEvent.CRASH) return stop(ExitStatus.GUEST_PANIC, "guest crashed (KVM_SYSTEM_EVENT_CRASH)");
+      else return stop(ExitStatus.UNHANDLED_EXIT, `KVM_EXIT_SYSTEM_EVENT type ${type}`);
+      return "stay";
+    }
     case Exit.MEMORY_FAULT:
       return memoryFault(m, v, errno);
+    case Exit.DEBUG:
+      // single-step or a debug-register breakpoint (KVM_SET_GUEST_DEBUG): the debugger's stop
+      return m.debugExit(v, run.debug) ?? stop(ExitStatus.UNHANDLED_EXIT, "KVM_EXIT_DEBUG without a debugger attached");
     default:
       return stop(ExitStatus.UNHANDLED_EXIT, `unhandled ${exitName(reason)} (exit reason ${reason})`);
   }
@@ -145,6 +158,9 @@ async function memoryFault(m: ExitContext, v: VcpuState, errno: number): Promise
     if (m.vcpus.every((x) => x.halted)) m.finish(ExitStatus.MEMORY_FAULT, `every vCPU stopped; the last: ${describe}: ${outcome.reason}`);
     return "stay";
   }
+  // With a debugger attached the VM pauses here; continuing re-runs the access (after, say, a
+  // `convert` from the monitor).
+  if (m.pauseInsteadOfEnding(v, `vCPU ${index}: ${describe}: ${outcome.reason}`)) return "stay";
   m.finish(ExitStatus.MEMORY_FAULT, `vCPU ${index}: ${describe}: ${outcome.reason}`, v.registerReport());
   return "stay";
 }

@@ -1,8 +1,8 @@
 // A VM assembled from a resolved configuration: RAM, vCPUs and devices, and its lifecycle
 // (create, run, quiesce, finish, close); its vCPUs run on worker threads (vcpuThread.ts). What each exit does is in exits.ts.
 import type { NativeKvm, NativeVm } from "../native";
-import { Cap, EXIT_HYPERCALL_MAP_GPA_RANGE, SyncRegs, VmType } from "../kvm/uapi";
-import { CpuidEntry, decodeCpuid, encodeCpuid } from "../kvm/structs";
+import { Cap, EXIT_HYPERCALL_MAP_GPA_RANGE, MpState, PIT_SPEAKER_DUMMY, SyncRegs, VmType } from "../kvm/uapi";
+import { CpuidEntry, decodeCpuid, decodeRegs, encodeCpuid, encodeGuestDebug, encodeRegs, Regs, Sregs } from "../kvm/structs";
 import { ExitStatus, fromSyscall, isSyscallError, UsageError } from "../errors";
 import {
   BackendId,
@@ -30,20 +30,25 @@ import { TestSlot } from "../memory/testSlot";
 import { PortBus } from "../devices/bus";
 import { Serial8250 } from "../devices/serial";
 import { DebugExit } from "../devices/debugExit";
-import { cpuidFor } from "../arch/x86/cpuid";
-import { resetVcpu, setTss } from "../arch/x86/reset";
+import { cpuidFor, pcCpuidFor } from "../arch/x86/cpuid";
+import { resetVcpu, setIdentityMap, setTss } from "../arch/x86/reset";
+import { pcMsrDefaults } from "../arch/x86/msrs";
+import { hideXsave } from "../arch/x86/xsave";
+import { attachPcPlatform } from "../arch/x86/platform/platform";
+import { consoleEvent, PcGuest } from "../boot/pcGuest";
 import { ExitContext, handleExit, Outcome } from "./exits";
 import { VcpuState } from "./vcpu";
 import { LongTimer, setLongTimeout } from "../timers";
 import { hex } from "../format";
+import { RunFacts, startClock, startFields } from "../trace/writer";
 import type { VcpuThreadData, VcpuThreadMessage } from "./vcpuThread";
 import { vcpuThread } from "./threads";
 
 export interface MachineOptions {
   /** An open KVM device; the machine owns it from here on and closes it */
   kvm: NativeKvm;
-  firmware: ElfImage;
-  guest: ElfImage;
+  /** What boots: tsvmm's firmware and one of its test guests, or a PC guest (multiboot, Linux) */
+  boot: TsvmmBoot | PcGuest;
   layout: Layout;
   cmdline: string;
   /** Backing of RAM that is not private (decided by assessHost) */
@@ -52,6 +57,8 @@ export interface MachineOptions {
   privateMemory?: PrivateMemoryOptions;
   /** AMD CPUs take vmmcall for hypercalls, Intel ones vmcall */
   amd: boolean;
+  /** PC guests: hide XSAVE from CPUID (this KVM does not keep leaf 0xD consistent with XCR0) */
+  hideXsave?: boolean;
   /** Guest console output, in order */
   onConsole: (bytes: Uint8Array) => void;
   /** Run-log lines for a person (stderr in the CLI) */
@@ -59,6 +66,19 @@ export interface MachineOptions {
   /** Structured events (NDJSON with --trace) */
   trace?: (event: Record<string, unknown>) => void;
 }
+
+export interface TsvmmBoot {
+  kind: "tsvmm";
+  firmware: ElfImage;
+  guest: ElfImage;
+}
+
+/** IRQ of COM1 on a PC */
+const COM1_IRQ = 4;
+/** How often a PC guest is checked for every vCPU halted with interrupts off */
+const HALT_CHECK_MS = 1000;
+/** After a panic line, let the rest of the panic report reach the console */
+const PANIC_GRACE_MS = 300;
 
 /** Why a run is stopped from outside (a signal, an output that failed), with the status it ends
  *  with: the reason of the AbortSignal given to Machine.run */
@@ -80,6 +100,23 @@ export interface MachineResult {
   conversions?: { tally: Record<string, number>; summary: string[] };
 }
 
+/** What a debugger front end (vmm/control) hears from the machine. */
+export interface MachineObserver {
+  /** Every exit that reaches TypeScript, before the exit switch handles it */
+  exit(vcpu: number, reason: number): void;
+  /** Every conversion-engine event (conversions, refusals, memory faults) */
+  conversion(e: ConversionEvent): void;
+  /** KVM_EXIT_DEBUG: the vCPU stays paused until resumeAll() or runOne() lets it go */
+  debugExit(vcpu: number, info: { exception: number; pc: bigint; dr6: bigint; dr7: bigint }): void;
+  /** The run ended */
+  end(result: MachineResult): void;
+  /** An exit that would end the run (--on-fault stop); true = the debugger pauses the VM instead */
+  pauseInsteadOfEnding(vcpu: number, why: string): boolean;
+}
+
+/** A vCPU as a debugger sees it */
+export type VcpuRunState = "running" | "paused" | "halted";
+
 export class Machine {
   readonly layout: Layout;
   private kvm?: NativeKvm;
@@ -89,6 +126,12 @@ export class Machine {
   private testSlot?: TestSlot;
   private testSlotId = 0;
   private map?: PageStateMap;
+  /** a debugger asked for every vCPU to stay paused (pauseAll) until resumeAll */
+  private pauseRequested = false;
+  /** run() let the vCPUs go */
+  private running = false;
+  observer?: MachineObserver;
+  private endWaiters: Array<() => void> = [];
   private readonly vcpus: VcpuState[] = [];
   private readonly bus = new PortBus();
   private readonly exitContext: ExitContext;
@@ -96,6 +139,11 @@ export class Machine {
   private result?: MachineResult;
   private resolveRun?: (r: MachineResult) => void;
   private timer?: LongTimer;
+  private haltCheck?: NodeJS.Timeout;
+  /** A PC guest printed its power-down message / a panic */
+  private poweringOff = false;
+  private panicked = false;
+  private stopListening?: () => void;
   private startTime = 0;
   /** vCPU worker threads still running */
   private threads = 0;
@@ -104,11 +152,13 @@ export class Machine {
   private seq = 0;
 
   constructor(private readonly opts: MachineOptions) {
-    encodeCmdline(opts.cmdline); // refused before any VM exists
+    if (opts.boot.kind === "tsvmm") encodeCmdline(opts.cmdline); // refused before any VM exists
     this.layout = opts.layout;
     this.kvm = opts.kvm;
-    this.serial = new Serial8250(CONSOLE_PORT, (bytes) => this.console(bytes));
+    const pc = this.pc;
+    this.serial = new Serial8250(CONSOLE_PORT, (bytes) => this.console(bytes), pc ? (level) => this.vm?.irqLine(COM1_IRQ, level) : undefined);
     this.bus.register(CONSOLE_PORT, 8, this.serial);
+    if (pc) attachPcPlatform(this.bus, { cpus: opts.layout.cpus, ramSize: opts.layout.ramSize, onReset: (how) => this.guestReset(how) });
     this.bus.register(EXIT_PORT, 4, new DebugExit((status) => this.guestExit(status)));
     const machine = this;
     this.exitContext = {
@@ -121,9 +171,25 @@ export class Machine {
         return machine.result !== undefined;
       },
       finish: (status, reason, report) => this.finish(status, reason, report),
+      pauseInsteadOfEnding: (v, why) => {
+        if (!this.observer?.pauseInsteadOfEnding(v.index, why)) return false;
+        v.held = true;
+        return true;
+      },
+      debugExit: (v, info) => {
+        if (!this.observer) return undefined;
+        v.held = true;
+        this.observer.debugExit(v.index, info);
+        return "stay";
+      },
       trace: (vcpu, kind, fields) => this.traceEvent(vcpu, kind, fields),
       log: (line) => this.log(line),
     };
+  }
+
+  /** The PC guest, or undefined for tsvmm's own guests */
+  private get pc(): PcGuest | undefined {
+    return this.opts.boot.kind === "tsvmm" ? undefined : this.opts.boot;
   }
 
   private get cpus(): number {
@@ -144,11 +210,18 @@ export class Machine {
       this.vm = kvm.createVm(pm?.backend === "attributes" ? VmType.SW_PROTECTED : VmType.DEFAULT);
       const vm = this.vm;
       if (pm) this.createPrivateMemory(vm, pm);
-      else this.memory = SharedRam.create(vm, this.layout.ramSize, this.opts.ram.backing, this.opts.ram.region2);
+      else this.memory = SharedRam.create(vm, this.layout.ram, this.opts.ram.backing, this.opts.ram.region2);
       this.log(`RAM ${this.layout.ramSize >> 20n} MiB: ${this.memory!.describe()}, ${this.cpus} vCPU${this.cpus > 1 ? "s" : ""}`);
       const cpuid = decodeCpuid(kvm.supportedCpuid());
       this.load();
       setTss(vm);
+      if (this.pc) {
+        // The PC platform: PIC, IOAPIC and local APICs, and the PIT, in the kernel (before any vCPU).
+        setIdentityMap(vm);
+        vm.createIrqchip();
+        vm.createPit2(PIT_SPEAKER_DUMMY);
+        this.log(this.pc.summary);
+      }
       const hypercall = pm !== undefined && pm.convertMethod !== "doorbell";
       if (hypercall) vm.enableCap(Cap.EXIT_HYPERCALL, [EXIT_HYPERCALL_MAP_GPA_RANGE]);
       for (let i = 0; i < this.cpus; i++) this.vcpus.push(this.createVcpu(i, cpuid, hypercall));
@@ -195,12 +268,21 @@ export class Machine {
 
   private conversionEvent(e: ConversionEvent): void {
     this.log(formatEvent(e));
+    this.observer?.conversion(e);
     this.opts.trace?.({ ...e, kind: "conversion", seq: this.seq++, conversion: e.seq });
   }
 
   private load(): void {
     const view = this.memory!.sharedView;
-    for (const image of [this.opts.firmware, this.opts.guest]) {
+    const boot = this.opts.boot;
+    if (boot.kind !== "tsvmm") {
+      for (const w of boot.writes) {
+        view.set(w.data, w.gpa);
+        if (w.memSize) view.fill(0, w.gpa + w.data.length, w.gpa + w.memSize);
+      }
+      return;
+    }
+    for (const image of [boot.firmware, boot.guest]) {
       for (const s of image.segments) {
         const at = Number(s.gpa);
         view.set(s.data, at);
@@ -218,7 +300,7 @@ export class Machine {
     view.set(
       encodeBootInfo({
         cpuCount: this.cpus,
-        guestEntry: this.opts.guest.entry,
+        guestEntry: boot.guest.entry,
         freeBase: this.layout.freeBase,
         ram,
         backend: pm ? BackendId[pm.backend] : BackendId.shared,
@@ -239,8 +321,19 @@ export class Machine {
   private createVcpu(index: number, supported: CpuidEntry[], hypercall: boolean): VcpuState {
     const vcpu = this.vm!.createVcpu(index);
     const state = new VcpuState(vcpu);
-    vcpu.setCpuid(encodeCpuid(cpuidFor(index, supported, hypercall)));
-    resetVcpu(vcpu, index, this.opts.firmware.entry, BOOT_INFO_GPA);
+    const boot = this.opts.boot;
+    if (boot.kind === "tsvmm") {
+      vcpu.setCpuid(encodeCpuid(cpuidFor(index, supported, hypercall)));
+      resetVcpu(vcpu, index, boot.firmware.entry, BOOT_INFO_GPA);
+    } else {
+      vcpu.setCpuid(encodeCpuid(pcCpuidFor(index, this.cpus, this.opts.hideXsave ? hideXsave(supported) : supported)));
+      const msrs = pcMsrDefaults();
+      const set = vcpu.setMsrs(msrs);
+      if (set < msrs.length) this.log(`vCPU ${index}: KVM refused MSR 0x${msrs[set].index.toString(16)} (left at its reset value)`);
+      // The boot vCPU enters the kernel; the others wait for INIT/SIPI from it, as on a PC.
+      if (index === 0) boot.enter(vcpu);
+      else vcpu.setMpState(MpState.UNINITIALIZED);
+    }
     vcpu.setSyncRegs(SyncRegs.REGS);
     return state;
   }
@@ -248,7 +341,7 @@ export class Machine {
   /** A worker thread that runs KVM_RUN for `v` (vcpuThread.ts); `v` stays paused until run(). */
   private startThread(v: VcpuState): void {
     v.native.pause();
-    const data: VcpuThreadData = { handle: v.native.handle, serial: this.serial.state };
+    const data: VcpuThreadData = { handle: v.native.handle, serial: this.serial.state, serialIrq: this.pc ? COM1_IRQ : undefined };
     const thread = vcpuThread();
     thread.postMessage(data);
     this.threads++;
@@ -264,8 +357,19 @@ export class Machine {
   run(timeoutSeconds?: number, signal?: AbortSignal): Promise<MachineResult> {
     return new Promise((resolve) => {
       this.resolveRun = resolve;
+      const pm = this.opts.privateMemory;
+      const facts: RunFacts = {
+        guest: this.opts.boot.kind === "tsvmm" ? this.opts.boot.guest.name : this.opts.boot.name,
+        cpus: this.cpus,
+        ram: this.layout.ramSize,
+        backing: this.ramBacking,
+        backend: pm?.backend ?? "shared",
+        sharedBit: pm?.sharedBit ?? 0,
+        sharedLimit: this.layout.freeBase,
+        pages: this.map?.runs(),
+      };
       this.startTime = performance.now();
-      this.traceEvent(-1, "start", { cpus: this.cpus, ram: Number(this.layout.ramSize), backing: this.ramBacking });
+      this.traceEvent(-1, "start", startFields(facts, startClock()));
       if (timeoutSeconds && timeoutSeconds > 0)
         this.timer = setLongTimeout(() => this.timeout(timeoutSeconds), timeoutSeconds * 1000);
       if (signal) {
@@ -276,9 +380,49 @@ export class Machine {
         };
         if (signal.aborted) return stop();
         signal.addEventListener("abort", stop, { once: true });
+        // one signal may serve many machines in a process: a finished one lets go of it
+        this.stopListening = () => signal.removeEventListener("abort", stop);
       }
-      for (const v of this.vcpus) v.native.unpause();
+      // A debugger's pauseAll() before run() keeps the start pause as its own.
+      for (const v of this.vcpus) {
+        if (this.pauseRequested) v.debugPaused = true;
+        else v.native.unpause();
+      }
+      this.running = true;
+      if (this.pc) this.haltCheck = setInterval(() => void this.checkHalted(), HALT_CHECK_MS).unref();
     });
+  }
+
+  /**
+   * With an in-kernel irqchip HLT never exits: a PC guest whose vCPUs all halted with interrupts
+   * off (or never started) can never continue. Look every HALT_CHECK_MS and end such a run.
+   */
+  private async checkHalted(): Promise<void> {
+    if (this.result || this.paused) return;
+    const IF = 0x200n;
+    // Decided and reported while every vCPU is out of KVM_RUN (the registers are readable then).
+    await this.quiesce(() => {
+      const stuck = this.vcpus.every((v) => {
+        const mp = v.native.getMpState();
+        if (mp === MpState.UNINITIALIZED) return true;
+        const r = v.native.getRegs();
+        return mp === MpState.HALTED && (decodeRegs(new DataView(r.buffer, r.byteOffset, r.byteLength)).rflags & IF) === 0n;
+      });
+      if (!stuck || this.result) return;
+      if (this.poweringOff) return this.finish(ExitStatus.OK, "guest powered off (every vCPU halted after the kernel's power-down message)");
+      this.finish(
+        ExitStatus.UNHANDLED_EXIT,
+        "every vCPU halted with interrupts off (or never started): nothing can wake them",
+        this.vcpus.map((v) => v.registerReport()).join("\n"),
+      );
+    });
+  }
+
+  /** A reset request from the guest (i8042, 0xcf9): the VM ends, it does not restart. */
+  private guestReset(how: string): void {
+    if (this.poweringOff) this.finish(ExitStatus.OK, `guest powered off (then reset: ${how})`);
+    else if (this.panicked) this.finish(ExitStatus.GUEST_PANIC, `guest panicked, then reset: ${how}`);
+    else this.finish(ExitStatus.GUEST_RESET, `guest reset: ${how}`);
   }
 
   /** A vCPU thread handed us an exit (the vCPU is paused until we answer) or said something. */
@@ -286,6 +430,7 @@ export class Machine {
     if ("console" in m) return this.console(m.console);
     if (this.result) return;
     if ("error" in m) return this.finish(ExitStatus.KVM_INTERNAL_ERROR, `vCPU ${v.index}: ${m.error}`, v.registerReport());
+    this.observer?.exit(v.index, v.kvmRun.exitReason);
     const outcome = handleExit(this.exitContext, v, m.exit);
     if (outcome instanceof Promise)
       outcome.then(
@@ -295,8 +440,10 @@ export class Machine {
     else this.answer(v, outcome);
   }
 
+  /** Unpause the vCPU for a "resume" (unless a debugger holds it or it halted); tell runOne. */
   private answer(v: VcpuState, outcome: Outcome): void {
-    if (outcome === "resume" && !this.result && !v.halted) v.native.unpause();
+    if (outcome === "resume" && !this.result && !v.halted && !v.held) v.native.unpause();
+    for (const handled of v.exitWaiters.splice(0)) handled();
   }
 
   /** Run `work` with every vCPU out of KVM_RUN (paused natively; nested pauses are fine). */
@@ -309,6 +456,108 @@ export class Machine {
     }
   }
 
+  // ---- the debugger's surface (vmm/control uses only these) ----
+  // A debugger's stop is one native pause per vCPU (debugPaused), on top of any pause the vCPU
+  // already has (an exit being handled, a quiesce); an exit a debugger keeps unanswered (held)
+  // keeps its own pause. resumeAll() and runOne() undo both.
+
+  get cpuCount(): number {
+    return this.vcpus.length;
+  }
+
+  get ended(): MachineResult | undefined {
+    return this.result;
+  }
+
+  /** Stop every vCPU outside KVM_RUN and keep them there until resumeAll(). Before run(): the
+   *  vCPUs will not start until resumeAll(). */
+  async pauseAll(): Promise<void> {
+    this.pauseRequested = true;
+    if (!this.running || this.result) return; // run() keeps them paused
+    for (const v of this.vcpus) {
+      if (v.debugPaused || v.halted) continue;
+      v.debugPaused = true;
+      if (!v.native.pause()) this.log(`vCPU ${v.index}: still inside KVM_RUN 1 s after the debugger's pause`);
+    }
+  }
+
+  get paused(): boolean {
+    return this.pauseRequested;
+  }
+
+  resumeAll(): void {
+    this.pauseRequested = false;
+    for (const v of this.vcpus) this.release(v);
+  }
+
+  /** Undo the debugger's pause and answer a held exit */
+  private release(v: VcpuState): void {
+    if (v.debugPaused) {
+      v.debugPaused = false;
+      v.native.unpause();
+    }
+    if (v.held) {
+      v.held = false;
+      if (!v.halted && !this.result) v.native.unpause();
+    }
+  }
+
+  vcpuState(index: number): VcpuRunState {
+    const v = this.vcpuAt(index);
+    return v.halted ? "halted" : v.debugPaused || v.held ? "paused" : "running";
+  }
+
+  /** Let one stopped vCPU run while the others stay paused, until it is held again (its next
+   *  debug exit, e.g. after a single step), halts, or the run ends. */
+  async runOne(index: number): Promise<void> {
+    const v = this.vcpuAt(index);
+    if (v.halted || !(v.held || v.debugPaused)) throw new Error(`vCPU ${index} is ${v.halted ? "halted" : "not stopped by the debugger"}`);
+    const stopped = new Promise<void>((resolve) => {
+      const check = () => (v.held || v.halted || this.result ? resolve() : v.exitWaiters.push(check));
+      v.exitWaiters.push(check);
+      this.endWaiters.push(resolve);
+    });
+    this.release(v);
+    await stopped;
+  }
+
+  private vcpuAt(index: number): VcpuState {
+    const v = this.vcpus[index];
+    if (!v) throw new RangeError(`no vCPU ${index} (this VM has ${this.vcpus.length})`);
+    return v;
+  }
+
+  /** Registers of a paused vCPU */
+  registers(index: number): { regs: Regs; sregs: Sregs } {
+    return this.vcpuAt(index).registers();
+  }
+
+  setRegisters(index: number, regs: Regs): void {
+    this.vcpuAt(index).native.setRegs(encodeRegs(regs));
+  }
+
+  /** KVM_SET_GUEST_DEBUG on a paused (or not yet started) vCPU */
+  setGuestDebug(index: number, control: number, debugreg: readonly bigint[]): void {
+    this.vcpuAt(index).native.setGuestDebug(encodeGuestDebug(control, debugreg));
+  }
+
+  /** 0, or the shared-view bit of the aliased layout */
+  get sharedBit(): number {
+    return this.opts.privateMemory?.sharedBit ?? 0;
+  }
+
+  /** RAM as the host sees it (only shared pages may be read), its page states, its size */
+  get memoryView(): { shared: Buffer; map?: PageStateMap; ramSize: bigint } {
+    return { shared: this.memory!.sharedView, map: this.map, ramSize: this.layout.ramSize };
+  }
+
+  /** Discard the private backing of pages (monitor/API punch), in order with conversions */
+  punch(gpa: bigint, size: bigint): Promise<bigint> {
+    if (!this.engine) return Promise.reject(new Error("this VM has no private memory"));
+    const map = this.map!;
+    return this.engine.hostOperation(() => this.memory!.punchPrivate(map.pageOf(gpa), Number(size >> PAGE_SHIFT)));
+  }
+
   private makeTestSlot(gpa: bigint, create: boolean): TestSlot | string {
     if (this.testSlot) return this.testSlot.gpa === gpa ? this.testSlot : `the test slot is at ${hex(this.testSlot.gpa)}`;
     if (!create) return "no test slot was created";
@@ -317,20 +566,31 @@ export class Machine {
     return this.testSlot;
   }
 
-  /** Conversions from the API (source "cli"); resolves to 0 or a positive errno. */
-  convert(gpa: bigint, size: bigint, to: "private" | "shared"): Promise<number> {
+  /** Host-initiated conversions (source "cli", "monitor" or "api"); resolves to 0 or a positive errno. */
+  convert(gpa: bigint, size: bigint, to: "private" | "shared", source: "cli" | "monitor" | "api" = "cli"): Promise<number> {
     if (!this.engine) return Promise.reject(new Error("this VM has no private memory"));
-    return this.engine.request("cli", -1, { gpa, pages: size >> PAGE_SHIFT, attrs: to === "private" ? MAP_GPA_RANGE_ENCRYPTED : 0n });
+    return this.engine.request(source, -1, { gpa, pages: size >> PAGE_SHIFT, attrs: to === "private" ? MAP_GPA_RANGE_ENCRYPTED : 0n });
   }
 
   private console(bytes: Uint8Array): void {
     for (const b of bytes) {
       if (b === 0x0a) {
         if (this.currentLine.trim()) this.lastLine = this.currentLine;
+        if (this.pc) this.consoleLine(this.currentLine);
         this.currentLine = "";
       } else if (b !== 0x0d && this.currentLine.length < 400) this.currentLine += String.fromCharCode(b);
     }
     this.opts.onConsole(bytes);
+  }
+
+  /** What a PC guest's console says about how it ends (power-off, panic) */
+  private consoleLine(line: string): void {
+    const event = consoleEvent(line);
+    if (event === "power-off") this.poweringOff = true;
+    if (event !== "panic" || this.panicked) return;
+    this.panicked = true;
+    if (this.poweringOff) return; // Linux without ACPI panics ("Attempted to kill init") after powering off
+    setTimeout(() => this.finish(ExitStatus.GUEST_PANIC, `guest panic: ${line.trim()}`), PANIC_GRACE_MS).unref();
   }
 
   /** The last non-empty line the guest printed */
@@ -374,6 +634,8 @@ export class Machine {
       if (rest.length) this.console(rest);
     }
     this.timer?.clear();
+    if (this.haltCheck) clearInterval(this.haltCheck);
+    this.stopListening?.();
     this.result = {
       status,
       reason,
@@ -383,7 +645,9 @@ export class Machine {
       ramBacking: this.memory ? this.ramBacking : "memfd",
       conversions: this.engine ? { tally: this.engine.tally, summary: this.engine.summary() } : undefined,
     };
+    for (const ended of this.endWaiters.splice(0)) ended();
     this.traceEvent(-1, "end", { status, reason });
+    this.observer?.end(this.result);
     if (this.threads === 0) this.resolveRun?.(this.result);
   }
 

@@ -15,8 +15,10 @@ import { portIo } from "./portIo";
 export interface VcpuThreadData {
   /** NativeVcpu.handle */
   handle: number;
-  /** Serial8250.state of the machine's UART */
-  serial: SharedArrayBuffer;
+  /** Serial8250.state of the machine's UART; absent: no device is answered on this thread */
+  serial?: SharedArrayBuffer;
+  /** The UART's IRQ when the VM has an irqchip (PC guests), raised from this thread too */
+  serialIrq?: number;
 }
 
 /** What a vCPU thread tells the machine */
@@ -32,10 +34,14 @@ function main(data: VcpuThreadData): void {
   const post = (message: VcpuThreadMessage) => parentPort!.postMessage(message);
   const vcpu = loadAddon().openVcpu(data.handle);
   const run = new KvmRunView(vcpu.run);
-  const serial = new Serial8250(CONSOLE_PORT, (bytes) => post({ console: bytes }), data.serial);
-  serial.onFastPortsChanged = () => vcpu.setFastPorts(serial.fastPorts());
   const bus = new PortBus();
-  bus.register(CONSOLE_PORT, 8, serial);
+  if (data.serial) {
+    const irq = data.serialIrq;
+    const setIrq = irq === undefined ? undefined : (level: number) => vcpu.irqLine(irq, level);
+    const serial = new Serial8250(CONSOLE_PORT, (bytes) => post({ console: bytes }), setIrq, data.serial);
+    serial.onFastPortsChanged = () => vcpu.setFastPorts(serial.fastPorts());
+    bus.register(CONSOLE_PORT, 8, serial);
+  }
   try {
     for (;;) {
       let result: number;

@@ -2,12 +2,13 @@
 // API), requests validated against the page-state map, conversions serialised, every conversion
 // and every memory-fault exit recorded as an event.
 import type { DiscardPolicy, MemoryBackend } from "./backend";
-import { ConversionRequest, MAP_GPA_RANGE_ENCRYPTED, PAGE_SHIFT, PageState, PageStateMap, validateRequest } from "./pageState";
+import { ConversionRequest, MAP_GPA_RANGE_ENCRYPTED, PAGE_SHIFT, PageState, PageStateMap, Run, validateRequest } from "./pageState";
 import { Errno, MEMORY_EXIT_FLAG_PRIVATE } from "../kvm/uapi";
 import { hex } from "../format";
 import type { TestSlot } from "./testSlot";
 
-export type Source = "hypercall" | "doorbell" | "fault" | "cli";
+/** cli: Machine.convert() from code; monitor and api: the debugger front ends (vmm/control) */
+export type Source = "hypercall" | "doorbell" | "fault" | "cli" | "monitor" | "api";
 export type FaultPolicy = "convert" | "deny" | "stop";
 export type HypercallPolicy = "convert" | "deny";
 
@@ -28,6 +29,9 @@ export interface ConversionEvent {
   ns: number;
   /** KVM_EXIT_MEMORY_FAULT flags (memory-fault events only) */
   flags?: string;
+  /** page states of the range before and after, where the pages were looked at (the trace's views) */
+  before?: Run[];
+  after?: Run[];
 }
 
 export interface EngineOptions {
@@ -94,19 +98,21 @@ export class ConversionEngine {
         this.record({ ...base, from: "shared", to, discard: 0, result: `EINVAL: ${reason}` }, start, `${source}-refused`);
         return Errno.EINVAL;
       }
-      const from = this.stateOfRange(v.first, v.count);
+      const before = this.o.map.runs(v.first, v.count);
+      const from = before.length === 1 ? before[0].state : "mixed";
       if (policy === "deny") {
-        this.record({ ...base, from, to, discard: 0, result: "denied (--on-hypercall deny)" }, start, `${source}-denied`);
+        this.record({ ...base, from, to, discard: 0, result: "denied (--on-hypercall deny)", before, after: before }, start, `${source}-denied`);
         return Errno.EINVAL;
       }
       const done = await this.convert(v.first, v.count, to);
       if (done.refused !== undefined) {
         // KVM_HC_MAP_GPA_RANGE has one refusal: the SNP and TDX paths accept only 0, EINVAL and
         // EAGAIN, and EAGAIN would make the guest retry a request that cannot succeed.
-        this.record({ ...base, from, to, discard: 0, result: `ENOSPC, EINVAL to the guest: ${done.refused}` }, start, `${source}-refused`);
+        this.record({ ...base, from, to, discard: 0, result: `ENOSPC, EINVAL to the guest: ${done.refused}`, before, after: before }, start, `${source}-refused`);
         return Errno.EINVAL;
       }
-      this.record({ ...base, from, to, discard: Number(done.discarded), result: this.outcome(done, to) }, start, `${source}-to-${to}`);
+      const after = [{ first: v.first, count: v.count, state: to }];
+      this.record({ ...base, from, to, discard: Number(done.discarded), result: this.outcome(done, to), before, after }, start, `${source}-to-${to}`);
       return 0;
     });
   }
@@ -162,9 +168,12 @@ export class ConversionEngine {
         return { action: "retry" };
       }
       if (policy !== "convert") return stop(`implicit conversion ${current}→${wanted} refused (--on-fault ${policy})`, policy);
-      const done = await this.convert(this.o.map.pageOf(page), 1, wanted);
+      const first = this.o.map.pageOf(page);
+      const done = await this.convert(first, 1, wanted);
       if (done.refused !== undefined) return stop(`implicit conversion ${current}→${wanted} impossible: ${done.refused}`);
-      this.record({ ...base, from: current, to: wanted, discard: Number(done.discarded), result: this.outcome(done, wanted) }, start, `fault-to-${wanted}`);
+      const before = [{ first, count: 1, state: current }];
+      const after = [{ first, count: 1, state: wanted }];
+      this.record({ ...base, from: current, to: wanted, discard: Number(done.discarded), result: this.outcome(done, wanted), before, after }, start, `fault-to-${wanted}`);
       return { action: "retry" };
     });
   }
@@ -199,11 +208,6 @@ export class ConversionEngine {
   /** Run other work on guest memory in the same order as conversions (host requests). */
   hostOperation<T>(work: () => T): Promise<T> {
     return this.serialize(async () => work());
-  }
-
-  private stateOfRange(first: number, count: number): PageState | "mixed" {
-    const runs = this.o.map.runs(first, count);
-    return runs.length === 1 ? runs[0].state : "mixed";
   }
 
   private record(e: Omit<ConversionEvent, "seq" | "time" | "ns">, start: bigint, key: string): void {

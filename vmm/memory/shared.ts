@@ -1,4 +1,4 @@
-// The shared-only backend (no private memory): one guest_memfd (MMAP|INIT_SHARED) bound with KVM_MEM_GUEST_MEMFD and mapped at
+// The shared-only backend (no private memory): guest_memfd (MMAP|INIT_SHARED) bound with KVM_MEM_GUEST_MEMFD and mapped at
 // userspace_addr (so KVM's own accesses and an emulating KVM see the same pages), or a memfd on
 // kernels without guest_memfd mmap support.
 import { loadAddon, NativeMappedFile, NativeVm } from "../native";
@@ -15,33 +15,43 @@ export function chooseSharedRam(memoryRegion2: boolean, guestMemfdFlags: number)
   return memoryRegion2 && (BigInt(guestMemfdFlags) & MMAP_AND_SHARED) === MMAP_AND_SHARED ? "guest_memfd" : "memfd";
 }
 
+/** A mapping of one file becomes one ArrayBuffer, which Node limits to 4 GiB: RAM is made of
+ *  files of at most this size (the 3 GiB below the 32-bit hole is always one). */
+const MAX_FILE = 3n << 30n;
+
 export class SharedRam implements MemoryBackend {
   readonly kind = "shared";
+  /** The first file: RAM from GPA 0 (loaders write below the 32-bit hole only) */
   readonly sharedView: Buffer;
 
   private constructor(
     readonly backing: RamBacking,
-    readonly file: NativeMappedFile,
+    readonly files: NativeMappedFile[],
     readonly size: bigint,
   ) {
-    this.sharedView = Buffer.from(file.map());
+    this.sharedView = Buffer.from(files[0].map());
   }
 
-  static create(vm: NativeVm, size: bigint, backing: RamBacking, useRegion2: boolean): SharedRam {
-    const file =
-      backing === "guest_memfd"
-        ? vm.createGuestMemfd(size, MMAP_AND_SHARED)
-        : new (loadAddon().Memfd)("tsvmm-ram", size);
-    const ram = new SharedRam(backing, file, size);
-    const region = slotRegion(0, 0n, size, file.address, backing === "guest_memfd" ? file : null, 0n);
+  /** One memslot per RAM range, or per MAX_FILE piece of one, each over its own file. */
+  static create(vm: NativeVm, ranges: Array<{ base: bigint; size: bigint }>, backing: RamBacking, useRegion2: boolean): SharedRam {
+    const pieces: Array<{ base: bigint; size: bigint }> = [];
+    for (const r of ranges)
+      for (let at = 0n; at < r.size; at += MAX_FILE) pieces.push({ base: r.base + at, size: r.size - at < MAX_FILE ? r.size - at : MAX_FILE });
+    const files: NativeMappedFile[] = [];
     try {
-      if (useRegion2) vm.setUserMemoryRegion2(region);
-      else vm.setUserMemoryRegion(region);
+      pieces.forEach((p, slot) => {
+        const file = backing === "guest_memfd" ? vm.createGuestMemfd(p.size, MMAP_AND_SHARED) : new (loadAddon().Memfd)("tsvmm-ram", p.size);
+        files.push(file);
+        file.map();
+        const region = slotRegion(slot, p.base, p.size, file.address, backing === "guest_memfd" ? file : null, 0n);
+        if (useRegion2) vm.setUserMemoryRegion2(region);
+        else vm.setUserMemoryRegion(region);
+      });
     } catch (err) {
-      file.close();
+      for (const f of files) f.close();
       throw err;
     }
-    return ram;
+    return new SharedRam(backing, files, pieces.reduce((n, p) => n + p.size, 0n));
   }
 
   describe(): string {
@@ -51,7 +61,7 @@ export class SharedRam implements MemoryBackend {
   }
 
   populated(): { shared: bigint } {
-    return { shared: this.file.allocatedBytes() };
+    return { shared: this.files.reduce((n, f) => n + f.allocatedBytes(), 0n) };
   }
 
   apply(): ApplyResult {
@@ -63,6 +73,6 @@ export class SharedRam implements MemoryBackend {
   }
 
   close(): void {
-    this.file.close();
+    for (const f of this.files) f.close();
   }
 }

@@ -70,7 +70,8 @@
  * 71 guest exception (firmware), 72 triple fault/shutdown, 73 KVM internal or emulation error,
  * 74 unhandled exit, 75 memory fault stopped the VM, 76 bad hypercall or doorbell number,
  * 77 a status on the exit port that is neither the guest's (0..63) nor the firmware's (70, 71),
- * 78 stdout or the trace file stopped accepting writes, 124 timeout, and for a stop from outside
+ * 78 stdout or the trace file stopped accepting writes, 79 guest reset and 88 guest panic
+ * (multiboot and Linux guests), 124 timeout, and for a stop from outside
  * 128 + the signal's number: 129 SIGHUP, 130 SIGINT, 141 stdout closed (EPIPE), 143 SIGTERM.
  */
 #define TSVMM_STATUS_PASS             0
@@ -88,6 +89,8 @@
 #define TSVMM_STATUS_BAD_STATUS       77
 #define TSVMM_STATUS_GUEST_MAX        63  /* the largest status a guest may write */
 #define TSVMM_STATUS_OUTPUT_FAILED    78
+#define TSVMM_STATUS_GUEST_RESET      79  /* i8042 or 0xcf9 reset, KVM_SYSTEM_EVENT_RESET */
+#define TSVMM_STATUS_GUEST_PANIC      88  /* a panic line on the console, KVM_SYSTEM_EVENT_CRASH */
 #define TSVMM_STATUS_TIMEOUT          124
 #define TSVMM_STATUS_SIGHUP           129
 #define TSVMM_STATUS_SIGINT           130

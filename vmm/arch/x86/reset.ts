@@ -2,7 +2,7 @@
 // segments and paging off (the PVH entry state), so there is no real-mode code and no reset
 // vector. guest/include/tsvmm/abi.h documents the registers.
 import type { NativeVcpu, NativeVm } from "../../native";
-import { decodeSregs, encodeRegs, encodeSregs, Segment } from "../../kvm/structs";
+import { decodeSregs, encodeRegs, encodeSregs, Regs, Segment } from "../../kvm/structs";
 
 /** Three pages for the TSS of VMX's real-mode emulation: below 4 GiB and above any RAM tsvmm maps */
 const TSS_ADDR = 0xfffbd000;
@@ -15,12 +15,25 @@ export function setTss(vm: NativeVm): void {
   }
 }
 
-const flat = (selector: number, type: number): Segment => ({
+/** The page KVM_SET_IDENTITY_MAP_ADDR reserves for VMX's real-mode emulation: just below the TSS */
+const IDENTITY_MAP_ADDR = 0xfffbc000n;
+
+/** Needed before vCPUs exist when a guest may run real-mode code (the SIPI trampoline of a PC guest). */
+export function setIdentityMap(vm: NativeVm): void {
+  try {
+    vm.setIdentityMapAddr(IDENTITY_MAP_ADDR);
+  } catch {
+    // As with the TSS: only VMX uses it.
+  }
+}
+
+export const flat = (selector: number, type: number): Segment => ({
   base: 0n, limit: 0xffffffff, selector, type, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1, avl: 0, unusable: 0,
 });
 
-/** Load the entry state: RIP at `entry`, RBX the boot page, RSI the vCPU index. */
-export function resetVcpu(vcpu: NativeVcpu, index: number, entry: bigint, bootInfoGpa: number): void {
+/** 32-bit protected mode, paging off, flat 4 GiB code (0x08) and data (0x10) segments, interrupts
+ *  off: tsvmm's firmware entry and the multiboot entry. `regs` sets the general registers. */
+export function enterFlat32(vcpu: NativeVcpu, regs: Partial<Regs>): void {
   const sregsBuf = vcpu.getSregs();
   const s = decodeSregs(new DataView(sregsBuf.buffer, sregsBuf.byteOffset, sregsBuf.byteLength));
   s.cs = flat(0x08, 0x0b);
@@ -32,5 +45,10 @@ export function resetVcpu(vcpu: NativeVcpu, index: number, entry: bigint, bootIn
   s.cr4 = 0n;
   s.efer = 0n;
   vcpu.setSregs(encodeSregs(sregsBuf, s));
-  vcpu.setRegs(encodeRegs({ rip: entry, rbx: BigInt(bootInfoGpa), rsi: BigInt(index), rflags: 2n }));
+  vcpu.setRegs(encodeRegs({ rflags: 2n, ...regs }));
+}
+
+/** Load the entry state: RIP at `entry`, RBX the boot page, RSI the vCPU index. */
+export function resetVcpu(vcpu: NativeVcpu, index: number, entry: bigint, bootInfoGpa: number): void {
+  enterFlat32(vcpu, { rip: entry, rbx: BigInt(bootInfoGpa), rsi: BigInt(index) });
 }

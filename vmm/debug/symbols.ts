@@ -1,0 +1,110 @@
+// Symbols of a guest ELF: address -> "tsvmm_main+0x3d" and name -> address, from .symtab.
+// (No file:line: the shipped guests are built without -g, so there is no .debug_line to read.)
+
+export interface ElfSymbol {
+  name: string;
+  addr: bigint;
+  size: bigint;
+}
+
+const SHT_SYMTAB = 2;
+const STT_NOTYPE = 0;
+const STT_OBJECT = 1;
+const STT_FUNC = 2;
+const SHN_UNDEF = 0;
+const SHN_LORESERVE = 0xff00;
+const SHF_ALLOC = 0x2;
+
+export class SymbolTable {
+  /** sorted by address */
+  private readonly sorted: ElfSymbol[];
+  private readonly byName = new Map<string, ElfSymbol>();
+
+  constructor(symbols: ElfSymbol[]) {
+    this.sorted = [...symbols].sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : 0));
+    for (const s of this.sorted) if (!this.byName.has(s.name)) this.byName.set(s.name, s);
+  }
+
+  /** Symbols from an ELF64 file; an empty table when it has none or they are malformed. */
+  static fromElf(file: Buffer): SymbolTable {
+    return new SymbolTable(readElfSymbols(file));
+  }
+
+  get size(): number {
+    return this.sorted.length;
+  }
+
+  lookup(name: string): ElfSymbol | undefined {
+    return this.byName.get(name);
+  }
+
+  /** The symbol containing addr (or the nearest one below it, for symbols without a size) */
+  containing(addr: bigint): ElfSymbol | undefined {
+    let lo = 0;
+    let hi = this.sorted.length - 1;
+    let found: ElfSymbol | undefined;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.sorted[mid].addr <= addr) {
+        found = this.sorted[mid];
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    if (!found) return undefined;
+    if (found.size > 0n && addr >= found.addr + found.size) return undefined;
+    return found;
+  }
+
+  /** "name+0x3d", "name", or the bare hex address when no symbol covers it */
+  describe(addr: bigint): string {
+    const s = this.containing(addr);
+    if (!s) return "0x" + addr.toString(16);
+    const off = addr - s.addr;
+    return off === 0n ? s.name : `${s.name}+0x${off.toString(16)}`;
+  }
+
+  /** Names starting with prefix (monitor completion) */
+  complete(prefix: string): string[] {
+    return [...this.byName.keys()].filter((n) => n.startsWith(prefix)).sort();
+  }
+}
+
+export function readElfSymbols(file: Buffer): ElfSymbol[] {
+  if (file.length < 64 || file.readUInt32BE(0) !== 0x7f454c46 || file[4] !== 2) return [];
+  const shoff = Number(file.readBigUInt64LE(40));
+  const shentsize = file.readUInt16LE(58);
+  const shnum = file.readUInt16LE(60);
+  if (shoff === 0 || shentsize < 64 || shoff + shnum * shentsize > file.length) return [];
+  const section = (i: number) => {
+    const o = shoff + i * shentsize;
+    return {
+      type: file.readUInt32LE(o + 4),
+      flags: Number(file.readBigUInt64LE(o + 8)),
+      offset: Number(file.readBigUInt64LE(o + 24)),
+      size: Number(file.readBigUInt64LE(o + 32)),
+      link: file.readUInt32LE(o + 40),
+      entsize: Number(file.readBigUInt64LE(o + 56)),
+    };
+  };
+  const out: ElfSymbol[] = [];
+  for (let i = 0; i < shnum; i++) {
+    const symtab = section(i);
+    if (symtab.type !== SHT_SYMTAB || symtab.link >= shnum) continue;
+    const strtab = section(symtab.link);
+    const entsize = symtab.entsize || 24;
+    if (symtab.offset + symtab.size > file.length || strtab.offset + strtab.size > file.length || entsize < 24) continue;
+    for (let o = symtab.offset; o + 24 <= symtab.offset + symtab.size; o += entsize) {
+      const type = file[o + 4] & 0xf;
+      const shndx = file.readUInt16LE(o + 6);
+      if ((type !== STT_FUNC && type !== STT_OBJECT && type !== STT_NOTYPE) || shndx === SHN_UNDEF || shndx >= SHN_LORESERVE) continue;
+      if (shndx >= shnum || !(section(shndx).flags & SHF_ALLOC)) continue; // not in the loaded image
+      const nameOff = strtab.offset + file.readUInt32LE(o);
+      if (nameOff >= strtab.offset + strtab.size) continue;
+      const end = file.indexOf(0, nameOff);
+      const name = file.toString("latin1", nameOff, end < 0 ? strtab.offset + strtab.size : end);
+      if (!name || name.startsWith(".")) continue;
+      out.push({ name, addr: file.readBigUInt64LE(o + 8), size: file.readBigUInt64LE(o + 16) });
+    }
+  }
+  return out;
+}
