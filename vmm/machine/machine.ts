@@ -132,6 +132,8 @@ export class Machine {
   private running = false;
   observer?: MachineObserver;
   private endWaiters: Array<() => void> = [];
+  /** per vCPU: exits its thread posted that onThreadMessage has not received (vcpuThread.ts) */
+  private readonly exitsInFlight: Int32Array;
   private readonly vcpus: VcpuState[] = [];
   private readonly bus = new PortBus();
   private readonly exitContext: ExitContext;
@@ -154,6 +156,7 @@ export class Machine {
   constructor(private readonly opts: MachineOptions) {
     if (opts.boot.kind === "tsvmm") encodeCmdline(opts.cmdline); // refused before any VM exists
     this.layout = opts.layout;
+    this.exitsInFlight = new Int32Array(new SharedArrayBuffer(4 * opts.layout.cpus));
     this.kvm = opts.kvm;
     const pc = this.pc;
     this.serial = new Serial8250(CONSOLE_PORT, (bytes) => this.console(bytes), pc ? (level) => this.vm?.irqLine(COM1_IRQ, level) : undefined);
@@ -341,12 +344,18 @@ export class Machine {
   /** A worker thread that runs KVM_RUN for `v` (vcpuThread.ts); `v` stays paused until run(). */
   private startThread(v: VcpuState): void {
     v.native.pause();
-    const data: VcpuThreadData = { handle: v.native.handle, serial: this.serial.state, serialIrq: this.pc ? COM1_IRQ : undefined };
+    const data: VcpuThreadData = {
+      handle: v.native.handle,
+      serial: this.serial.state,
+      serialIrq: this.pc ? COM1_IRQ : undefined,
+      inFlight: this.exitsInFlight.buffer as SharedArrayBuffer,
+    };
     const thread = vcpuThread();
     thread.postMessage(data);
     this.threads++;
     thread.on("message", (m: VcpuThreadMessage) => this.onThreadMessage(v, m));
-    thread.on("error", (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${v.index} thread: ${err.message}`));
+    const index = v.index; // v.native may be closed by the time a thread fails
+    thread.on("error", (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${index} thread: ${err.message}`));
     thread.on("exit", () => {
       if (--this.threads === 0 && this.result) this.resolveRun?.(this.result);
     });
@@ -428,6 +437,7 @@ export class Machine {
   /** A vCPU thread handed us an exit (the vCPU is paused until we answer) or said something. */
   private onThreadMessage(v: VcpuState, m: VcpuThreadMessage): void {
     if ("console" in m) return this.console(m.console);
+    Atomics.sub(this.exitsInFlight, v.index, 1);
     if (this.result) return;
     if ("error" in m) return this.finish(ExitStatus.KVM_INTERNAL_ERROR, `vCPU ${v.index}: ${m.error}`, v.registerReport());
     this.observer?.exit(v.index, v.kvmRun.exitReason);
@@ -478,6 +488,15 @@ export class Machine {
       if (v.debugPaused || v.halted) continue;
       v.debugPaused = true;
       if (!v.native.pause()) this.log(`vCPU ${v.index}: still inside KVM_RUN 1 s after the debugger's pause`);
+    }
+    // An exit posted before the pause (its vCPU paused itself) is handled first: a debugger
+    // stopped at it holds it, as if it had come before the stop.
+    for (const v of this.vcpus) {
+      while (Atomics.load(this.exitsInFlight, v.index) > 0 && !this.result)
+        await new Promise<void>((handled) => {
+          v.exitWaiters.push(handled);
+          this.endWaiters.push(handled);
+        });
     }
   }
 

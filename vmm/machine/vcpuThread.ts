@@ -4,7 +4,7 @@
 // to the machine on the main thread, and the vCPU stays paused until the machine answers it
 // (Machine.onThreadMessage). See docs/exit-path.md.
 import { parentPort } from "node:worker_threads";
-import { loadAddon, VcpuRunEnd } from "../native";
+import { loadAddon, NativeStateErrorCode, NativeVcpu, VcpuRunEnd } from "../native";
 import { KvmRunView } from "../kvm/kvmRun";
 import { Exit } from "../kvm/uapi";
 import { PortBus } from "../devices/bus";
@@ -19,6 +19,9 @@ export interface VcpuThreadData {
   serial?: SharedArrayBuffer;
   /** The UART's IRQ when the VM has an irqchip (PC guests), raised from this thread too */
   serialIrq?: number;
+  /** Int32 per vCPU, counted up here for each exit or error posted and down by the machine as it
+   *  receives them: a debugger's pause waits for the exits already on their way */
+  inFlight?: SharedArrayBuffer;
 }
 
 /** What a vCPU thread tells the machine */
@@ -31,8 +34,19 @@ export type VcpuThreadMessage =
   | { console: Uint8Array };
 
 function main(data: VcpuThreadData): void {
-  const post = (message: VcpuThreadMessage) => parentPort!.postMessage(message);
-  const vcpu = loadAddon().openVcpu(data.handle);
+  const inFlight = data.inFlight && new Int32Array(data.inFlight);
+  const post = (message: VcpuThreadMessage) => {
+    if (inFlight && !("console" in message)) Atomics.add(inFlight, vcpu.index, 1);
+    parentPort!.postMessage(message);
+  };
+  let vcpu: NativeVcpu;
+  try {
+    vcpu = loadAddon().openVcpu(data.handle);
+  } catch (err) {
+    // The machine was closed before this thread came up (a usage error found after create()).
+    if ((err as { code?: NativeStateErrorCode }).code === "ERR_TSVMM_CLOSED") return;
+    throw err;
+  }
   const run = new KvmRunView(vcpu.run);
   const bus = new PortBus();
   if (data.serial) {
