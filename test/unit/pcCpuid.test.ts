@@ -35,6 +35,7 @@ test("PC guest CPUID: APIC id, logical count and HTT in leaf 1; topology in 4, 0
 
 test("console lines that end a PC guest: Linux's power-down message and a panic", () => {
   assert.equal(consoleEvent("[    5.123456] reboot: Power down"), "power-off");
+  assert.equal(consoleEvent("reboot: Power off not available: System halted instead"), "power-off");
   assert.equal(consoleEvent("[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs"), "panic");
   assert.equal(consoleEvent("reboot: Restarting system"), undefined);
 });

@@ -52,11 +52,12 @@ export function linuxGuest(name: string, file: Buffer, layout: Layout, cmdline: 
 
 /**
  * What a console line says about how a PC guest ends. Linux prints "reboot: Power down" when it
- * powers off; without ACPI it cannot switch the machine off, so its vCPUs then halt (or init's
- * exit panics). A panic is "Kernel panic - not syncing: ...".
+ * powers off, or, with no power-off method (no ACPI: tsvmm's PC has none), "reboot: Power off not
+ * available: System halted instead"; either way its vCPUs then halt (or init's exit panics). A
+ * panic is "Kernel panic - not syncing: ...".
  */
 export function consoleEvent(line: string): "power-off" | "panic" | undefined {
-  if (/\breboot: Power down\b/.test(line)) return "power-off";
+  if (/\breboot: (Power down|Power off not available: System halted instead)\b/.test(line)) return "power-off";
   if (/Kernel panic - not syncing/.test(line)) return "panic";
   return undefined;
 }

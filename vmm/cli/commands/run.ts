@@ -183,7 +183,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
           "SIGINT, SIGTERM and SIGHUP stop the VM cleanly (summary, the trace's end event); a second one of the same kind ends tsvmm at once.",
           `Run-log lines (stderr) wait for the end of the guest's console line (stdout), at most ${LOG_HOLD_MS} ms, then start on a new line.`,
           `A guest image is a regular file of at most ${MAX_IMAGE_SIZE >> 30} GiB.`,
-          "Multiboot and Linux guests end with 0 when the kernel powers off ('reboot: Power down', then every vCPU halted) or writes its status to port 0xf4.",
+          "Multiboot and Linux guests end with 0 when the kernel powers off ('reboot: Power down' or, without ACPI, 'Power off not available: System halted instead', then every vCPU halted) or writes its status to port 0xf4.",
           "With a terminal on stdin, what you type reaches the guest's COM1 receiver.",
         ].join("\n"),
       )
