@@ -10,6 +10,7 @@
 // Misuse that is not a syscall throws an Error with only `code` (NativeStateErrorCode), and a bad
 // argument a TypeError/RangeError.
 import * as path from "node:path";
+import { isMainThread } from "node:worker_threads";
 
 export interface NativeSyscallError extends Error {
   syscall: string;
@@ -21,16 +22,13 @@ export interface NativeSyscallError extends Error {
 
 /** `code` of the non-syscall errors the addon throws. */
 export type NativeStateErrorCode =
-  /** the object was closed */
+  /** the object was closed (or openVcpu was given a handle no open vCPU has) */
   | "ERR_TSVMM_CLOSED"
-  /** a vCPU ioctl (getRegs, setRegs, getSregs, setSregs, setCpuid, setGuestDebug) while the vCPU thread may be
-   *  inside KVM_RUN: it would block the JS thread until KVM_RUN returns. Allowed before start(),
-   *  after stop(), and while parked (between an event and resume()). */
-  | "ERR_TSVMM_VCPU_RUNNING"
-  /** start() on a started vCPU */
-  | "ERR_TSVMM_VCPU_STARTED"
-  /** resume() without a delivered, unanswered event */
-  | "ERR_TSVMM_VCPU_NOT_PARKED";
+  /** a vCPU ioctl (getRegs, setRegs, getSregs, setSregs, setCpuid,
+   *  setGuestDebug, getMpState, setMpState, setMsrs) while the vCPU may be inside
+   *  KVM_RUN: it would block the caller until KVM_RUN returns. Allowed before the first
+   *  runUntilExit(), from the thread that calls it (between two calls), after pause() and after stop(). */
+  | "ERR_TSVMM_VCPU_RUNNING";
 
 export interface NativeKvm {
   readonly fd: number;
@@ -139,29 +137,38 @@ export interface NativeGuestMemfd extends NativeMappedFile {
 /** memfd_create(name, MFD_CLOEXEC) + ftruncate(size) */
 export type NativeMemfd = NativeMappedFile;
 
-export type VcpuEvent =
-  /** KVM_RUN returned an exit that needs policy; read it from `run`. errno is 0, or EFAULT/EHWPOISON
-   *  when KVM_RUN returned -1 with exit_reason KVM_EXIT_MEMORY_FAULT. */
-  | { kind: "exit"; errno: number }
-  /** kick() was honoured; the vCPU is outside KVM_RUN */
-  | { kind: "paused" }
-  /** KVM_RUN failed (errno other than EINTR, and not a memory-fault exit) */
-  | { kind: "error"; error: NativeSyscallError };
+/** What NativeVcpu.runUntilExit() returns besides an exit (>= 0). */
+export const VcpuRunEnd = {
+  /** stop() was called (now or before): the vCPU never runs again */
+  STOPPED: -1,
+  /** KVM_RUN returned EINTR because JavaScript set kvm_run.immediate_exit itself (the pending
+   *  exit is completed, the guest did not run); clear it before the next runUntilExit() */
+  INTERRUPTED: -2,
+} as const;
 
 export interface NativeVcpuStats {
   /** KVM_RUN returns (all exits, including EINTR and retried stray signals) */
   runs: number;
   /** exits answered natively (fast ports) */
   nativeExits: number;
-  /** events delivered to JavaScript */
-  events: number;
+  /** exits runUntilExit() returned to JavaScript */
+  exits: number;
 }
 
+/**
+ * A vCPU. The thread that calls runUntilExit() ("the runner", a worker_thread in tsvmm) enters KVM_RUN
+ * itself and handles each exit synchronously: no thread crossing per exit. Any other thread may
+ * pause(), stop() and, while paused, read and write registers. Another thread gets its own object
+ * for the same vCPU with openVcpu(handle); the fd and mapping are released with the last one.
+ */
 export interface NativeVcpu {
   readonly index: number;
+  /** -1 once closed */
   readonly fd: number;
-  /** The vCPU's kvm_run mapping; detached on close. Touch it only while the vCPU is parked
-   *  (between an event and resume()), or before start(). */
+  /** Pass to openVcpu() in another thread (worker_threads) to run or inspect this vCPU there */
+  readonly handle: number;
+  /** The vCPU's kvm_run mapping; detached on close. Touch it only from the runner between two
+   *  runUntilExit()s, before the first, or while paused. */
   readonly run: ArrayBuffer;
   getRegs(): Buffer; // struct kvm_regs (144 bytes)
   setRegs(regs: Buffer): void;
@@ -180,29 +187,44 @@ export interface NativeVcpu {
   setMsrs(msrs: Array<{ index: number; value: bigint }>): number;
   /** kvm_run.kvm_valid_regs set before every KVM_RUN (KVM_CAP_SYNC_REGS) */
   setSyncRegs(mask: number): void;
-  /** Start the vCPU thread. Each event parks the thread until resume() or stop(). A started vCPU
-   *  keeps the process alive until stop()/close(). start() again after stop() starts a new thread.
-   *  If JS sets kvm_run.immediate_exit (byte 1 of `run`) while parked, the next resume() completes
-   *  the pending exit without running the guest and reports {kind:"paused"}. */
-  start(onEvent: (event: VcpuEvent) => void): void;
-  /** Re-enter KVM_RUN after an event. Answers exactly one event that has been delivered to
-   *  onEvent; otherwise throws ERR_TSVMM_VCPU_NOT_PARKED. */
-  resume(): void;
-  /** Ask a running vCPU to leave KVM_RUN (immediate_exit + signal); it reports {kind:"paused"}.
-   *  A no-op for a parked vCPU. If an exit races with the kick, that exit's event answers it (no
-   *  extra "paused"): either way the next event leaves the vCPU parked. */
-  kick(): void;
-  /** End the thread (kicking it if needed) and join it; idempotent. Events still queued for
-   *  onEvent are dropped. */
-  stop(): void;
+  /** NativeVm.irqLine on this vCPU's VM, from any thread (a device answered on the vCPU thread
+   *  raises its interrupt with it) */
+  irqLine(irq: number, level: number): void;
+  /** Replace the VM's fast-port table (NativeVm.setFastPorts, reachable from the runner's thread) */
+  setFastPorts(ports: FastPorts): void;
+  /**
+   * Blocking: KVM_RUN in the calling thread, re-entered after every exit the fast ports answer,
+   * until an exit needs policy. Returns that exit's errno (0, or EFAULT/EHWPOISON when KVM_RUN
+   * returned -1 with exit_reason KVM_EXIT_MEMORY_FAULT; read the exit from `run`), or a
+   * VcpuRunEnd. While paused it waits inside. Throws the KVM_RUN failure for any other errno.
+   * Never call it on a thread with an event loop to keep (the main thread).
+   */
+  runUntilExit(): number;
+  /**
+   * Keep the vCPU out of KVM_RUN until unpause(): kicks it out (immediate_exit + signal) if it is
+   * inside and waits up to timeoutMs (default 1000) for it to leave. Returns false if it has not
+   * left yet (the pause still counts). Pauses nest; each needs its unpause().
+   */
+  pause(timeoutMs?: number): boolean;
+  unpause(): void;
+  /** runUntilExit() returns VcpuRunEnd.STOPPED now (kicking the vCPU out of KVM_RUN) and ever after.
+   *  Waits like pause() for the vCPU to be outside KVM_RUN (false: not within timeoutMs);
+   *  idempotent. */
+  stop(timeoutMs?: number): boolean;
   stats(): NativeVcpuStats;
-  /** stop() + munmap(run) + close(fd); idempotent */
+  /** stop() + drop this thread's object (the last one of any thread unmaps `run` and closes the
+   *  fd); idempotent */
   close(): void;
 }
 
 export interface NativeAddon {
   Kvm: new (devicePath: string) => NativeKvm;
   Memfd: new (name: string, size: bigint) => NativeMemfd;
+  /** This thread's object for the vCPU with `handle` (NativeVcpu.handle, from another thread) */
+  openVcpu(handle: number): NativeVcpu;
+  /** stop() every vCPU of the process, without waiting. loadAddon() calls it when the process
+   *  exits: Node then joins worker threads, and one inside KVM_RUN would never return. */
+  stopAllVcpus(): void;
   /** errno name for a number, e.g. 22 -> "EINVAL"; "ERRNO_<n>" for numbers without a name */
   errnoName(errno: number): string;
 }
@@ -219,7 +241,9 @@ export function loadAddon(): NativeAddon {
   const failures: string[] = [];
   for (const candidate of searched) {
     try {
-      addon = require(candidate) as NativeAddon;
+      const loaded = require(candidate) as NativeAddon;
+      if (isMainThread) process.once("exit", () => loaded.stopAllVcpus());
+      addon = loaded;
       return addon;
     } catch (err) {
       failures.push(`  ${candidate}: ${(err as Error).message.split("\n")[0]}`);

@@ -23,6 +23,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
   exports.Set("Kvm", Kvm::DefineClass(env));
   exports.Set("Memfd", Memfd::DefineClass(env));
+  exports.Set("openVcpu", Napi::Function::New(env, Vcpu::Open, "openVcpu"));
+  exports.Set("stopAllVcpus", Napi::Function::New(env, Vcpu::StopAll, "stopAllVcpus"));
   exports.Set("errnoName", Napi::Function::New(env, ErrnoNameJs, "errnoName"));
   return exports;
 }

@@ -6,10 +6,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <map>
 #include <vector>
 
 #include "addon.h"
+#include "errors.h"
 
 namespace tsvmm {
 
@@ -19,7 +22,7 @@ namespace tsvmm {
 // and leaves SIGUSR2 to applications; glibc reserves the signals below SIGRTMIN for NPTL;
 // Firecracker/crosvm-style code and some libraries pick SIGRTMIN or SIGRTMIN+1 for their own
 // kicks. Its default action would kill the process, so the no-op handler is installed before any
-// vCPU thread can receive it.
+// runner can receive it.
 int Vcpu::KickSignal() {
   static const int sig = [] {
     int s = SIGRTMIN + 4;
@@ -36,31 +39,195 @@ int Vcpu::KickSignal() {
   return sig;
 }
 
-// ============================== JS event delivery ===============================================
+// ============================== VcpuCore ========================================================
 
-void CallJsVcpuEvent(Napi::Env env, Napi::Function callback, VcpuSession* session, VcpuEvent* event) {
-  std::unique_ptr<VcpuEvent> owned(event);
-  // env is null when the TSFN is torn down with events queued; a stopped session drops them.
-  if (static_cast<napi_env>(env) == nullptr || session == nullptr || session->stopped || !event) return;
-  // SAFETY: session->vcpu is alive while !session->stopped: every path that destroys a Vcpu runs
-  // StopThread() first, which sets `stopped`. The thread parked before queueing this event and
-  // stays parked until resume() or stop().
-  session->vcpu->EventDelivered();
-  Napi::Object o = Napi::Object::New(env);
-  switch (event->kind) {
-    case VcpuEvent::Kind::kExit:
-      o.Set("kind", "exit");
-      o.Set("errno", Napi::Number::New(env, event->err));
-      break;
-    case VcpuEvent::Kind::kPaused:
-      o.Set("kind", "paused");
-      break;
-    case VcpuEvent::Kind::kError:
-      o.Set("kind", "error");
-      o.Set("error", ToJsError(env, event->failure).Value());
-      break;
+namespace {
+std::mutex registry_mu;
+std::map<uint64_t, std::weak_ptr<VcpuCore>> registry;  // guarded by registry_mu
+uint64_t next_handle = 1;                               // guarded by registry_mu
+}  // namespace
+
+VcpuCore::VcpuCore(int fd, uint32_t index, void* run, size_t run_size, std::shared_ptr<VmShared> vm)
+    : fd_(fd), index_(index), run_(static_cast<kvm_run*>(run)), run_size_(run_size), vm_(std::move(vm)) {}
+
+VcpuCore::~VcpuCore() {
+  {
+    std::lock_guard<std::mutex> lock(registry_mu);
+    registry.erase(handle_);
   }
-  callback.Call({o});
+  // SAFETY: the last owner is gone: no Vcpu object, no `run` view and no runner is left (a runner
+  // holds its Vcpu object, and so this core, for the whole of run()).
+  munmap(run_, run_size_);
+  ::close(fd_);
+}
+
+void VcpuCore::Register(const std::shared_ptr<VcpuCore>& core) {
+  std::lock_guard<std::mutex> lock(registry_mu);
+  core->handle_ = next_handle++;
+  registry[core->handle_] = core;
+}
+
+std::shared_ptr<VcpuCore> VcpuCore::Find(uint64_t handle) {
+  std::lock_guard<std::mutex> lock(registry_mu);
+  auto it = registry.find(handle);
+  return it == registry.end() ? nullptr : it->second.lock();
+}
+
+void VcpuCore::StopAll() {
+  std::vector<std::shared_ptr<VcpuCore>> cores;
+  {
+    std::lock_guard<std::mutex> lock(registry_mu);
+    for (auto& entry : registry)
+      if (auto core = entry.second.lock()) cores.push_back(std::move(core));
+  }
+  for (auto& core : cores) core->Stop(0);
+}
+
+Napi::Value Vcpu::StopAll(const Napi::CallbackInfo& info) {
+  VcpuCore::StopAll();
+  return info.Env().Undefined();
+}
+
+void VcpuCore::Kick() {
+  if (kicked_) return;
+  kicked_ = true;
+  // immediate_exit covers the window where R has set in_kvm_run_ but not yet entered the ioctl;
+  // the signal gets it out of a guest that is running (or spinning) inside KVM_RUN.
+  // SAFETY: immediate_exit is the one kvm_run byte written while R may be inside KVM_RUN: that
+  // is its purpose (the kernel reads it on entry); the atomic store keeps it from being torn.
+  __atomic_store_n(&run_->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  // SAFETY: runner_ is valid: it is inside run(), which holds the thread alive.
+  pthread_kill(runner_, Vcpu::KickSignal());
+}
+
+bool VcpuCore::HandleFastIo() {
+  if (vm_->fast_ports_version() != ports_version_) {
+    auto loaded = vm_->LoadFastPorts();
+    ports_ = std::move(loaded.first);
+    ports_version_ = loaded.second;
+  }
+  const auto& io = run_->io;
+  // SAFETY: the kernel puts the data inside the vCPU mapping (data_offset is a page of it); the
+  // bounds check keeps a bogus offset from sending us outside the mapping anyway.
+  if (io.data_offset > run_size_ || io.count > run_size_ - io.data_offset) return false;
+  uint8_t* data = reinterpret_cast<uint8_t*>(run_) + io.data_offset;
+  if (io.direction == KVM_EXIT_IO_OUT) {
+    if (ports_->console_out >= 0 && io.port == ports_->console_out) {
+      vm_->AppendConsole(data, io.count);
+      return true;
+    }
+    return false;
+  }
+  uint8_t value;
+  if (io.direction == KVM_EXIT_IO_IN && ports_->Read(io.port, &value)) {
+    std::memset(data, value, io.count);
+    return true;
+  }
+  return false;
+}
+
+int VcpuCore::Run(int* failure_errno) {
+  // Worker threads may start with the kick signal blocked; R must receive it.
+  thread_local bool unblocked = false;
+  if (!unblocked) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, Vcpu::KickSignal());
+    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+    unblocked = true;
+  }
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      has_runner_ = true;
+      runner_ = pthread_self();
+      cv_.wait(lock, [this] { return pauses_ == 0 || stopped_; });
+      if (stopped_) {
+        has_runner_ = false;
+        return kRunStopped;
+      }
+      if (kicked_) {  // a pause that is over, or one answered by the last exit
+        kicked_ = false;
+        __atomic_store_n(&run_->immediate_exit, 0, __ATOMIC_SEQ_CST);
+      }
+      in_kvm_run_ = true;
+    }
+    // SAFETY (from here to the return): run_ is mapped while this core lives, and R's Vcpu object
+    // holds it. Only R touches kvm_run (other than immediate_exit) while it is not paused.
+    // Exits the fast ports answer re-enter without taking mu_: in_kvm_run_ stays true, and a
+    // kick in between finds immediate_exit set on the next entry.
+    int rc, err;
+    for (;;) {
+      run_->kvm_valid_regs = sync_regs.load(std::memory_order_relaxed);
+      rc = ioctl(fd_, KVM_RUN, 0);
+      err = rc < 0 ? errno : 0;
+      runs.fetch_add(1, std::memory_order_relaxed);
+      bool fast = rc == 0 && run_->exit_reason == KVM_EXIT_IO && run_->io.size == 1 && HandleFastIo();
+      if (!fast) break;
+      native_exits.fetch_add(1, std::memory_order_relaxed);
+    }
+    bool kicked;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      in_kvm_run_ = false;
+      kicked = kicked_;
+      if (pauses_ > 0 || stopped_) cv_.notify_all();  // a pause() or stop() waits for this
+    }
+
+    // A vCPU waiting for INIT/SIPI (KVM_MP_STATE_UNINITIALIZED, in-kernel APIC) blocks inside
+    // KVM_RUN and returns EAGAIN once an APIC event woke it: enter again (through the top, so a
+    // pause or stop that came meanwhile is honoured).
+    if (rc < 0 && err == EAGAIN) continue;
+    if (rc < 0 && err == EINTR) {
+      // Our kick (loop: park or stop at the top), a stray signal (retry), or JS's own
+      // immediate_exit (report it: JS wanted the pending exit completed without running).
+      if (kicked || __atomic_load_n(&run_->immediate_exit, __ATOMIC_SEQ_CST) == 0) continue;
+      return kRunInterrupted;
+    }
+    if (rc < 0) {
+      // The one exit that comes with -1 (KVM_CAP_MEMORY_FAULT_INFO): run->memory_fault is valid.
+      if ((err == EFAULT || err == EHWPOISON) && run_->exit_reason == KVM_EXIT_MEMORY_FAULT) {
+        exits.fetch_add(1, std::memory_order_relaxed);
+        return err;
+      }
+      *failure_errno = err;  // any other errno: exit_reason is stale
+      return 0;
+    }
+    exits.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
+}
+
+bool VcpuCore::Pause(int64_t timeout_ms) {
+  std::unique_lock<std::mutex> lock(mu_);
+  pauses_++;
+  if (!in_kvm_run_) return true;
+  Kick();
+  return cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [this] { return !in_kvm_run_; });
+}
+
+void VcpuCore::Unpause() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (pauses_ > 0) pauses_--;
+  }
+  cv_.notify_all();
+}
+
+bool VcpuCore::Stop(int64_t timeout_ms) {
+  std::unique_lock<std::mutex> lock(mu_);
+  stopped_ = true;
+  cv_.notify_all();  // a runner waiting out a pause
+  if (!in_kvm_run_) return true;
+  Kick();
+  return cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [this] { return !in_kvm_run_; });
+}
+
+bool VcpuCore::MayBeRunning() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (in_kvm_run_) return true;
+  // Outside KVM_RUN, but R may enter it any moment unless it is paused or stopped, or is us.
+  return has_runner_ && pauses_ == 0 && !stopped_ && !pthread_equal(runner_, pthread_self());
 }
 
 // ============================== Vcpu ============================================================
@@ -71,6 +238,7 @@ Napi::Function Vcpu::DefineClass(Napi::Env env) {
       {
           InstanceAccessor("index", &Vcpu::GetIndex, nullptr),
           InstanceAccessor("fd", &Vcpu::GetFd, nullptr),
+          InstanceAccessor("handle", &Vcpu::GetHandle, nullptr),
           InstanceAccessor("run", &Vcpu::GetRun, nullptr),
           InstanceMethod("getRegs", &Vcpu::GetRegs),
           InstanceMethod("setRegs", &Vcpu::SetRegs),
@@ -82,69 +250,86 @@ Napi::Function Vcpu::DefineClass(Napi::Env env) {
           InstanceMethod("getMpState", &Vcpu::GetMpState),
           InstanceMethod("setMpState", &Vcpu::SetMpState),
           InstanceMethod("setMsrs", &Vcpu::SetMsrs),
-          InstanceMethod("start", &Vcpu::Start),
-          InstanceMethod("resume", &Vcpu::Resume),
-          InstanceMethod("kick", &Vcpu::Kick),
+          InstanceMethod("setFastPorts", &Vcpu::SetFastPorts),
+          InstanceMethod("irqLine", &Vcpu::IrqLine),
+          InstanceMethod("runUntilExit", &Vcpu::Run),
+          InstanceMethod("pause", &Vcpu::Pause),
+          InstanceMethod("unpause", &Vcpu::Unpause),
           InstanceMethod("stop", &Vcpu::Stop),
           InstanceMethod("stats", &Vcpu::Stats),
           InstanceMethod("close", &Vcpu::Close),
       });
 }
 
-Vcpu::Vcpu(const Napi::CallbackInfo& info) : ObjectWrap<Vcpu>(info), env_(info.Env()) {
-  InitArgs* args = InternalInit<InitArgs>(info, "Vcpu", "Vm.createVcpu()");
-  fd_ = args->fd;
+Vcpu::Vcpu(const Napi::CallbackInfo& info) : ObjectWrap<Vcpu>(info) {
+  InitArgs* args = InternalInit<InitArgs>(info, "Vcpu", "Vm.createVcpu() or openVcpu()");
+  if (args->core) {
+    core_ = args->core;
+    return;
+  }
+  // SAFETY: `run` is a MAP_SHARED mapping of run_size bytes of the vCPU fd; the core owns both
+  // from here and releases them when the last Vcpu object of any thread is gone.
+  core_ = std::make_shared<VcpuCore>(args->fd, args->index, args->run, args->run_size, std::move(args->vm));
   args->fd = -1;
-  index_ = args->index;
-  // SAFETY: `run` is a MAP_SHARED mapping of run_size bytes of the vCPU fd, now owned by this
-  // object; it is unmapped only in Close()/~Vcpu(), after the thread is joined and the JS view
-  // detached.
-  run_ = static_cast<kvm_run*>(args->run);
-  run_size_ = args->run_size;
-  vm_ = std::move(args->vm);
+  VcpuCore::Register(core_);
 }
 
-Vcpu::~Vcpu() {
-  // Normally Finalize() (or close()) already did all of this.
-  StopThread();
-  if (run_ != nullptr) munmap(run_, run_size_);
-  if (fd_ >= 0) ::close(fd_);
+Napi::Value Vcpu::Open(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t handle = ArgInt(info, 0, "handle");
+  std::shared_ptr<VcpuCore> core = handle > 0 ? VcpuCore::Find(static_cast<uint64_t>(handle)) : nullptr;
+  if (!core) {
+    ThrowStateError(env, "ERR_TSVMM_CLOSED",
+                    "openVcpu(" + std::to_string(handle) + "): no open vCPU has this handle (closed, or never created)");
+  }
+  InitArgs args{-1, core->index(), nullptr, 0, nullptr, core};
+  return GetAddonData(env).vcpu.New({Napi::External<InitArgs>::New(env, &args)});
 }
 
 void Vcpu::Finalize(Napi::Env env) {
-  // GC finalizer (JS thread). An unreachable Vcpu may still have a thread: end it before the
-  // destructor unmaps kvm_run under it, and detach `run` in case a view of it is still alive.
-  StopThread();
+  // GC finalizer or environment teardown: no view of kvm_run may outlive our share of the core.
   run_buffer_.Detach(env);
+  core_.reset();
 }
 
-// ---- accessors and plain ioctls ---------------------------------------------------------------
+VcpuCore& Vcpu::Require(Napi::Env env, const char* what) {
+  if (!core_) ThrowStateError(env, "ERR_TSVMM_CLOSED", std::string("Vcpu.") + what + "(): the vCPU is closed");
+  return *core_;
+}
 
-Napi::Value Vcpu::GetIndex(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), index_); }
-Napi::Value Vcpu::GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+Napi::Value Vcpu::GetIndex(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), Require(info.Env(), "index").index());
+}
+Napi::Value Vcpu::GetFd(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), core_ ? core_->fd() : -1);
+}
+Napi::Value Vcpu::GetHandle(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(Require(info.Env(), "handle").handle()));
+}
 
 Napi::Value Vcpu::GetRun(const Napi::CallbackInfo& info) {
-  if (run_ == nullptr) return Napi::ArrayBuffer::New(info.Env(), 0);  // closed
-  // SAFETY: run_ stays mapped until Close()/~Vcpu(), which detach this buffer first. Concurrent
-  // access is by protocol: JS touches it only while the thread is parked or not running.
-  return run_buffer_.Get(info.Env(), run_, run_size_);
+  if (!core_) return Napi::ArrayBuffer::New(info.Env(), 0);  // closed
+  // SAFETY: the mapping lives as long as core_, which this object holds until close() or its
+  // finalizer, both of which detach the buffer first. Concurrent access is by protocol: the
+  // runner touches kvm_run, others only while it is paused.
+  return run_buffer_.Get(info.Env(), core_->run(), core_->run_size());
 }
 
-void Vcpu::RequireStill(Napi::Env env, const char* what) {
-  if (fd_ < 0) ThrowStateError(env, "ERR_TSVMM_CLOSED", std::string("Vcpu.") + what + "(): the vCPU is closed");
-  std::lock_guard<std::mutex> lock(mu_);
-  if (thread_.joinable() && (!parked_ || resume_requested_)) {
+VcpuCore& Vcpu::RequireStill(Napi::Env env, const char* what) {
+  VcpuCore& core = Require(env, what);
+  if (core.MayBeRunning()) {
     ThrowStateError(env, "ERR_TSVMM_VCPU_RUNNING",
                     std::string("Vcpu.") + what +
-                        "(): the vCPU is running (a vCPU ioctl would block until KVM_RUN returns); "
-                        "call it before start(), from an event, or after kick() reports paused");
+                        "(): the vCPU may be inside KVM_RUN (a vCPU ioctl would block until it returns); "
+                        "call it before run(), from the thread that runs it, or after pause()");
   }
+  return core;
 }
 
 Napi::Value Vcpu::GetStruct(Napi::Env env, unsigned long request, const char* name, size_t size) {
   std::vector<uint8_t> buf(size);
-  if (ioctl(fd_, request, buf.data()) < 0) {
-    ThrowSyscallError(env, "ioctl", name, errno, {ErrorArg::Num("vcpu", index_, "vcpu")});
+  if (ioctl(core_->fd(), request, buf.data()) < 0) {
+    ThrowSyscallError(env, "ioctl", name, errno, {ErrorArg::Num("vcpu", core_->index(), "vcpu")});
   }
   return Napi::Buffer<uint8_t>::Copy(env, buf.data(), buf.size());
 }
@@ -157,8 +342,8 @@ void Vcpu::SetStruct(const Napi::CallbackInfo& info, unsigned long request, cons
                              std::to_string(b.Length()));
   }
   std::vector<uint8_t> buf(b.Data(), b.Data() + size);  // aligned copy for the kernel struct
-  if (ioctl(fd_, request, buf.data()) < 0) {
-    ThrowSyscallError(env, "ioctl", name, errno, {ErrorArg::Num("vcpu", index_, "vcpu")});
+  if (ioctl(core_->fd(), request, buf.data()) < 0) {
+    ThrowSyscallError(env, "ioctl", name, errno, {ErrorArg::Num("vcpu", core_->index(), "vcpu")});
   }
 }
 
@@ -186,7 +371,7 @@ Napi::Value Vcpu::SetSregs(const Napi::CallbackInfo& info) {
 
 Napi::Value Vcpu::SetCpuid(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  RequireStill(env, "setCpuid");
+  VcpuCore& core = RequireStill(env, "setCpuid");
   Napi::Buffer<uint8_t> entries = ArgBuffer(info, 0, "entries");
   if (entries.Length() % sizeof(kvm_cpuid_entry2) != 0) {
     ThrowRangeError(env, "setCpuid: entries must be a multiple of 40 bytes (kvm_cpuid_entry2)");
@@ -198,9 +383,9 @@ Napi::Value Vcpu::SetCpuid(const Napi::CallbackInfo& info) {
   std::memcpy(bytes, &nent, sizeof nent);
   // SAFETY: storage holds the 8-byte header plus exactly entries.Length() bytes of entries.
   std::memcpy(bytes + kCpuid2HeaderSize, entries.Data(), entries.Length());
-  if (ioctl(fd_, kKvmSetCpuid2, bytes) < 0) {
+  if (ioctl(core.fd(), kKvmSetCpuid2, bytes) < 0) {
     ThrowSyscallError(env, "ioctl", "KVM_SET_CPUID2", errno,
-                      {ErrorArg::Num("vcpu", index_, "vcpu"), ErrorArg::Num("nent", nent, "nent")});
+                      {ErrorArg::Num("vcpu", core.index(), "vcpu"), ErrorArg::Num("nent", nent, "nent")});
   }
   return env.Undefined();
 }
@@ -211,37 +396,30 @@ Napi::Value Vcpu::SetGuestDebug(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value Vcpu::SetSyncRegs(const Napi::CallbackInfo& info) {
-  int64_t mask = ArgInt(info, 0, "mask");
-  if (mask < 0) ThrowRangeError(info.Env(), "setSyncRegs: mask must not be negative");
-  sync_regs_.store(static_cast<uint64_t>(mask), std::memory_order_relaxed);
-  return info.Env().Undefined();
-}
-
 Napi::Value Vcpu::GetMpState(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  RequireStill(env, "getMpState");
+  VcpuCore& core = RequireStill(env, "getMpState");
   kvm_mp_state state{};
-  if (ioctl(fd_, KVM_GET_MP_STATE, &state) < 0) {
-    ThrowSyscallError(env, "ioctl", "KVM_GET_MP_STATE", errno, {ErrorArg::Num("vcpu", index_, "vcpu")});
+  if (ioctl(core.fd(), KVM_GET_MP_STATE, &state) < 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_GET_MP_STATE", errno, {ErrorArg::Num("vcpu", core.index(), "vcpu")});
   }
   return Napi::Number::New(env, state.mp_state);
 }
 
 Napi::Value Vcpu::SetMpState(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  RequireStill(env, "setMpState");
+  VcpuCore& core = RequireStill(env, "setMpState");
   kvm_mp_state state{ArgUint32(info, 0, "state")};
-  if (ioctl(fd_, KVM_SET_MP_STATE, &state) < 0) {
+  if (ioctl(core.fd(), KVM_SET_MP_STATE, &state) < 0) {
     ThrowSyscallError(env, "ioctl", "KVM_SET_MP_STATE", errno,
-                      {ErrorArg::Num("vcpu", index_, "vcpu"), ErrorArg::Num("state", state.mp_state, "state")});
+                      {ErrorArg::Num("vcpu", core.index(), "vcpu"), ErrorArg::Num("state", state.mp_state, "state")});
   }
   return env.Undefined();
 }
 
 Napi::Value Vcpu::SetMsrs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  RequireStill(env, "setMsrs");
+  VcpuCore& core = RequireStill(env, "setMsrs");
   if (!info[0].IsArray()) ThrowTypeError(env, "setMsrs: msrs must be an array of {index, value}");
   Napi::Array a = info[0].As<Napi::Array>();
   // struct kvm_msrs as raw bytes (u32 nmsrs, u32 pad, then 16-byte kvm_msr_entry), for the same
@@ -259,290 +437,85 @@ Napi::Value Vcpu::SetMsrs(const Napi::CallbackInfo& info) {
     storage[2 + 2 * i] = BigUint64Of(env, e.As<Napi::Object>().Get("value"), "msrs[].value");
   }
   // KVM_SET_MSRS returns how many entries it set; it stops at the first it refuses.
-  int rc = ioctl(fd_, kKvmSetMsrs, bytes);
+  int rc = ioctl(core.fd(), kKvmSetMsrs, bytes);
   if (rc < 0) {
     ThrowSyscallError(env, "ioctl", "KVM_SET_MSRS", errno,
-                      {ErrorArg::Num("vcpu", index_, "vcpu"), ErrorArg::Num("nmsrs", nmsrs, "nmsrs")});
+                      {ErrorArg::Num("vcpu", core.index(), "vcpu"), ErrorArg::Num("nmsrs", nmsrs, "nmsrs")});
   }
   return Napi::Number::New(env, rc);
 }
 
+Napi::Value Vcpu::SetSyncRegs(const Napi::CallbackInfo& info) {
+  VcpuCore& core = Require(info.Env(), "setSyncRegs");
+  int64_t mask = ArgInt(info, 0, "mask");
+  if (mask < 0) ThrowRangeError(info.Env(), "setSyncRegs: mask must not be negative");
+  core.sync_regs.store(static_cast<uint64_t>(mask), std::memory_order_relaxed);
+  return info.Env().Undefined();
+}
+
+Napi::Value Vcpu::SetFastPorts(const Napi::CallbackInfo& info) {
+  Require(info.Env(), "setFastPorts").vm().StoreFastPorts(ParseFastPorts(info.Env(), info[0]));
+  return info.Env().Undefined();
+}
+
+Napi::Value Vcpu::IrqLine(const Napi::CallbackInfo& info) {
+  IrqLineOf(info, Require(info.Env(), "irqLine").vm());
+  return info.Env().Undefined();
+}
+
 Napi::Value Vcpu::Stats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  VcpuCore& core = Require(env, "stats");
   Napi::Object o = Napi::Object::New(env);
-  o.Set("runs", Napi::Number::New(env, static_cast<double>(runs_.load(std::memory_order_relaxed))));
-  o.Set("nativeExits",
-        Napi::Number::New(env, static_cast<double>(native_exits_.load(std::memory_order_relaxed))));
-  o.Set("events", Napi::Number::New(env, static_cast<double>(events_.load(std::memory_order_relaxed))));
+  o.Set("runs", Napi::Number::New(env, static_cast<double>(core.runs.load(std::memory_order_relaxed))));
+  o.Set("nativeExits", Napi::Number::New(env, static_cast<double>(core.native_exits.load(std::memory_order_relaxed))));
+  o.Set("exits", Napi::Number::New(env, static_cast<double>(core.exits.load(std::memory_order_relaxed))));
   return o;
 }
 
-// ---- thread control (JS thread) ---------------------------------------------------------------
+// ---- the run protocol -------------------------------------------------------------------------
 
-void Vcpu::SetImmediateExit(uint8_t value) {
-  // SAFETY: run_ is mapped for the object's lifetime (see constructor). immediate_exit is the one
-  // kvm_run byte written while the thread may be inside KVM_RUN: that is its purpose (the kernel
-  // reads it on entry), and the atomic store keeps the compiler from tearing or deferring it.
-  __atomic_store_n(&run_->immediate_exit, value, __ATOMIC_SEQ_CST);
-}
-
-Napi::Value Vcpu::Start(const Napi::CallbackInfo& info) {
+Napi::Value Vcpu::Run(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (fd_ < 0) ThrowStateError(env, "ERR_TSVMM_CLOSED", "Vcpu.start(): the vCPU is closed");
-  if (thread_.joinable()) ThrowStateError(env, "ERR_TSVMM_VCPU_STARTED", "Vcpu.start(): already started");
-  if (!info[0].IsFunction()) ThrowTypeError(env, "Vcpu.start(onEvent): onEvent must be a function");
-
-  auto* session = new VcpuSession();
-  session->vcpu = this;
-  try {
-    tsfn_ = VcpuEventTsfn::New(
-        env, info[0].As<Napi::Function>(), "tsvmm.vcpu", 0 /* unbounded: never blocks T */, 1,
-        session, [](Napi::Env, void*, VcpuSession* s) { delete s; }, static_cast<void*>(nullptr));
-  } catch (...) {
-    delete session;
-    throw;
+  // The runner keeps the core alive for the whole call, even if another thread closes its Vcpu.
+  std::shared_ptr<VcpuCore> core = core_;
+  if (!core) ThrowStateError(env, "ERR_TSVMM_CLOSED", "Vcpu.run(): the vCPU is closed");
+  int failure = 0;
+  int rc = core->Run(&failure);
+  if (failure != 0) {
+    ThrowSyscallError(env, "ioctl", "KVM_RUN", failure, {ErrorArg::Num("vcpu", core->index(), "vcpu")});
   }
-  session_ = session;
-
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    parked_ = false;
-    resume_requested_ = false;
-    pause_requested_ = false;
-    stop_requested_.store(false);
-  }
-  // A previous stop() left immediate_exit set; JS may also have written the byte.
-  SetImmediateExit(0);
-
-  KickSignal();  // the handler must exist before the thread can be kicked
-  // The thread starts with every signal blocked (process signals belong to the JS thread and would
-  // only cause spurious EINTRs) and unblocks the kick signal itself.
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  try {
-    // SAFETY: the thread uses `this`; every path that destroys the object (close(), stop(), the
-    // finalizer, the destructor, the environment cleanup hook) joins it first.
-    thread_ = std::thread(&Vcpu::ThreadMain, this);
-  } catch (...) {
-    pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    tsfn_.Release();
-    session_ = nullptr;
-    throw;
-  }
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  thread_handle_ = thread_.native_handle();
-
-  // Registered after the TSFN, so at environment teardown it runs before the TSFN's own cleanup
-  // (hooks run in reverse order): the thread is joined while the TSFN still exists.
-  napi_add_env_cleanup_hook(env_, CleanupHook, this);
-  cleanup_hook_ = true;
-  return env.Undefined();
+  return Napi::Number::New(env, rc);
 }
 
-Napi::Value Vcpu::Resume(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  // resume() answers exactly one event that JavaScript has seen. (Checking only `parked_` would
-  // let a second resume() answer the next event before it is delivered.)
-  if (!awaiting_resume_) {
-    ThrowStateError(env, "ERR_TSVMM_VCPU_NOT_PARKED",
-                    "Vcpu.resume(): no event is waiting for an answer (resume() answers exactly one "
-                    "delivered event)");
-  }
-  awaiting_resume_ = false;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    resume_requested_ = true;  // the thread is parked: it parked before queueing the event
-  }
-  cv_.notify_all();
-  return env.Undefined();
+static int64_t TimeoutArg(const Napi::CallbackInfo& info, const char* what) {
+  if (info.Length() == 0 || info[0].IsUndefined()) return 1000;
+  int64_t ms = ArgInt(info, 0, "timeoutMs");
+  if (ms < 0) ThrowRangeError(info.Env(), std::string(what) + ": timeoutMs must not be negative");
+  return ms;
 }
 
-Napi::Value Vcpu::Kick(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(mu_);
-  // Only a thread that is in KVM_RUN or about to enter it is kicked (a resumed thread that has not
-  // left Park() yet counts as about to enter). Kicking a parked, stopped or already kicked vCPU
-  // is a no-op.
-  if (!thread_.joinable() || stop_requested_.load() || pause_requested_) return info.Env().Undefined();
-  if (parked_ && !resume_requested_) return info.Env().Undefined();
-  pause_requested_ = true;
-  // immediate_exit covers the window where T is between its checks and the ioctl; the signal
-  // gets it out of a guest that is running (or spinning) inside KVM_RUN.
-  SetImmediateExit(1);
-  pthread_kill(thread_handle_, KickSignal());
+Napi::Value Vcpu::Pause(const Napi::CallbackInfo& info) {
+  VcpuCore& core = Require(info.Env(), "pause");
+  return Napi::Boolean::New(info.Env(), core.Pause(TimeoutArg(info, "pause")));
+}
+
+Napi::Value Vcpu::Unpause(const Napi::CallbackInfo& info) {
+  Require(info.Env(), "unpause").Unpause();
   return info.Env().Undefined();
-}
-
-void Vcpu::StopThread() {
-  if (!thread_.joinable()) return;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_requested_.store(true);
-    if (run_ != nullptr) SetImmediateExit(1);
-    // SAFETY: the thread is joinable (not yet joined), so its pthread_t is valid even if it has
-    // already returned; glibc's pthread_kill handles an exited, unjoined thread.
-    if (!parked_) pthread_kill(thread_handle_, KickSignal());
-  }
-  cv_.notify_all();
-  // T never blocks on J: NonBlockingCall with an unbounded queue, and Park() waits on cv_ only.
-  thread_.join();
-  // Events still queued belong to this session and are dropped by CallJsVcpuEvent.
-  if (session_ != nullptr) session_->stopped = true;
-  awaiting_resume_ = false;
-  session_ = nullptr;
-  tsfn_.Release();  // the TSFN (and so the process's event loop) can go now
-  if (cleanup_hook_) {
-    cleanup_hook_ = false;
-    napi_remove_env_cleanup_hook(env_, CleanupHook, this);
-  }
-}
-
-void Vcpu::CleanupHook(void* arg) {
-  // Environment teardown (e.g. a worker terminated with vCPUs running): the hook is being removed
-  // by its caller, so do not remove it again.
-  auto* self = static_cast<Vcpu*>(arg);
-  self->cleanup_hook_ = false;
-  self->StopThread();
 }
 
 Napi::Value Vcpu::Stop(const Napi::CallbackInfo& info) {
-  StopThread();
-  return info.Env().Undefined();
+  int64_t timeout_ms = TimeoutArg(info, "stop");
+  return Napi::Boolean::New(info.Env(), core_ ? core_->Stop(timeout_ms) : true);
 }
 
 Napi::Value Vcpu::Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  StopThread();
-  run_buffer_.Detach(env);  // before munmap: no JS view can reach the page afterwards
-  if (run_ != nullptr) {
-    munmap(run_, run_size_);
-    run_ = nullptr;
-  }
-  if (fd_ >= 0) {
-    ::close(fd_);
-    fd_ = -1;
-  }
+  if (core_) core_->Stop(1000);
+  run_buffer_.Detach(env);  // no JS view of this thread can reach the page afterwards
+  core_.reset();            // the last owner unmaps and closes
   return env.Undefined();
-}
-
-// ---- the vCPU thread --------------------------------------------------------------------------
-
-bool Vcpu::HandleFastIo(const FastPortTable& ports) {
-  const auto& io = run_->io;
-  // SAFETY: the kernel puts the data inside the vCPU mapping (data_offset is a page of it); the
-  // bounds check keeps a bogus offset from sending us outside the mapping anyway.
-  if (io.data_offset > run_size_ || io.count > run_size_ - io.data_offset) return false;
-  uint8_t* data = reinterpret_cast<uint8_t*>(run_) + io.data_offset;
-  if (io.direction == KVM_EXIT_IO_OUT) {
-    if (ports.console_out >= 0 && io.port == ports.console_out) {
-      vm_->AppendConsole(data, io.count);
-      return true;
-    }
-    return false;
-  }
-  uint8_t value;
-  if (io.direction == KVM_EXIT_IO_IN && ports.Read(io.port, &value)) {
-    std::memset(data, value, io.count);
-    return true;
-  }
-  return false;
-}
-
-bool Vcpu::Park(std::unique_lock<std::mutex>& lock, VcpuEvent* event) {
-  parked_ = true;
-  resume_requested_ = false;
-  // SAFETY: tsfn_ is valid while the thread runs: J releases it only after join. NonBlockingCall
-  // on an unbounded queue never blocks, so holding mu_ here cannot deadlock with J.
-  events_.fetch_add(1, std::memory_order_relaxed);  // before the call: JS may look at once
-  napi_status status = tsfn_.NonBlockingCall(event);
-  if (status != napi_ok) {
-    // napi_closing: the environment is being torn down. Nobody will resume us; end the thread.
-    events_.fetch_sub(1, std::memory_order_relaxed);
-    delete event;
-    parked_ = false;
-    return false;
-  }
-  cv_.wait(lock, [this] { return resume_requested_ || stop_requested_.load(); });
-  parked_ = false;
-  resume_requested_ = false;
-  return !stop_requested_.load();
-}
-
-void Vcpu::ThreadMain() {
-  // Only the kick signal reaches this thread (it was created with all signals blocked), plus the
-  // synchronous fault signals, so a crash here is reported like anywhere else.
-  sigset_t unblock;
-  sigemptyset(&unblock);
-  sigaddset(&unblock, KickSignal());
-  for (int s : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT}) sigaddset(&unblock, s);
-  pthread_sigmask(SIG_UNBLOCK, &unblock, nullptr);
-
-  std::shared_ptr<const FastPortTable> ports;
-  uint64_t ports_version = 0;  // versions start at 1: the first fast exit loads the table
-
-  for (;;) {
-    if (stop_requested_.load(std::memory_order_acquire)) return;
-    // SAFETY (this whole loop): run_ is mapped until after join; only this thread touches kvm_run
-    // outside immediate_exit, except while parked, when only JS does.
-    run_->kvm_valid_regs = sync_regs_.load(std::memory_order_relaxed);
-    int rc = ioctl(fd_, KVM_RUN, 0);
-    int err = rc < 0 ? errno : 0;
-    runs_.fetch_add(1, std::memory_order_relaxed);
-
-    // A vCPU waiting for INIT/SIPI (KVM_MP_STATE_UNINITIALIZED, in-kernel APIC) blocks inside
-    // KVM_RUN and returns EAGAIN once an APIC event woke it: enter again.
-    if (rc < 0 && err == EAGAIN) continue;
-    if (rc < 0 && err == EINTR) {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (stop_requested_.load()) return;
-      // Neither a kick nor JS's own immediate_exit (set while parked, e.g. to complete an exit
-      // without running the guest): a stray signal, or a kick an exit already answered. Retry.
-      if (!pause_requested_ && __atomic_load_n(&run_->immediate_exit, __ATOMIC_SEQ_CST) == 0) continue;
-      pause_requested_ = false;
-      SetImmediateExit(0);
-      if (!Park(lock, new VcpuEvent{VcpuEvent::Kind::kPaused, 0, {}})) return;
-      continue;
-    }
-
-    auto* event = new VcpuEvent();
-    if (rc < 0) {
-      if ((err == EFAULT || err == EHWPOISON) && run_->exit_reason == KVM_EXIT_MEMORY_FAULT) {
-        // The one exit that comes with -1 (KVM_CAP_MEMORY_FAULT_INFO): run->memory_fault is valid.
-        event->kind = VcpuEvent::Kind::kExit;
-        event->err = err;
-      } else {
-        // Any other errno: exit_reason is stale.
-        event->kind = VcpuEvent::Kind::kError;
-        event->failure = SyscallFailure{"ioctl", "KVM_RUN", err, {ErrorArg::Num("vcpu", index_, "vcpu")}};
-      }
-    } else {
-      if (run_->exit_reason == KVM_EXIT_IO && run_->io.size == 1) {
-        if (vm_->fast_ports_version() != ports_version) {
-          auto loaded = vm_->LoadFastPorts();
-          ports = std::move(loaded.first);
-          ports_version = loaded.second;
-        }
-        if (HandleFastIo(*ports)) {
-          native_exits_.fetch_add(1, std::memory_order_relaxed);
-          delete event;
-          continue;
-        }
-      }
-      event->kind = VcpuEvent::Kind::kExit;
-      event->err = 0;
-    }
-
-    std::unique_lock<std::mutex> lock(mu_);
-    if (stop_requested_.load()) {
-      delete event;
-      return;
-    }
-    // A kick that raced with this exit is answered by the exit: the vCPU is outside KVM_RUN and
-    // parked either way. Its signal, if still pending, only causes one retried EINTR later.
-    pause_requested_ = false;
-    SetImmediateExit(0);
-    if (!Park(lock, event)) return;
-  }
 }
 
 }  // namespace tsvmm

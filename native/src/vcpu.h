@@ -1,12 +1,17 @@
-// Vcpu: a KVM vCPU fd, its kvm_run mapping, and the std::thread that runs KVM_RUN.
+// Vcpu: a KVM vCPU fd and its kvm_run mapping, run by whichever thread calls runUntilExit().
 //
-// Thread protocol (the vCPU thread "T" and the JS thread "J"):
-//   - T loops on KVM_RUN. Console OUTs and constant INs on the fast ports are answered in T.
-//   - Any other exit, a honoured kick ("paused") or a failure ("error") becomes an event: T marks
-//     itself parked, queues the event on its ThreadSafeFunction and waits on a condition variable.
-//     While parked T does not touch kvm_run; J may read and write `run` and issue vCPU ioctls.
-//   - resume() wakes T, which re-enters KVM_RUN; stop() wakes or kicks T and joins it.
-//   - kick() makes a T that is inside KVM_RUN leave it: pause flag + immediate_exit + a signal.
+// Run protocol (the "runner" R is the thread that calls runUntilExit(), a worker_thread in tsvmm; any
+// other thread "O" may pause, stop and inspect):
+//   - R calls runUntilExit(): KVM_RUN in R itself, re-entered after every exit answered natively (console
+//     OUTs, constant INs of the fast ports); it returns the first exit that needs policy. While R
+//     handles that exit in JavaScript it is outside KVM_RUN; its next call re-enters.
+//   - pause() (O): R leaves KVM_RUN (immediate_exit + signal) if it is inside, and does not enter
+//     it again until every pause() is undone by unpause(). pause() returns once R is outside
+//     KVM_RUN; a paused vCPU's registers may be read and written from O.
+//   - stop() (any thread): runUntilExit() returns kRunStopped now (kicking R out of KVM_RUN) and ever
+//     after; like pause() it waits for R to be outside KVM_RUN.
+//   - One VcpuCore is shared by the Vcpu objects of every thread that opened it (Vm.createVcpu
+//     in one, addon.openVcpu(handle) in the others); the mapping and fd go with the last one.
 #pragma once
 
 #include <napi.h>
@@ -17,59 +22,112 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <thread>
 
-#include "errors.h"
 #include "kvm_uapi.h"
 #include "mapped_file.h"
 #include "vm.h"
 
 namespace tsvmm {
 
-// An event on its way from a vCPU thread to JavaScript.
-struct VcpuEvent {
-  enum class Kind { kExit, kPaused, kError };
-  Kind kind = Kind::kExit;
-  int err = 0;              // kExit: 0, or EFAULT/EHWPOISON for KVM_EXIT_MEMORY_FAULT
-  SyscallFailure failure;   // kError
+// What run() returns besides an exit (an exit returns 0, or EFAULT/EHWPOISON for a
+// KVM_EXIT_MEMORY_FAULT that came with -1).
+constexpr int kRunStopped = -1;      // stop() was called
+constexpr int kRunInterrupted = -2;  // KVM_RUN returned EINTR for JS's own immediate_exit
+
+// The thread-independent part of a vCPU: fd, kvm_run, and the state of the run protocol.
+class VcpuCore {
+ public:
+  VcpuCore(int fd, uint32_t index, void* run, size_t run_size, std::shared_ptr<VmShared> vm);
+  ~VcpuCore();  // munmap + close: every Vcpu object (and its `run` view) is gone by then
+  VcpuCore(const VcpuCore&) = delete;
+  VcpuCore& operator=(const VcpuCore&) = delete;
+
+  int fd() const { return fd_; }
+  uint32_t index() const { return index_; }
+  kvm_run* run() const { return run_; }
+  size_t run_size() const { return run_size_; }
+  VmShared& vm() const { return *vm_; }
+  uint64_t handle() const { return handle_; }
+
+  // R: KVM_RUN until an exit needs policy. Returns 0/EFAULT/EHWPOISON (an exit),
+  // kRunStopped or kRunInterrupted; any other KVM_RUN failure is returned as *failure_errno.
+  int Run(int* failure_errno);
+  // O: see the protocol above. Pause waits at most timeout_ms for R to leave KVM_RUN (false: it
+  // has not yet; the pause still counts and must be undone).
+  bool Pause(int64_t timeout_ms);
+  void Unpause();
+  // Like Pause, but for good: R's run() returns kRunStopped from now on.
+  bool Stop(int64_t timeout_ms);
+  // Whether a vCPU ioctl from the calling thread would wait for KVM_RUN (or race with R's next).
+  bool MayBeRunning();
+
+  std::atomic<uint64_t> sync_regs{0};
+  std::atomic<uint64_t> runs{0};
+  std::atomic<uint64_t> native_exits{0};
+  std::atomic<uint64_t> exits{0};
+
+  // The core of an open handle, or null (addon.openVcpu).
+  static std::shared_ptr<VcpuCore> Find(uint64_t handle);
+  static void Register(const std::shared_ptr<VcpuCore>& core);
+  // Stop every vCPU of the process without waiting (process exit: Node joins worker threads,
+  // which must not be inside KVM_RUN then).
+  static void StopAll();
+
+ private:
+  bool HandleFastIo();
+  void Kick();  // with mu_ held, R inside KVM_RUN
+
+  const int fd_;
+  const uint32_t index_;
+  kvm_run* const run_;
+  const size_t run_size_;
+  const std::shared_ptr<VmShared> vm_;
+  uint64_t handle_ = 0;
+
+  // R only: its copy of the fast-port table
+  std::shared_ptr<const FastPortTable> ports_;
+  uint64_t ports_version_ = 0;  // versions start at 1: the first fast exit loads the table
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  // Guarded by mu_:
+  bool in_kvm_run_ = false;  // R is inside KVM_RUN (or about to enter it)
+  bool has_runner_ = false;  // some thread has called run() and not seen kRunStopped
+  pthread_t runner_{};       // valid while has_runner_
+  uint32_t pauses_ = 0;
+  bool kicked_ = false;      // immediate_exit was set by a pause/stop, not by JS
+  bool stopped_ = false;
 };
-
-class Vcpu;
-
-// One start()..stop() of a vCPU thread: the context of its ThreadSafeFunction. JS thread only.
-struct VcpuSession {
-  bool stopped = false;     // set by stop(): events still queued are dropped
-  Vcpu* vcpu = nullptr;     // valid while !stopped (stop() runs before the Vcpu goes away)
-};
-
-void CallJsVcpuEvent(Napi::Env env, Napi::Function callback, VcpuSession* session, VcpuEvent* event);
-using VcpuEventTsfn = Napi::TypedThreadSafeFunction<VcpuSession, VcpuEvent, CallJsVcpuEvent>;
 
 class Vcpu : public Napi::ObjectWrap<Vcpu> {
  public:
+  // Vm.createVcpu: a new core (ownership of fd and run moves to it; fd set to -1 once taken).
+  // addon.openVcpu: an existing core.
   struct InitArgs {
-    int fd;  // ownership of fd and run moves to the object (fd set to -1 once taken)
+    int fd;
     uint32_t index;
     void* run;
     size_t run_size;
     std::shared_ptr<VmShared> vm;
+    std::shared_ptr<VcpuCore> core;
   };
 
   static Napi::Function DefineClass(Napi::Env env);
   explicit Vcpu(const Napi::CallbackInfo& info);
-  ~Vcpu() override;
   void Finalize(Napi::Env env) override;
 
   // The kick signal (a real-time signal; see vcpu.cc). Installs its handler once per process.
   static int KickSignal();
 
-  // JS thread, from CallJsVcpuEvent: an event reached JavaScript; resume() may answer it.
-  void EventDelivered() { awaiting_resume_ = true; }
+  // addon.openVcpu(handle)
+  static Napi::Value Open(const Napi::CallbackInfo& info);
+  // addon.stopAllVcpus()
+  static Napi::Value StopAll(const Napi::CallbackInfo& info);
 
  private:
-  // ---- JS methods ----
   Napi::Value GetIndex(const Napi::CallbackInfo& info);
   Napi::Value GetFd(const Napi::CallbackInfo& info);
+  Napi::Value GetHandle(const Napi::CallbackInfo& info);
   Napi::Value GetRun(const Napi::CallbackInfo& info);
   Napi::Value GetRegs(const Napi::CallbackInfo& info);
   Napi::Value SetRegs(const Napi::CallbackInfo& info);
@@ -81,54 +139,23 @@ class Vcpu : public Napi::ObjectWrap<Vcpu> {
   Napi::Value GetMpState(const Napi::CallbackInfo& info);
   Napi::Value SetMpState(const Napi::CallbackInfo& info);
   Napi::Value SetMsrs(const Napi::CallbackInfo& info);
-  Napi::Value Start(const Napi::CallbackInfo& info);
-  Napi::Value Resume(const Napi::CallbackInfo& info);
-  Napi::Value Kick(const Napi::CallbackInfo& info);
+  Napi::Value SetFastPorts(const Napi::CallbackInfo& info);
+  Napi::Value IrqLine(const Napi::CallbackInfo& info);
+  Napi::Value Run(const Napi::CallbackInfo& info);
+  Napi::Value Pause(const Napi::CallbackInfo& info);
+  Napi::Value Unpause(const Napi::CallbackInfo& info);
   Napi::Value Stop(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
-  // vCPU ioctls from J block while T is inside KVM_RUN; refuse them unless T is parked or absent.
-  void RequireStill(Napi::Env env, const char* what);
+  VcpuCore& Require(Napi::Env env, const char* what);
+  // vCPU ioctls block while the vCPU is inside KVM_RUN; refuse them unless it cannot be.
+  VcpuCore& RequireStill(Napi::Env env, const char* what);
   Napi::Value GetStruct(Napi::Env env, unsigned long request, const char* name, size_t size);
   void SetStruct(const Napi::CallbackInfo& info, unsigned long request, const char* name, size_t size);
 
-  // ---- thread ----
-  void ThreadMain();
-  bool HandleFastIo(const FastPortTable& ports);
-  // Called by T with mu_ held: publish the event and wait for resume() (true) or stop() (false).
-  bool Park(std::unique_lock<std::mutex>& lock, VcpuEvent* event);
-  void SetImmediateExit(uint8_t value);
-  void StopThread();  // J: end and join T, release the TSFN; idempotent, never throws
-  static void CleanupHook(void* arg);
-
-  napi_env env_;
-  int fd_ = -1;
-  uint32_t index_ = 0;
-  kvm_run* run_ = nullptr;
-  size_t run_size_ = 0;
-  std::shared_ptr<VmShared> vm_;
+  std::shared_ptr<VcpuCore> core_;  // null once closed
   ExternalBuffer run_buffer_;
-
-  std::thread thread_;
-  pthread_t thread_handle_{};
-  VcpuEventTsfn tsfn_;               // J: valid while thread_ is joinable
-  VcpuSession* session_ = nullptr;   // J: owned by tsfn_ (deleted by its finalizer)
-  bool cleanup_hook_ = false;        // J
-  bool awaiting_resume_ = false;     // J: an event was delivered and resume() has not answered it
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  // Guarded by mu_:
-  bool parked_ = false;            // T waits in Park(); it does not touch kvm_run
-  bool resume_requested_ = false;
-  bool pause_requested_ = false;   // a kick is pending; immediate_exit is 1
-  std::atomic<bool> stop_requested_{false};  // written under mu_, also read by T without it
-
-  std::atomic<uint64_t> sync_regs_{0};
-  std::atomic<uint64_t> runs_{0};
-  std::atomic<uint64_t> native_exits_{0};
-  std::atomic<uint64_t> events_{0};
 };
 
 }  // namespace tsvmm

@@ -19,6 +19,20 @@ namespace tsvmm {
 
 // ============================== VmShared ========================================================
 
+VmShared::VmShared(int vm_fd) : vm_fd_(fcntl(vm_fd, F_DUPFD_CLOEXEC, 0)) {}
+
+VmShared::~VmShared() {
+  if (vm_fd_ >= 0) ::close(vm_fd_);
+}
+
+int VmShared::IrqLine(uint32_t irq, uint32_t level) const {
+  kvm_irq_level line;
+  std::memset(&line, 0, sizeof line);
+  line.irq = irq;
+  line.level = level;
+  return ioctl(vm_fd_, KVM_IRQ_LINE, &line) < 0 ? errno : 0;
+}
+
 std::pair<std::shared_ptr<const FastPortTable>, uint64_t> VmShared::LoadFastPorts() const {
   std::lock_guard<std::mutex> lock(ports_mu_);
   return {fast_ports_, fast_ports_version_.load(std::memory_order_relaxed)};
@@ -168,7 +182,7 @@ Vm::Vm(const Napi::CallbackInfo& info) : ObjectWrap<Vm>(info) {
   fd_ = args->fd;
   args->fd = -1;
   vcpu_mmap_size_ = args->vcpu_mmap_size;
-  shared_ = std::make_shared<VmShared>();
+  shared_ = std::make_shared<VmShared>(fd_);
 }
 
 Vm::~Vm() {
@@ -249,17 +263,19 @@ Napi::Value Vm::CreatePit2(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+void IrqLineOf(const Napi::CallbackInfo& info, const VmShared& vm) {
+  uint32_t irq = ArgUint32(info, 0, "irq");
+  uint32_t level = ArgUint32(info, 1, "level");
+  if (int err = vm.IrqLine(irq, level)) {
+    ThrowSyscallError(info.Env(), "ioctl", "KVM_IRQ_LINE", err,
+                      {ErrorArg::Num("irq", irq, "irq"), ErrorArg::Num("level", level, "level")});
+  }
+}
+
 Napi::Value Vm::IrqLine(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = RequireOpen(env, "irqLine");
-  kvm_irq_level line;
-  std::memset(&line, 0, sizeof line);
-  line.irq = ArgUint32(info, 0, "irq");
-  line.level = ArgUint32(info, 1, "level");
-  if (ioctl(fd, KVM_IRQ_LINE, &line) < 0) {
-    ThrowSyscallError(env, "ioctl", "KVM_IRQ_LINE", errno,
-                      {ErrorArg::Num("irq", line.irq, "irq"), ErrorArg::Num("level", line.level, "level")});
-  }
+  RequireOpen(env, "irqLine");
+  IrqLineOf(info, *shared_);
   return env.Undefined();
 }
 
@@ -415,9 +431,9 @@ Napi::Value Vm::CreateVcpu(const Napi::CallbackInfo& info) {
                       {ErrorArg::Num("fd", fd, "fd"), ErrorArg::Big("length", vcpu_mmap_size_, "length")});
   }
   // SAFETY: `run` is a fresh mapping of vcpu_mmap_size_ bytes; the Vcpu takes ownership of it
-  // and of fd (it unmaps and closes them after joining its thread). If construction fails
+  // and of fd (its core unmaps and closes them when the last Vcpu object of any thread is gone). If construction fails
   // before it took them (args.fd still >= 0), they are released here.
-  Vcpu::InitArgs args{fd, static_cast<uint32_t>(index), run, vcpu_mmap_size_, shared_};
+  Vcpu::InitArgs args{fd, static_cast<uint32_t>(index), run, vcpu_mmap_size_, shared_, nullptr};
   try {
     return GetAddonData(env).vcpu.New({Napi::External<Vcpu::InitArgs>::New(env, &args)});
   } catch (...) {
@@ -429,10 +445,9 @@ Napi::Value Vm::CreateVcpu(const Napi::CallbackInfo& info) {
   }
 }
 
-Napi::Value Vm::SetFastPorts(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsObject()) ThrowTypeError(env, "setFastPorts: ports must be an object");
-  Napi::Object o = info[0].As<Napi::Object>();
+std::shared_ptr<const FastPortTable> ParseFastPorts(Napi::Env env, Napi::Value ports) {
+  if (!ports.IsObject()) ThrowTypeError(env, "setFastPorts: ports must be an object");
+  Napi::Object o = ports.As<Napi::Object>();
   auto table = std::make_shared<FastPortTable>();
   int64_t console = IntOf(env, o.Get("consoleOut"), "consoleOut");
   if (console < -1 || console > 0xffff) ThrowRangeError(env, "consoleOut must be a port (0..65535) or -1");
@@ -451,8 +466,12 @@ Napi::Value Vm::SetFastPorts(const Napi::CallbackInfo& info) {
       table->reads.emplace_back(static_cast<uint16_t>(port), static_cast<uint8_t>(value));
     }
   }
-  shared_->StoreFastPorts(std::move(table));
-  return env.Undefined();
+  return table;
+}
+
+Napi::Value Vm::SetFastPorts(const Napi::CallbackInfo& info) {
+  shared_->StoreFastPorts(ParseFastPorts(info.Env(), info[0]));
+  return info.Env().Undefined();
 }
 
 Napi::Value Vm::OnConsole(const Napi::CallbackInfo& info) {

@@ -33,6 +33,9 @@ struct FastPortTable {
 
 class VmShared;
 
+// A FastPorts object of vmm/native.ts as a table; throws a JS TypeError/RangeError if malformed.
+std::shared_ptr<const FastPortTable> ParseFastPorts(Napi::Env env, Napi::Value ports);
+
 // Context of the console ThreadSafeFunction: keeps VmShared alive until the TSFN is finalized.
 struct ConsoleContext {
   std::shared_ptr<VmShared> vm;
@@ -45,6 +48,17 @@ using ConsoleTsfn = Napi::TypedThreadSafeFunction<ConsoleContext, void, CallJsCo
 // the console TSFN, so a vCPU thread never outlives it.
 class VmShared : public std::enable_shared_from_this<VmShared> {
  public:
+  // Takes a dup of the VM fd, for VM ioctls from any thread (the vCPU threads' UART IRQ line);
+  // closed with the last owner, so a vCPU thread never uses a closed fd.
+  explicit VmShared(int vm_fd);
+  ~VmShared();
+  VmShared(const VmShared&) = delete;
+  VmShared& operator=(const VmShared&) = delete;
+
+  // ---- interrupts (any thread) ----
+  // KVM_IRQ_LINE; returns 0 or the errno.
+  int IrqLine(uint32_t irq, uint32_t level) const;
+
   // ---- fast ports (any thread) ----
   // The table and its version. A vCPU thread keeps its copy and compares versions on each fast
   // exit: one atomic load on the hot path, the mutex only when the table changed.
@@ -76,6 +90,7 @@ class VmShared : public std::enable_shared_from_this<VmShared> {
   void PumpConsole(Napi::Env env);
 
  private:
+  const int vm_fd_;  // a dup, or -1 if dup failed (IrqLine then returns EBADF)
   mutable std::mutex ports_mu_;
   std::shared_ptr<const FastPortTable> fast_ports_ = std::make_shared<FastPortTable>();
   std::atomic<uint64_t> fast_ports_version_{1};
@@ -89,6 +104,9 @@ class VmShared : public std::enable_shared_from_this<VmShared> {
   Napi::FunctionReference console_callback_;  // JS thread only
   Napi::FunctionReference pump_tick_;         // JS thread only: the poll timer's function
 };
+
+// Vm.irqLine and Vcpu.irqLine: KVM_IRQ_LINE(irq, level) from the JS arguments; throws on failure.
+void IrqLineOf(const Napi::CallbackInfo& info, const VmShared& vm);
 
 class Vm : public Napi::ObjectWrap<Vm> {
  public:

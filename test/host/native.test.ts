@@ -7,7 +7,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as v8 from "node:v8";
 import * as vmModule from "node:vm";
-import { loadAddon, NativeKvm, NativeMappedFile, NativeSyscallError, NativeVcpu, NativeVm, VcpuEvent } from "../../vmm/native";
+import * as path from "node:path";
+import { Worker } from "node:worker_threads";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { loadAddon, NativeKvm, NativeMappedFile, NativeSyscallError, NativeVcpu, NativeVm, VcpuRunEnd } from "../../vmm/native";
 import { requireKvm } from "../support/host";
 
 const KVM_CAP_GUEST_MEMFD_FLAGS = 244;
@@ -47,33 +51,67 @@ class Run {
   }
 }
 
-/** Events of one vCPU as an awaitable queue. */
-class Events {
-  private readonly queue: VcpuEvent[] = [];
-  private waiter?: (e: VcpuEvent) => void;
-  readonly push = (e: VcpuEvent): void => {
-    if (this.waiter) {
-      const w = this.waiter;
-      this.waiter = undefined;
-      w(e);
-    } else this.queue.push(e);
-  };
-  next(ms = 5000): Promise<VcpuEvent> {
-    const e = this.queue.shift();
-    if (e) return Promise.resolve(e);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiter = undefined;
-        reject(new Error(`no vCPU event within ${ms} ms`));
-      }, ms);
-      this.waiter = (ev) => {
-        clearTimeout(timer);
-        resolve(ev);
-      };
+/**
+ * A worker thread that runs a vCPU the way tsvmm's vCPU threads do (openVcpu + runUntilExit).
+ * Each run() asks it for one runUntilExit() and resolves to what that returned.
+ */
+class Runner {
+  private readonly worker: Worker;
+  private readonly results: Array<number | string> = [];
+  private waiter?: () => void;
+  readonly exited: Promise<number>;
+  /** The worker has opened the vCPU */
+  readonly ready: Promise<void>;
+
+  constructor(handle: number) {
+    const code = `
+      const { parentPort, workerData } = require("node:worker_threads");
+      const cpu = require(workerData.native).loadAddon().openVcpu(workerData.handle);
+      parentPort.postMessage({ ready: true });
+      parentPort.on("message", (m) => {
+        if (m === "close") return parentPort.close();
+        try { parentPort.postMessage(cpu.runUntilExit()); } catch (e) { parentPort.postMessage(String(e.message)); }
+      });`;
+    this.worker = new Worker(code, { eval: true, workerData: { handle, native: path.join(__dirname, "..", "..", "vmm", "native.js") } });
+    this.ready = new Promise((resolve) => {
+      this.worker.on("message", (r: number | string | { ready: true }) => {
+        if (typeof r === "object") return resolve();
+        this.results.push(r);
+        this.waiter?.();
+      });
     });
+    this.exited = new Promise((resolve) => this.worker.on("exit", resolve));
   }
-  get pending(): number {
-    return this.queue.length;
+
+  /** Start one runUntilExit() in the worker, and give it time to enter KVM_RUN */
+  async start(): Promise<void> {
+    await this.ready;
+    this.worker.postMessage("run");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+
+  /** What the last started runUntilExit() returned */
+  async result(ms = 5000): Promise<number | string> {
+    const deadline = Date.now() + ms;
+    while (this.results.length === 0) {
+      if (Date.now() > deadline) throw new Error(`runUntilExit() did not return within ${ms} ms`);
+      await new Promise<void>((r) => {
+        this.waiter = r;
+        setTimeout(r, 20);
+      });
+    }
+    return this.results.shift()!;
+  }
+
+  async run(ms?: number): Promise<number | string> {
+    await this.start();
+    return this.result(ms);
+  }
+
+  /** End the worker; stop() its vCPU first if it may be inside runUntilExit() */
+  async close(): Promise<void> {
+    this.worker.postMessage("close");
+    await this.exited;
   }
 }
 
@@ -84,7 +122,6 @@ interface Guest {
   mem: Uint8Array;
   cpu: NativeVcpu;
   run: Run;
-  events: Events;
   console: Buffer[];
   backing: "guest_memfd" | "memfd";
   close(): void;
@@ -141,9 +178,8 @@ function makeGuest(code: number[], consoleOut = 0x3f8, reads: Array<{ port: numb
   vm.setFastPorts({ consoleOut, reads });
   const consoleChunks: Buffer[] = [];
   vm.onConsole((bytes) => consoleChunks.push(bytes));
-  const events = new Events();
   return {
-    kvm, vm, ram, mem, cpu, run: new Run(cpu.run), events, console: consoleChunks, backing,
+    kvm, vm, ram, mem, cpu, run: new Run(cpu.run), console: consoleChunks, backing,
     close() {
       cpu.close();
       vm.close();
@@ -151,16 +187,6 @@ function makeGuest(code: number[], consoleOut = 0x3f8, reads: Array<{ port: numb
       kvm.close();
     },
   };
-}
-
-/** Polls `cond` until it holds or 5 s pass: a loaded machine may take long to schedule a vCPU thread. */
-async function eventually(cond: () => boolean, limitMs = 5000): Promise<boolean> {
-  const end = Date.now() + limitMs;
-  while (!cond()) {
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return true;
 }
 
 function isSyscallError(e: unknown): e is NativeSyscallError {
@@ -176,40 +202,35 @@ const inAlDx = [0xec];
 const hlt = [0xf4];
 const jmpSelf = [0xeb, 0xfe];
 
-test("console fast path: 1000 single-byte OUTs arrive natively, exactly and in order; HLT reaches JS", { timeout: 10000 }, async (t) => {
+test("console fast path: 1000 single-byte OUTs are answered natively, exactly and in order; HLT is returned", { timeout: 10000 }, async (t) => {
   if (!requireKvm(t)) return;
   // mov cx,1000; mov dx,0x3f8; xor bx,bx; l: mov al,bl; out dx,al; inc bl; loop l; hlt
   const g = makeGuest([...movCx(1000), ...movDx(0x3f8), 0x31, 0xdb, 0x88, 0xd8, ...outDxAl, 0xfe, 0xc3, 0xe2, 0xf9, ...hlt]);
   try {
-    g.cpu.start(g.events.push);
-    const e = await g.events.next();
-    assert.deepEqual(e, { kind: "exit", errno: 0 });
+    // A guest that ends at once may run on the test's own thread (runUntilExit blocks it).
+    assert.equal(g.cpu.runUntilExit(), 0);
     assert.equal(g.run.exitReason, KVM_EXIT_HLT);
     await new Promise((r) => setImmediate(r)); // let a queued console delivery run
     const bytes = Buffer.concat([...g.console, g.vm.drainConsole()]);
     assert.equal(bytes.length, 1000);
     for (let i = 0; i < 1000; i++) assert.equal(bytes[i], i & 0xff, `byte ${i}`);
     assert.ok(g.console.length >= 1, "delivered through onConsole");
-    const stats = g.cpu.stats();
-    assert.equal(stats.nativeExits, 1000);
-    assert.equal(stats.events, 1);
-    assert.equal(stats.runs, 1001);
+    assert.deepEqual(g.cpu.stats(), { runs: 1001, nativeExits: 1000, exits: 1 });
     t.diagnostic(`RAM backing: ${g.backing}; console delivered in ${g.console.length} batch(es)`);
   } finally {
     g.close();
   }
 });
 
-test("fast-port reads are answered natively; a non-fast OUT reaches JS with port and data in run; resume continues", { timeout: 10000 }, async (t) => {
+test("fast-port reads are answered natively; a non-fast OUT is returned with port and data in run", { timeout: 10000 }, async (t) => {
   if (!requireKvm(t)) return;
   // mov dx,0x71; in al,dx; mov dx,0x501; out dx,al; mov al,0x99; out dx,al; hlt
   const code = [...movDx(0x71), ...inAlDx, ...movDx(0x501), ...outDxAl, ...movAl(0x99), ...outDxAl, ...hlt];
   const g = makeGuest(code, 0x3f8, [{ port: 0x71, value: 0x42 }]);
   try {
-    g.cpu.start(g.events.push);
     const values: number[] = [];
     for (let i = 0; i < 2; i++) {
-      assert.deepEqual(await g.events.next(), { kind: "exit", errno: 0 });
+      assert.equal(g.cpu.runUntilExit(), 0);
       assert.equal(g.run.exitReason, KVM_EXIT_IO);
       const io = g.run.io;
       assert.equal(io.direction, KVM_EXIT_IO_OUT);
@@ -217,11 +238,9 @@ test("fast-port reads are answered natively; a non-fast OUT reaches JS with port
       assert.equal(io.port, 0x501);
       assert.equal(io.count, 1);
       values.push(g.run.byte(io.dataOffset));
-      g.cpu.resume();
-      if (i === 0) assert.throws(() => g.cpu.resume(), { code: "ERR_TSVMM_VCPU_NOT_PARKED" }, "one resume per event");
     }
     assert.deepEqual(values, [0x42, 0x99]);
-    assert.deepEqual(await g.events.next(), { kind: "exit", errno: 0 });
+    assert.equal(g.cpu.runUntilExit(), 0);
     assert.equal(g.run.exitReason, KVM_EXIT_HLT);
     assert.equal(g.cpu.stats().nativeExits, 1); // the IN
   } finally {
@@ -229,20 +248,18 @@ test("fast-port reads are answered natively; a non-fast OUT reaches JS with port
   }
 });
 
-test("a non-fast IN is answered by JS writing run's data page before resume", { timeout: 10000 }, async (t) => {
+test("a non-fast IN is answered by JS writing run's data page before the next entry", { timeout: 10000 }, async (t) => {
   if (!requireKvm(t)) return;
   // mov dx,0x600; in al,dx; mov dx,0x3f8; out dx,al; hlt
   const g = makeGuest([...movDx(0x600), ...inAlDx, ...movDx(0x3f8), ...outDxAl, ...hlt]);
   try {
-    g.cpu.start(g.events.push);
-    await g.events.next();
+    g.cpu.runUntilExit();
     const io = g.run.io;
     assert.equal(g.run.exitReason, KVM_EXIT_IO);
     assert.equal(io.direction, KVM_EXIT_IO_IN);
     assert.equal(io.port, 0x600);
     g.run.setByte(io.dataOffset, 0x5a);
-    g.cpu.resume();
-    await g.events.next();
+    g.cpu.runUntilExit();
     assert.equal(g.run.exitReason, KVM_EXIT_HLT);
     assert.deepEqual([...g.vm.drainConsole(), ...Buffer.concat(g.console)], [0x5a]);
   } finally {
@@ -250,123 +267,194 @@ test("a non-fast IN is answered by JS writing run's data page before resume", { 
   }
 });
 
-test("kick() brings a spinning guest out of KVM_RUN as 'paused'; kicking a parked vCPU is a no-op", { timeout: 10000 }, async (t) => {
+test("pause() from another thread brings a spinning guest out of KVM_RUN and keeps it out until unpause()", { timeout: 10000 }, async (t) => {
   if (!requireKvm(t)) return;
   const g = makeGuest(jmpSelf);
+  const runner = new Runner(g.cpu.handle);
   try {
-    g.cpu.start(g.events.push);
-    await new Promise((r) => setTimeout(r, 50)); // well inside the spin
+    await runner.start(); // well inside the spin
     assert.throws(() => g.cpu.getRegs(), { code: "ERR_TSVMM_VCPU_RUNNING" });
-    g.cpu.kick();
-    // No speed assertion (the bench measures kicks): only that the kick is honoured.
-    assert.deepEqual(await g.events.next(5000), { kind: "paused" });
-    // Parked: registers are readable and the guest is where it spun.
-    const regs = g.cpu.getRegs();
-    assert.equal(regs.readBigUInt64LE(128), BigInt(CODE_GPA));
-    g.cpu.kick(); // no-op while parked
+    const t0 = performance.now();
+    assert.equal(g.cpu.pause(), true);
+    const ms = performance.now() - t0;
+    // Paused: registers are readable and the guest is where it spun; runUntilExit() has not returned.
+    assert.equal(g.cpu.getRegs().readBigUInt64LE(128), BigInt(CODE_GPA));
+    const runs = g.cpu.stats().runs;
+    assert.equal(g.cpu.pause(), true, "pauses nest");
+    g.cpu.unpause();
     await new Promise((r) => setTimeout(r, 50));
-    assert.equal(g.events.pending, 0);
-    // Resume, spin again, kick again.
-    g.cpu.resume();
-    await new Promise((r) => setTimeout(r, 20));
-    g.cpu.kick();
-    assert.deepEqual(await g.events.next(5000), { kind: "paused" });
-    const s = g.cpu.stats();
-    assert.equal(s.events, 2);
-    assert.equal(s.nativeExits, 0);
+    assert.equal(g.cpu.stats().runs, runs, "still paused: one unpause() per pause()");
+    g.cpu.unpause();
+    // A loaded machine may take long to schedule the vCPU thread back into KVM_RUN: retry the
+    // pause until it finds the thread re-entered (runs counts KVM_RUN returns), for up to 5 s.
+    let reentered = false;
+    for (let i = 0; i < 100 && !reentered; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      assert.throws(() => g.cpu.getRegs(), { code: "ERR_TSVMM_VCPU_RUNNING" }, "spinning again");
+      assert.equal(g.cpu.pause(), true);
+      reentered = g.cpu.stats().runs > runs;
+      if (!reentered) g.cpu.unpause();
+    }
+    assert.ok(reentered, "re-entered after the last unpause()");
+    g.cpu.unpause();
+    assert.equal(g.cpu.stop(), true);
+    assert.equal(await runner.result(), VcpuRunEnd.STOPPED);
+    assert.deepEqual({ ...g.cpu.stats(), runs: 0 }, { runs: 0, nativeExits: 0, exits: 0 }, "kicks are no exits");
+    t.diagnostic(`first pause() returned after ${ms.toFixed(3)} ms`);
   } finally {
+    g.cpu.stop();
+    await runner.close();
     g.close();
   }
 });
 
-test("JS setting immediate_exit while parked makes the next entry report 'paused'", { timeout: 10000 }, async (t) => {
+test("pausing two vCPUs that spin on two threads brings both out (what a quiesce or a debugger stop does)", { timeout: 10000 }, async (t) => {
+  if (!requireKvm(t)) return;
+  const g = makeGuest(jmpSelf);
+  const second = g.vm.createVcpu(1);
+  second.setSregs(g.cpu.getSregs());
+  second.setRegs(g.cpu.getRegs());
+  const cpus = [g.cpu, second];
+  const runners = cpus.map((c) => new Runner(c.handle));
+  try {
+    await Promise.all(runners.map((r) => r.start()));
+    for (const c of cpus) assert.throws(() => c.getRegs(), { code: "ERR_TSVMM_VCPU_RUNNING" });
+    for (const c of cpus) assert.equal(c.pause(), true);
+    for (const c of cpus) assert.equal(c.getRegs().readBigUInt64LE(128), BigInt(CODE_GPA));
+    for (const c of cpus) c.unpause();
+    await new Promise((r) => setTimeout(r, 50));
+    for (const c of cpus) assert.throws(() => c.getRegs(), { code: "ERR_TSVMM_VCPU_RUNNING" }, "both run again");
+    for (const c of cpus) assert.equal(c.stop(), true);
+    for (const r of runners) assert.equal(await r.result(), VcpuRunEnd.STOPPED);
+  } finally {
+    for (const c of cpus) c.stop();
+    await Promise.all(runners.map((r) => r.close()));
+    second.close();
+    g.close();
+  }
+});
+
+test("process.exit() while a vCPU spins on a worker thread exits (the addon stops every vCPU first)", { timeout: 20000 }, async (t) => {
+  if (!requireKvm(t)) return;
+  const native = JSON.stringify(path.join(__dirname, "..", "..", "vmm", "native.js"));
+  // A real-mode `jmp $` at 0x1000 on its own worker thread; the main thread exits 3 meanwhile.
+  const script = `
+    const { Worker } = require("node:worker_threads");
+    const addon = require(${native}).loadAddon();
+    const vm = new addon.Kvm("/dev/kvm").createVm(0);
+    const ram = new addon.Memfd("tsvmm-exit-test", 0x100000n);
+    new Uint8Array(ram.map()).set([0xeb, 0xfe], 0x1000);
+    vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: 0x100000n, userspaceAddr: ram.address, guestMemfd: -1, guestMemfdOffset: 0n });
+    const cpu = vm.createVcpu(0);
+    const s = cpu.getSregs(); s.writeBigUInt64LE(0n, 0); s.writeUInt16LE(0, 12); cpu.setSregs(s);
+    const r = Buffer.alloc(144); r.writeBigUInt64LE(0x1000n, 128); r.writeBigUInt64LE(2n, 136); cpu.setRegs(r);
+    const body = "const { workerData: d } = require('node:worker_threads'); require(d.native).loadAddon().openVcpu(d.handle).runUntilExit()";
+    new Worker(body, { eval: true, workerData: { native: ${native}, handle: cpu.handle } });
+    setTimeout(() => process.exit(3), 300);`;
+  const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (b) => (stderr += b));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 10000);
+  const [code, signal] = (await once(child, "exit")) as [number | null, string | null];
+  clearTimeout(timer);
+  assert.equal(signal, null, "killed after 10 s: the process hung in its exit");
+  assert.equal(code, 3, stderr);
+});
+
+test("JS setting immediate_exit makes the next entry complete the exit without running: INTERRUPTED", { timeout: 10000 }, async (t) => {
   if (!requireKvm(t)) return;
   // out to a non-fast port, then spin
   const g = makeGuest([...movDx(0x502), ...outDxAl, ...jmpSelf]);
   try {
-    g.cpu.start(g.events.push);
-    assert.deepEqual(await g.events.next(), { kind: "exit", errno: 0 });
+    assert.equal(g.cpu.runUntilExit(), 0);
     g.run.setByte(1, 1); // kvm_run.immediate_exit: complete the OUT without running the guest
-    g.cpu.resume();
-    assert.deepEqual(await g.events.next(), { kind: "paused" });
-    assert.equal(g.run.byte(1), 0, "cleared by the vCPU thread");
+    assert.equal(g.cpu.runUntilExit(), VcpuRunEnd.INTERRUPTED);
+    assert.equal(g.run.byte(1), 1, "left for JS to clear");
     assert.equal(g.cpu.getRegs().readBigUInt64LE(128), BigInt(CODE_GPA + 4), "the OUT completed, RIP at jmp $");
   } finally {
     g.close();
   }
 });
 
-test("stop() ends the thread from every state and events queued after it are dropped", { timeout: 10000 }, async (t) => {
+test("stop() ends runUntilExit() from every state, for good", { timeout: 10000 }, async (t) => {
   if (!requireKvm(t)) return;
-  // 1. running (spinning in the guest)
+  // 1. running (spinning in the guest) in another thread
   const a = makeGuest(jmpSelf);
+  const runner = new Runner(a.cpu.handle);
   try {
-    a.cpu.start(a.events.push);
-    await new Promise((r) => setTimeout(r, 20));
-    a.cpu.stop();
-    a.cpu.stop(); // idempotent
-    assert.throws(() => a.cpu.resume(), { code: "ERR_TSVMM_VCPU_NOT_PARKED" });
-    assert.ok(a.cpu.getRegs().length === 144, "stopped: ioctls allowed again");
+    await runner.start();
+    assert.equal(a.cpu.stop(), true);
+    assert.equal(a.cpu.stop(), true, "idempotent");
+    assert.equal(await runner.result(), VcpuRunEnd.STOPPED);
+    assert.equal(await runner.run(), VcpuRunEnd.STOPPED, "and ever after");
+    assert.equal(a.cpu.getRegs().length, 144, "stopped: ioctls allowed again");
   } finally {
+    await runner.close();
     a.close();
   }
-  // 2. parked on an exit that JS has seen
-  const b = makeGuest(hlt);
+  // 2. waiting out a pause
+  const b = makeGuest(jmpSelf);
+  const waiting = new Runner(b.cpu.handle);
   try {
-    b.cpu.start(b.events.push);
-    assert.deepEqual(await b.events.next(), { kind: "exit", errno: 0 });
+    b.cpu.pause();
+    await waiting.start();
+    assert.equal(b.cpu.stats().runs, 0, "paused before it could enter");
     b.cpu.stop();
+    assert.equal(await waiting.result(), VcpuRunEnd.STOPPED);
   } finally {
+    await waiting.close();
     b.close();
   }
-  // 3. parked on an exit whose event is still queued: stop() before JS could run it
+  // 3. before any run, and on the runner's own thread
   const c = makeGuest(hlt);
   try {
-    let seen = 0;
-    c.cpu.start(() => seen++);
-    const deadline = Date.now() + 2000;
-    while (c.cpu.stats().events === 0 && Date.now() < deadline) {
-      // busy-wait on the JS thread, so the queued event cannot be delivered yet
-    }
-    assert.equal(c.cpu.stats().events, 1);
     c.cpu.stop();
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal(seen, 0, "the event queued before stop() was dropped");
+    assert.equal(c.cpu.runUntilExit(), VcpuRunEnd.STOPPED);
+    assert.equal(c.cpu.stats().runs, 0);
   } finally {
     c.close();
   }
   // 4. close() without stop(), and close() twice
   const d = makeGuest(jmpSelf);
-  d.cpu.start(d.events.push);
   const run = d.cpu.run;
+  const handle = d.cpu.handle;
   d.close();
   d.cpu.close();
   assert.equal(run.byteLength, 0, "run is detached on close");
   assert.equal(d.cpu.run.byteLength, 0);
   assert.equal(d.cpu.fd, -1);
+  assert.throws(() => d.cpu.runUntilExit(), { code: "ERR_TSVMM_CLOSED" });
+  assert.throws(() => loadAddon().openVcpu(handle), { code: "ERR_TSVMM_CLOSED" }, "the last object is gone: so is the handle");
 });
 
-test("setFastPorts() replaces the table while the vCPU runs", { timeout: 10000 }, async (t) => {
+test("openVcpu(handle) shares the vCPU; setFastPorts() from either thread replaces the table while it runs", { timeout: 10000 }, async (t) => {
   if (!requireKvm(t)) return;
   // mov dx,0x3f8; mov al,'x'; l: out dx,al; jmp l
   const g = makeGuest([...movDx(0x3f8), ...movAl(0x78), ...outDxAl, 0xeb, 0xfd]);
+  const other = loadAddon().openVcpu(g.cpu.handle);
+  assert.equal(other.index, 0);
+  assert.equal(other.handle, g.cpu.handle);
+  const runner = new Runner(g.cpu.handle);
   try {
-    g.cpu.start(g.events.push);
-    assert.ok(await eventually(() => g.cpu.stats().nativeExits > 0), "console bytes handled natively");
+    await runner.start();
+    assert.ok(g.cpu.stats().nativeExits > 0, "console bytes handled natively");
     g.vm.setFastPorts({ consoleOut: -1, reads: [] });
-    const e = await g.events.next();
-    assert.deepEqual(e, { kind: "exit", errno: 0 });
+    assert.equal(await runner.result(), 0);
     assert.equal(g.run.io.port, 0x3f8);
     assert.equal(g.run.byte(g.run.io.dataOffset), 0x78);
-    g.vm.setFastPorts({ consoleOut: 0x3f8, reads: [] });
+    other.setFastPorts({ consoleOut: 0x3f8, reads: [] }); // the same VM's table, through the vCPU
     const before = g.cpu.stats().nativeExits;
-    g.cpu.resume();
-    assert.ok(await eventually(() => g.cpu.stats().nativeExits > before), "fast again after the table came back");
+    await runner.start();
+    assert.ok(g.cpu.stats().nativeExits > before, "fast again after the table came back");
     g.cpu.stop();
+    assert.equal(await runner.result(), VcpuRunEnd.STOPPED);
     await new Promise((r) => setImmediate(r));
     const bytes = Buffer.concat([...g.console, g.vm.drainConsole()]);
     assert.ok(bytes.length > 0 && bytes.every((b) => b === 0x78));
   } finally {
+    g.cpu.stop();
+    await runner.close();
+    other.close();
     g.close();
   }
 });

@@ -1,14 +1,19 @@
 // tsvmm's command line: one yargs command per file under ./commands.
-import yargs from "yargs";
-import { runCommand } from "./commands/run";
-import { capsCommand } from "./commands/caps";
-import { guestsCommand } from "./commands/guests";
-import { labCommand } from "./commands/lab";
-import { traceCommand } from "./commands/trace";
-import { testCommand } from "./commands/test";
+import yargs, { CommandModule } from "yargs";
 import { ExitStatus, TsvmmError } from "../errors";
 import { CLI_FLAGS } from "./flags";
 import { stdoutFailure } from "./stop";
+
+// Each command's module (and what it imports: the lab's for `lab`, the VMM's for `run`) loads
+// only when that command runs; --help and unknown commands load them all.
+const commands: Record<string, () => Promise<CommandModule<object, any>>> = {
+  run: async () => (await import("./commands/run")).runCommand,
+  caps: async () => (await import("./commands/caps")).capsCommand,
+  guests: async () => (await import("./commands/guests")).guestsCommand,
+  lab: async () => (await import("./commands/lab")).labCommand,
+  trace: async () => (await import("./commands/trace")).traceCommand,
+  test: async () => (await import("./commands/test")).testCommand,
+};
 
 export async function main(argv: string[]): Promise<void> {
   // A closed stdout (`tsvmm guests | head -1`) ends the output quietly with a status, as SIGPIPE
@@ -28,12 +33,6 @@ export async function main(argv: string[]): Promise<void> {
       ].join("\n"),
     )
     .epilog("`tsvmm <command> --help` explains a command's options with examples; run and lab also list their exit statuses.")
-    .command(runCommand)
-    .command(capsCommand)
-    .command(guestsCommand)
-    .command(labCommand)
-    .command(traceCommand)
-    .command(testCommand)
     .demandCommand(1, "Name a command (try `tsvmm run hello`).")
     .recommendCommands()
     .strict()
@@ -49,6 +48,8 @@ export async function main(argv: string[]): Promise<void> {
       process.stderr.write(`tsvmm: ${message}\nRun \`tsvmm --help\` (or \`tsvmm <command> --help\`) for usage.\n`);
       process.exit(ExitStatus.USAGE);
     });
+  const needed = argv[0] in commands ? [argv[0]] : Object.keys(commands);
+  for (const name of needed) cli.command(await commands[name]());
   try {
     await cli.parseAsync();
   } catch (err) {

@@ -132,8 +132,9 @@ export class Control {
       return;
     }
     this.startPaused = true;
+    // Each vCPU runs one instruction; its debug exit stays unanswered (held) and the first one
+    // stops the VM (onDebugExit).
     for (let i = 0; i < this.cpus; i++) this.machine.setGuestDebug(i, GuestDebug.ENABLE | GuestDebug.SINGLESTEP, []);
-    void this.machine.pauseAll();
   }
 
   // ---- stopping ----

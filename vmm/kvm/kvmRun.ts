@@ -1,5 +1,5 @@
-// A view of a vCPU's mapped struct kvm_run (x86). Only valid while the vCPU thread is parked
-// (after an event, before resume), which is the only time the VMM reads or writes it.
+// A view of a vCPU's mapped struct kvm_run (x86). Only valid between two runUntilExit() calls on
+// the thread that runs the vCPU, or while it is paused: the only times the VMM touches it.
 import { decodeRegs, REG_NAMES, RegName, Regs } from "./structs";
 import { SyncRegs } from "./uapi";
 

@@ -5,6 +5,7 @@ import { Exit, exitName, HC_MAP_GPA_RANGE, InternalError, IoDirection, KVM_ENOSY
 import { ExitStatus } from "../errors";
 import { CONVERT_PORT, HOST_PORT } from "./abi";
 import type { PortBus } from "../devices/bus";
+import { portIo } from "./portIo";
 import type { ConversionEngine } from "../memory/engine";
 import { handleHostRequest, HostRequestContext } from "./hostRequests";
 import type { PrivateMemoryOptions } from "../memory/options";
@@ -52,7 +53,8 @@ export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome
         if (io.port === CONVERT_PORT) return doorbell(m, v);
         if (io.port === HOST_PORT) return hostRequest(m, v);
       }
-      return portIo(m, v);
+      portIo(m.bus, run, () => m.ended);
+      return m.ended ? "stay" : "resume";
     }
     case Exit.HYPERCALL:
       return hypercall(m, v);
@@ -110,26 +112,6 @@ export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome
     default:
       return stop(ExitStatus.UNHANDLED_EXIT, `unhandled ${exitName(reason)} (exit reason ${reason})`);
   }
-}
-
-/** Port I/O for the devices on the bus (string I/O included) */
-function portIo(m: ExitContext, v: VcpuState): Outcome {
-  const io = v.kvmRun.io;
-  const data = v.kvmRun.ioData(io.dataOffset, io.size * io.count);
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  for (let i = 0; i < io.count && !m.ended; i++) {
-    const o = i * io.size;
-    if (io.direction === IoDirection.IN) {
-      const value = m.bus.read(io.port, io.size);
-      if (io.size === 1) view.setUint8(o, value);
-      else if (io.size === 2) view.setUint16(o, value, true);
-      else view.setUint32(o, value, true);
-    } else {
-      const value = io.size === 1 ? view.getUint8(o) : io.size === 2 ? view.getUint16(o, true) : view.getUint32(o, true);
-      m.bus.write(io.port, io.size, value);
-    }
-  }
-  return m.ended ? "stay" : "resume";
 }
 
 /** KVM_EXIT_HYPERCALL: only KVM_HC_MAP_GPA_RANGE is enabled; hypercall.ret is always set. */

@@ -1,6 +1,6 @@
 // A VM assembled from a resolved configuration: RAM, vCPUs and devices, and its lifecycle
-// (create, run, quiesce/resume, finish, close). What each exit does is in exits.ts.
-import type { NativeKvm, NativeVm, VcpuEvent } from "../native";
+// (create, run, quiesce, finish, close); its vCPUs run on worker threads (vcpuThread.ts). What each exit does is in exits.ts.
+import type { NativeKvm, NativeVm } from "../native";
 import { Cap, EXIT_HYPERCALL_MAP_GPA_RANGE, MpState, PIT_SPEAKER_DUMMY, SyncRegs, VmType } from "../kvm/uapi";
 import { CpuidEntry, decodeCpuid, decodeRegs, encodeCpuid, encodeGuestDebug, encodeRegs, Regs, Sregs } from "../kvm/structs";
 import { ExitStatus, fromSyscall, isSyscallError, UsageError } from "../errors";
@@ -36,11 +36,13 @@ import { pcMsrDefaults } from "../arch/x86/msrs";
 import { hideXsave } from "../arch/x86/xsave";
 import { attachPcPlatform } from "../arch/x86/platform/platform";
 import { consoleEvent, PcGuest } from "../boot/pcGuest";
-import { ExitContext, handleExit } from "./exits";
+import { ExitContext, handleExit, Outcome } from "./exits";
 import { VcpuState } from "./vcpu";
 import { LongTimer, setLongTimeout } from "../timers";
 import { hex } from "../format";
 import { RunFacts, startClock, startFields } from "../trace/writer";
+import type { VcpuThreadData, VcpuThreadMessage } from "./vcpuThread";
+import { vcpuThread } from "./threads";
 
 export interface MachineOptions {
   /** An open KVM device; the machine owns it from here on and closes it */
@@ -104,7 +106,7 @@ export interface MachineObserver {
   exit(vcpu: number, reason: number): void;
   /** Every conversion-engine event (conversions, refusals, memory faults) */
   conversion(e: ConversionEvent): void;
-  /** KVM_EXIT_DEBUG: the vCPU stays parked until resumeAll() or runOne() lets it go */
+  /** KVM_EXIT_DEBUG: the vCPU stays paused until resumeAll() or runOne() lets it go */
   debugExit(vcpu: number, info: { exception: number; pc: bigint; dr6: bigint; dr7: bigint }): void;
   /** The run ended */
   end(result: MachineResult): void;
@@ -124,13 +126,14 @@ export class Machine {
   private testSlot?: TestSlot;
   private testSlotId = 0;
   private map?: PageStateMap;
-  /** closed while vCPUs must stay out of KVM_RUN (memslot re-layout, timeout report) */
-  private gate?: Promise<void>;
-  private openGate?: () => void;
-  /** closed while a debugger holds the VM paused */
-  private pauseGate?: { closed: Promise<void>; open: () => void };
+  /** a debugger asked for every vCPU to stay paused (pauseAll) until resumeAll */
+  private pauseRequested = false;
+  /** run() let the vCPUs go */
+  private running = false;
   observer?: MachineObserver;
   private endWaiters: Array<() => void> = [];
+  /** per vCPU: exits its thread posted that onThreadMessage has not received (vcpuThread.ts) */
+  private readonly exitsInFlight: Int32Array;
   private readonly vcpus: VcpuState[] = [];
   private readonly bus = new PortBus();
   private readonly exitContext: ExitContext;
@@ -144,7 +147,8 @@ export class Machine {
   private panicked = false;
   private stopListening?: () => void;
   private startTime = 0;
-  private typescriptExits = 0;
+  /** vCPU worker threads still running */
+  private threads = 0;
   private lastLine = "";
   private currentLine = "";
   private seq = 0;
@@ -152,6 +156,7 @@ export class Machine {
   constructor(private readonly opts: MachineOptions) {
     if (opts.boot.kind === "tsvmm") encodeCmdline(opts.cmdline); // refused before any VM exists
     this.layout = opts.layout;
+    this.exitsInFlight = new Int32Array(new SharedArrayBuffer(4 * opts.layout.cpus));
     this.kvm = opts.kvm;
     const pc = this.pc;
     this.serial = new Serial8250(CONSOLE_PORT, (bytes) => this.console(bytes), pc ? (level) => this.vm?.irqLine(COM1_IRQ, level) : undefined);
@@ -227,6 +232,8 @@ export class Machine {
       vm.setFastPorts(this.serial.fastPorts());
       this.serial.onFastPortsChanged = () => this.vm?.setFastPorts(this.serial.fastPorts());
       vm.onConsole((bytes) => this.console(bytes));
+      // The threads boot while the caller finishes its set-up; the vCPUs wait paused for run().
+      for (const v of this.vcpus) this.startThread(v);
     } catch (err) {
       this.close();
       throw isSyscallError(err) ? fromSyscall(err, "cannot set up the VM") : err;
@@ -335,6 +342,26 @@ export class Machine {
     return state;
   }
 
+  /** A worker thread that runs KVM_RUN for `v` (vcpuThread.ts); `v` stays paused until run(). */
+  private startThread(v: VcpuState): void {
+    v.native.pause();
+    const data: VcpuThreadData = {
+      handle: v.native.handle,
+      serial: this.serial.state,
+      serialIrq: this.pc ? COM1_IRQ : undefined,
+      inFlight: this.exitsInFlight.buffer as SharedArrayBuffer,
+    };
+    const thread = vcpuThread();
+    thread.postMessage(data);
+    this.threads++;
+    thread.on("message", (m: VcpuThreadMessage) => this.onThreadMessage(v, m));
+    const index = v.index; // v.native may be closed by the time a thread fails
+    thread.on("error", (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${index} thread: ${err.message}`));
+    thread.on("exit", () => {
+      if (--this.threads === 0 && this.result) this.resolveRun?.(this.result);
+    });
+  }
+
   /** Run until the guest exits, fails, times out or `signal` aborts (with a StopRequest as its
    *  reason; any other reason counts as SIGINT). Never rejects for guest misbehaviour. */
   run(timeoutSeconds?: number, signal?: AbortSignal): Promise<MachineResult> {
@@ -354,7 +381,7 @@ export class Machine {
       this.startTime = performance.now();
       this.traceEvent(-1, "start", startFields(facts, startClock()));
       if (timeoutSeconds && timeoutSeconds > 0)
-        this.timer = setLongTimeout(() => void this.timeout(timeoutSeconds), timeoutSeconds * 1000);
+        this.timer = setLongTimeout(() => this.timeout(timeoutSeconds), timeoutSeconds * 1000);
       if (signal) {
         const stop = () => {
           const r = signal.reason as Partial<StopRequest> | undefined;
@@ -366,7 +393,12 @@ export class Machine {
         // one signal may serve many machines in a process: a finished one lets go of it
         this.stopListening = () => signal.removeEventListener("abort", stop);
       }
-      for (const v of this.vcpus) v.native.start((event) => this.onEvent(v, event));
+      // A debugger's pauseAll() before run() keeps the start pause as its own.
+      for (const v of this.vcpus) {
+        if (this.pauseRequested) v.debugPaused = true;
+        else v.native.unpause();
+      }
+      this.running = true;
       if (this.pc) this.haltCheck = setInterval(() => void this.checkHalted(), HALT_CHECK_MS).unref();
     });
   }
@@ -376,7 +408,7 @@ export class Machine {
    * off (or never started) can never continue. Look every HALT_CHECK_MS and end such a run.
    */
   private async checkHalted(): Promise<void> {
-    if (this.result || this.gate) return;
+    if (this.result || this.paused) return;
     const IF = 0x200n;
     // Decided and reported while every vCPU is out of KVM_RUN (the registers are readable then).
     await this.quiesce(() => {
@@ -403,76 +435,42 @@ export class Machine {
     else this.finish(ExitStatus.GUEST_RESET, `guest reset: ${how}`);
   }
 
-  private onEvent(v: VcpuState, event: VcpuEvent): void {
+  /** A vCPU thread handed us an exit (the vCPU is paused until we answer) or said something. */
+  private onThreadMessage(v: VcpuState, m: VcpuThreadMessage): void {
+    if ("console" in m) return this.console(m.console);
+    Atomics.sub(this.exitsInFlight, v.index, 1);
     if (this.result) return;
-    v.parked = true;
-    for (const parked of v.parkWaiters.splice(0)) parked();
-    switch (event.kind) {
-      case "paused":
-        void this.resume(v);
-        return;
-      case "error":
-        this.finish(ExitStatus.KVM_INTERNAL_ERROR, `vCPU ${v.index}: ${event.error.message}`, v.registerReport());
-        return;
-      case "exit": {
-        this.typescriptExits++;
-        this.observer?.exit(v.index, v.kvmRun.exitReason);
-        const outcome = handleExit(this.exitContext, v, event.errno);
-        if (outcome instanceof Promise)
-          outcome.then(
-            (o) => {
-              if (o === "resume") void this.resume(v);
-            },
-            (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${v.index}: ${(err as Error).message}`, v.registerReport()),
-          );
-        else if (outcome === "resume") void this.resume(v);
-        return;
-      }
-    }
+    if ("error" in m) return this.finish(ExitStatus.KVM_INTERNAL_ERROR, `vCPU ${v.index}: ${m.error}`, v.registerReport());
+    this.observer?.exit(v.index, v.kvmRun.exitReason);
+    const outcome = handleExit(this.exitContext, v, m.exit);
+    if (outcome instanceof Promise)
+      outcome.then(
+        (o) => this.answer(v, o),
+        (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${v.index}: ${(err as Error).message}`, v.registerReport()),
+      );
+    else this.answer(v, outcome);
   }
 
-  /** Re-enter KVM_RUN, once no re-layout or report needs every vCPU outside it. */
-  private async resume(v: VcpuState): Promise<void> {
-    while (this.gate) await this.gate;
-    if (this.result || v.halted || !v.parked) return;
-    if (this.pauseGate && !v.stepping) {
-      v.held = true; // a debugger keeps it parked until resumeAll() or runOne()
-      return;
-    }
-    v.parked = false;
-    v.native.resume();
+  /** Unpause the vCPU for a "resume" (unless a debugger holds it or it halted); tell runOne. */
+  private answer(v: VcpuState, outcome: Outcome): void {
+    if (outcome === "resume" && !this.result && !v.halted && !v.held) v.native.unpause();
+    for (const handled of v.exitWaiters.splice(0)) handled();
   }
 
-  /** Run `work` with every vCPU out of KVM_RUN (kicked ones report "paused" and wait). */
+  /** Run `work` with every vCPU out of KVM_RUN (paused natively; nested pauses are fine). */
   private async quiesce<T>(work: () => T): Promise<T> {
-    while (this.gate) await this.gate;
-    this.gate = new Promise<void>((open) => (this.openGate = open));
+    for (const v of this.vcpus) v.native.pause();
     try {
-      await this.parkAll();
-      return work();
+      return await work();
     } finally {
-      const open = this.openGate!;
-      this.gate = undefined;
-      open();
+      for (const v of this.vcpus) v.native.unpause();
     }
-  }
-
-  /** Kick every vCPU inside KVM_RUN and wait until each is parked. */
-  private parkAll(): Promise<void> {
-    return Promise.all(
-      this.vcpus
-        .filter((v) => !v.parked && !this.result)
-        .map(
-          (v) =>
-            new Promise<void>((parked) => {
-              v.parkWaiters.push(parked);
-              v.native.kick();
-            }),
-        ),
-    ).then(() => undefined);
   }
 
   // ---- the debugger's surface (vmm/control uses only these) ----
+  // A debugger's stop is one native pause per vCPU (debugPaused), on top of any pause the vCPU
+  // already has (an exit being handled, a quiesce); an exit a debugger keeps unanswered (held)
+  // keeps its own pause. resumeAll() and runOne() undo both.
 
   get cpuCount(): number {
     return this.vcpus.length;
@@ -482,55 +480,65 @@ export class Machine {
     return this.result;
   }
 
-  /** Stop every vCPU outside KVM_RUN and keep them there until resumeAll(). */
+  /** Stop every vCPU outside KVM_RUN and keep them there until resumeAll(). Before run(): the
+   *  vCPUs will not start until resumeAll(). */
   async pauseAll(): Promise<void> {
-    if (!this.pauseGate) {
-      let open!: () => void;
-      const closed = new Promise<void>((r) => (open = r));
-      this.pauseGate = { closed, open };
+    this.pauseRequested = true;
+    if (!this.running || this.result) return; // run() keeps them paused
+    for (const v of this.vcpus) {
+      if (v.debugPaused || v.halted) continue;
+      v.debugPaused = true;
+      if (!v.native.pause()) this.log(`vCPU ${v.index}: still inside KVM_RUN 1 s after the debugger's pause`);
     }
-    await this.parkAll();
+    // An exit posted before the pause (its vCPU paused itself) is handled first: a debugger
+    // stopped at it holds it, as if it had come before the stop.
+    for (const v of this.vcpus) {
+      while (Atomics.load(this.exitsInFlight, v.index) > 0 && !this.result)
+        await new Promise<void>((handled) => {
+          v.exitWaiters.push(handled);
+          this.endWaiters.push(handled);
+        });
+    }
   }
 
   get paused(): boolean {
-    return this.pauseGate !== undefined;
+    return this.pauseRequested;
   }
 
   resumeAll(): void {
-    const g = this.pauseGate;
-    this.pauseGate = undefined;
-    g?.open();
-    for (const v of this.vcpus) {
-      if (v.held) {
-        v.held = false;
-        void this.resume(v);
-      }
+    this.pauseRequested = false;
+    for (const v of this.vcpus) this.release(v);
+  }
+
+  /** Undo the debugger's pause and answer a held exit */
+  private release(v: VcpuState): void {
+    if (v.debugPaused) {
+      v.debugPaused = false;
+      v.native.unpause();
+    }
+    if (v.held) {
+      v.held = false;
+      if (!v.halted && !this.result) v.native.unpause();
     }
   }
 
   vcpuState(index: number): VcpuRunState {
     const v = this.vcpuAt(index);
-    return v.halted ? "halted" : v.parked ? "paused" : "running";
+    return v.halted ? "halted" : v.debugPaused || v.held ? "paused" : "running";
   }
 
-  /** Let one held vCPU run while the others stay paused, until it is held again (its next debug
-   *  exit, e.g. after a single step), halts, or the run ends. */
+  /** Let one stopped vCPU run while the others stay paused, until it is held again (its next
+   *  debug exit, e.g. after a single step), halts, or the run ends. */
   async runOne(index: number): Promise<void> {
     const v = this.vcpuAt(index);
-    if (v.halted || !v.held) throw new Error(`vCPU ${index} is ${v.halted ? "halted" : "not stopped by the debugger"}`);
-    v.held = false;
-    v.stepping = true;
-    try {
-      const stopped = new Promise<void>((resolve) => {
-        const check = () => (v.held || v.halted || this.result ? resolve() : v.parkWaiters.push(() => setImmediate(check)));
-        v.parkWaiters.push(() => setImmediate(check));
-        this.endWaiters.push(resolve);
-      });
-      void this.resume(v);
-      await stopped;
-    } finally {
-      v.stepping = false;
-    }
+    if (v.halted || !(v.held || v.debugPaused)) throw new Error(`vCPU ${index} is ${v.halted ? "halted" : "not stopped by the debugger"}`);
+    const stopped = new Promise<void>((resolve) => {
+      const check = () => (v.held || v.halted || this.result ? resolve() : v.exitWaiters.push(check));
+      v.exitWaiters.push(check);
+      this.endWaiters.push(resolve);
+    });
+    this.release(v);
+    await stopped;
   }
 
   private vcpuAt(index: number): VcpuState {
@@ -539,7 +547,7 @@ export class Machine {
     return v;
   }
 
-  /** Registers of a parked vCPU */
+  /** Registers of a paused vCPU */
   registers(index: number): { regs: Regs; sregs: Sregs } {
     return this.vcpuAt(index).registers();
   }
@@ -548,7 +556,7 @@ export class Machine {
     this.vcpuAt(index).native.setRegs(encodeRegs(regs));
   }
 
-  /** KVM_SET_GUEST_DEBUG on a parked (or not yet started) vCPU */
+  /** KVM_SET_GUEST_DEBUG on a paused (or not yet started) vCPU */
   setGuestDebug(index: number, control: number, debugreg: readonly bigint[]): void {
     this.vcpuAt(index).native.setGuestDebug(encodeGuestDebug(control, debugreg));
   }
@@ -610,15 +618,12 @@ export class Machine {
     return this.currentLine.trim() ? this.currentLine : this.lastLine;
   }
 
-  private async timeout(seconds: number): Promise<void> {
+  private timeout(seconds: number): void {
     if (this.result) return;
-    // Bring every running vCPU out of KVM_RUN to report where it was.
+    // Bring every running vCPU out of KVM_RUN (waiting up to a second each) to report where it was.
     const running = this.vcpus.filter((v) => !v.halted);
-    const report = () => this.finish(ExitStatus.TIMEOUT, `timed out after ${seconds} s (--timeout)`, running.map((v) => v.registerReport()).join("\n"));
-    let grace: NodeJS.Timeout | undefined;
-    await Promise.race([this.quiesce(report), new Promise((r) => (grace = setTimeout(r, 1000)))]);
-    clearTimeout(grace);
-    report(); // a no-op unless some vCPU did not leave KVM_RUN within a second
+    for (const v of running) v.native.pause();
+    this.finish(ExitStatus.TIMEOUT, `timed out after ${seconds} s (--timeout)`, running.map((v) => v.registerReport()).join("\n"));
   }
 
   /** A status written to EXIT_PORT: the guest's own, the firmware's, or out of range. */
@@ -631,17 +636,18 @@ export class Machine {
       );
   }
 
-  /** End the run (first caller wins): stop every vCPU thread, deliver the rest of the console. */
+  /** End the run (first caller wins): stop every vCPU, deliver the rest of the console. The run's
+   *  promise resolves once every vCPU thread has ended. */
   finish(status: number, reason: string, report?: string): void {
     if (this.result) return;
     const seconds = (performance.now() - this.startTime) / 1000;
-    let native = 0;
-    let total = 0;
+    const exits = { total: 0, native: 0, typescript: 0 };
     for (const v of this.vcpus) {
       v.native.stop();
       const s = v.native.stats();
-      native += s.nativeExits;
-      total += s.runs;
+      exits.native += s.nativeExits;
+      exits.total += s.runs;
+      exits.typescript += s.exits;
     }
     if (this.vm) {
       const rest = this.vm.drainConsole();
@@ -655,16 +661,14 @@ export class Machine {
       reason,
       report,
       seconds,
-      exits: { total, native, typescript: this.typescriptExits },
+      exits,
       ramBacking: this.memory ? this.ramBacking : "memfd",
       conversions: this.engine ? { tally: this.engine.tally, summary: this.engine.summary() } : undefined,
     };
-    this.openGate?.();
-    this.pauseGate?.open();
     for (const ended of this.endWaiters.splice(0)) ended();
     this.traceEvent(-1, "end", { status, reason });
     this.observer?.end(this.result);
-    this.resolveRun?.(this.result);
+    if (this.threads === 0) this.resolveRun?.(this.result);
   }
 
   private log(line: string): void {

@@ -1,4 +1,4 @@
-// One vCPU as the machine sees it: the native thread, its mapped kvm_run, and whether it may run.
+// One vCPU as the machine sees it: the native vCPU, its mapped kvm_run, and whether it halted.
 import type { NativeVcpu } from "../native";
 import { KvmRunView } from "../kvm/kvmRun";
 import { decodeRegs, decodeSregs, Regs, Sregs } from "../kvm/structs";
@@ -7,16 +7,15 @@ import { formatRegisters } from "./report";
 export class VcpuState {
   /** halted, or stopped by --on-fault deny: never resumed again */
   halted = false;
-  /** outside KVM_RUN, waiting for us */
-  parked = false;
-  /** kept parked by a debugger (vmm/control) until it lets the vCPU go */
-  held = false;
-  /** may re-enter while the VM is paused (a debugger's single-step) */
-  stepping = false;
   /** The mapped struct kvm_run */
   readonly kvmRun: KvmRunView;
-  /** called once, the next time the vCPU parks */
-  parkWaiters: Array<() => void> = [];
+  /** paused (NativeVcpu.pause) by a debugger's pauseAll (vmm/control), until resumeAll or runOne */
+  debugPaused = false;
+  /** an exit the machine leaves unanswered for a debugger (its stop, or --on-fault stop): the vCPU
+   *  stays paused until resumeAll or runOne answers it */
+  held = false;
+  /** called once, after the machine next handled an exit of this vCPU */
+  exitWaiters: Array<() => void> = [];
 
   constructor(readonly native: NativeVcpu) {
     this.kvmRun = new KvmRunView(native.run);
@@ -26,7 +25,7 @@ export class VcpuState {
     return this.native.index;
   }
 
-  /** KVM_GET_REGS and KVM_GET_SREGS (the vCPU must be parked) */
+  /** KVM_GET_REGS and KVM_GET_SREGS (the vCPU must be paused) */
   registers(): { regs: Regs; sregs: Sregs } {
     const r = this.native.getRegs();
     const s = this.native.getSregs();

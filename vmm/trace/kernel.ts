@@ -87,9 +87,10 @@ export function startKernelEvents(specs: string[]): KernelTracing {
   try {
     write(path.join(instance, "tracing_on"), "0");
     write(path.join(instance, "trace_clock"), "mono");
-    // this process and the threads it starts (the vCPUs) only: other VMs on the host stay out
+    // this process, its threads (vCPU threads may be started already: `run` starts one first
+    // thing) and the threads it starts later only: other VMs on the host stay out
     write(path.join(instance, "options", "event-fork"), "1");
-    write(path.join(instance, "set_event_pid"), String(process.pid));
+    write(path.join(instance, "set_event_pid"), fs.readdirSync("/proc/self/task").join(" "));
     write(path.join(instance, "buffer_size_kb"), "16384");
     for (const spec of specs) write(enableFile(instance, spec), "1");
     write(path.join(instance, "tracing_on"), "1");

@@ -8,6 +8,8 @@ import { loadAddon } from "../../native";
 import type { CpuidEntry } from "../../kvm/structs";
 import { encodeCpuid } from "../../kvm/structs";
 import { enterFlat32 } from "./reset";
+import { vcpuThread } from "../../machine/threads";
+import type { VcpuThreadData, VcpuThreadMessage } from "../../machine/vcpuThread";
 
 const XSAVE = 1 << 26;
 const LEGACY_AREA = 576; // x87/SSE legacy area + XSAVE header
@@ -73,16 +75,22 @@ export async function xsaveConsistent(kvm: NativeKvm, cpuid: CpuidEntry[]): Prom
     vm.setUserMemoryRegion({ slot: 0, flags: 0, guestPhysAddr: 0n, memorySize: ram.size, userspaceAddr: ram.address, guestMemfd: -1, guestMemfdOffset: 0n });
     vcpu.setCpuid(encodeCpuid(cpuid));
     enterFlat32(vcpu, { rip: BigInt(PROBE_GPA) });
+    // On a vCPU thread (KVM_RUN blocks): it hands over the probe's first exit with the vCPU paused.
+    const thread = vcpuThread();
     const seen = await new Promise<number | string>((resolve) => {
       const limit = setTimeout(() => resolve("no answer"), PROBE_LIMIT_MS);
       const view = new DataView(vcpu.run);
-      vcpu.start((event) => {
+      thread.on("error", (err) => resolve(err.message));
+      thread.on("message", (m: VcpuThreadMessage) => {
+        if ("console" in m) return;
         clearTimeout(limit);
         // KVM_EXIT_IO (2) at PROBE_PORT carries EBX; anything else is a failed probe.
-        if (event.kind === "exit" && view.getUint32(8, true) === 2 && view.getUint16(34, true) === PROBE_PORT)
+        if ("exit" in m && view.getUint32(8, true) === 2 && view.getUint16(34, true) === PROBE_PORT)
           resolve(view.getUint32(Number(view.getBigUint64(40, true)), true));
-        else resolve(event.kind === "error" ? event.error.message : `exit reason ${view.getUint32(8, true)}`);
+        else resolve("error" in m ? m.error : `exit reason ${view.getUint32(8, true)}`);
       });
+      const data: VcpuThreadData = { handle: vcpu.handle };
+      thread.postMessage(data);
     });
     if (typeof seen === "string") return { ok: true, inconclusive: true, detail: `the XSAVE probe was inconclusive (${seen}): XSAVE left visible` };
     const detail = `XCR0=0x${xcr0.toString(16)}: CPUID.(0xD,0).EBX=${seen}, the subleaves add up to ${want}`;

@@ -1,0 +1,83 @@
+// The body of a vCPU's worker thread: it runs KVM_RUN itself (NativeVcpu.runUntilExit() blocks here, never
+// on the main thread) and answers the exits it can alone, with no thread crossing: the fast ports
+// natively, the UART's other registers here (its state is shared memory). Every other exit goes
+// to the machine on the main thread, and the vCPU stays paused until the machine answers it
+// (Machine.onThreadMessage). See docs/exit-path.md.
+import { parentPort } from "node:worker_threads";
+import { loadAddon, NativeStateErrorCode, NativeVcpu, VcpuRunEnd } from "../native";
+import { KvmRunView } from "../kvm/kvmRun";
+import { Exit } from "../kvm/uapi";
+import { PortBus } from "../devices/bus";
+import { Serial8250 } from "../devices/serial";
+import { CONSOLE_PORT } from "./abi";
+import { portIo } from "./portIo";
+
+export interface VcpuThreadData {
+  /** NativeVcpu.handle */
+  handle: number;
+  /** Serial8250.state of the machine's UART; absent: no device is answered on this thread */
+  serial?: SharedArrayBuffer;
+  /** The UART's IRQ when the VM has an irqchip (PC guests), raised from this thread too */
+  serialIrq?: number;
+  /** Int32 per vCPU, counted up here for each exit or error posted and down by the machine as it
+   *  receives them: a debugger's pause waits for the exits already on their way */
+  inFlight?: SharedArrayBuffer;
+}
+
+/** What a vCPU thread tells the machine */
+export type VcpuThreadMessage =
+  /** An exit for the machine (errno as NativeVcpu.runUntilExit() returned it); the vCPU is paused */
+  | { exit: number }
+  /** KVM_RUN failed; the vCPU is paused */
+  | { error: string }
+  /** UART output that did not take the native console path */
+  | { console: Uint8Array };
+
+function main(data: VcpuThreadData): void {
+  const inFlight = data.inFlight && new Int32Array(data.inFlight);
+  const post = (message: VcpuThreadMessage) => {
+    if (inFlight && !("console" in message)) Atomics.add(inFlight, vcpu.index, 1);
+    parentPort!.postMessage(message);
+  };
+  let vcpu: NativeVcpu;
+  try {
+    vcpu = loadAddon().openVcpu(data.handle);
+  } catch (err) {
+    // The machine was closed before this thread came up (a usage error found after create()).
+    if ((err as { code?: NativeStateErrorCode }).code === "ERR_TSVMM_CLOSED") return;
+    throw err;
+  }
+  const run = new KvmRunView(vcpu.run);
+  const bus = new PortBus();
+  if (data.serial) {
+    const irq = data.serialIrq;
+    const setIrq = irq === undefined ? undefined : (level: number) => vcpu.irqLine(irq, level);
+    const serial = new Serial8250(CONSOLE_PORT, (bytes) => post({ console: bytes }), setIrq, data.serial);
+    serial.onFastPortsChanged = () => vcpu.setFastPorts(serial.fastPorts());
+    bus.register(CONSOLE_PORT, 8, serial);
+  }
+  try {
+    for (;;) {
+      let result: number;
+      try {
+        result = vcpu.runUntilExit();
+      } catch (err) {
+        vcpu.pause();
+        post({ error: (err as Error).message });
+        continue; // runUntilExit() waits until the machine stops the vCPU
+      }
+      if (result === VcpuRunEnd.STOPPED) return;
+      if (result === 0 && run.exitReason === Exit.IO && bus.find(run.io.port)) {
+        portIo(bus, run, () => false);
+        continue;
+      }
+      vcpu.pause(); // out of KVM_RUN until the machine has answered (it unpauses)
+      post({ exit: result });
+    }
+  } finally {
+    vcpu.close();
+  }
+}
+
+// Started ahead of need (threads.ts): the vCPU comes in the first message.
+parentPort!.once("message", (data: VcpuThreadData) => main(data));
