@@ -1,13 +1,14 @@
-// KVM's own trace events merged into a trace (--kernel-events), on the lab's real KVM. Debian's
-// stock kernel has tracefs and KVM's trace events; the sw-protected one gets them from its config.
+// KVM's own trace events merged into a trace (--kernel-events), on the lab's real KVM: both lab
+// kernels have tracefs and KVM's trace events (the sw-protected one from its config).
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { labCli, onLabKernel } from "./support";
+import { labCli } from "./support";
 import { parseTrace } from "../../vmm/trace/reader";
 
-onLabKernel("stock")("--kernel-events: KVM's hypercall exits are in the trace, on the vCPU and just before tsvmm's conversion", { timeout: 600_000 }, async () => {
+test("--kernel-events: KVM's hypercall exits are in the trace, on the vCPU and just before tsvmm's conversion", { timeout: 600_000 }, async () => {
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "tsvmm-kernel-")), "trace.ndjson");
   const r = await labCli(["run", "smp-convert", "--cpus", "2", "--backend", "memslots", "--trace", file, "--kernel-events", "kvm:kvm_exit,kvm:kvm_hypercall"], 500_000);
   assert.equal(r.status, 0, `status ${r.status}\n${r.stderr}`);
