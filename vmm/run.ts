@@ -1,4 +1,5 @@
 // The programmatic way to boot a guest: the CLI's `run` and the tests both come through here.
+import type { UnclaimedAccesses } from "./devices/bus";
 import * as path from "node:path";
 import { Machine, MachineResult, TsvmmBoot } from "./machine/machine";
 export type { StopRequest } from "./machine/machine";
@@ -165,7 +166,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       opts.log?.(`kernel events: ${events.length} recorded (${opts.kernelEvents!.join(", ")})`);
     }
     if (traceFailure && result.status !== ExitStatus.OUTPUT_FAILED) opts.log?.(`${traceFailure}: the trace is incomplete`);
-    const touched = (what: string, unclaimed: Map<number, { reads: number; writes: number }>) => {
+    const touched = (what: string, unclaimed: UnclaimedAccesses) => {
       const list = [...unclaimed].map(([at, n]) => `0x${at.toString(16)} (${n.reads} reads, ${n.writes} writes)`);
       if (list.length) opts.log?.(`${what} no device claims were touched: ${list.join(", ")}`);
     };

@@ -16,10 +16,20 @@ interface Mapping {
   device: PortDevice;
 }
 
+/** Addresses (ports, MMIO) that no device claims, with how often each was read and written */
+export class UnclaimedAccesses extends Map<number, { reads: number; writes: number }> {
+  note(at: number, write: boolean): void {
+    let n = this.get(at);
+    if (!n) this.set(at, (n = { reads: 0, writes: 0 }));
+    if (write) n.writes++;
+    else n.reads++;
+  }
+}
+
 export class PortBus {
   private readonly mappings: Mapping[] = [];
   /** Ports touched that no device claims (reads return all-ones, writes are dropped) */
-  readonly unclaimed = new Map<number, { reads: number; writes: number }>();
+  readonly unclaimed = new UnclaimedAccesses();
 
   register(first: number, count: number, device: PortDevice): void {
     const last = first + count - 1;
@@ -35,19 +45,13 @@ export class PortBus {
   read(port: number, size: number): number {
     const device = this.find(port);
     if (device) return device.read(port, size);
-    this.note(port).reads++;
+    this.unclaimed.note(port, false);
     return allOnes(size);
   }
 
   write(port: number, size: number, value: number): void {
     const device = this.find(port);
     if (device) device.write(port, size, value);
-    else this.note(port).writes++;
-  }
-
-  private note(port: number) {
-    let n = this.unclaimed.get(port);
-    if (!n) this.unclaimed.set(port, (n = { reads: 0, writes: 0 }));
-    return n;
+    else this.unclaimed.note(port, true);
   }
 }

@@ -4,7 +4,7 @@ import { loadAddon } from "../native";
 import { Exit, exitName, HC_MAP_GPA_RANGE, InternalError, IoDirection, KVM_ENOSYS, SystemEvent } from "../kvm/uapi";
 import { ExitStatus } from "../errors";
 import { CONVERT_PORT, HOST_PORT } from "./abi";
-import type { PortBus } from "../devices/bus";
+import type { PortBus, UnclaimedAccesses } from "../devices/bus";
 import { portIo } from "./portIo";
 import type { ConversionEngine } from "../memory/engine";
 import { handleHostRequest, HostRequestContext } from "./hostRequests";
@@ -20,7 +20,7 @@ export interface ExitContext {
   readonly bus: PortBus;
   /** PC guests only: MMIO that no device claims reads all-ones and drops writes, as on a PC's
    *  bus, and is counted here by address; absent, such an access stops the VM */
-  readonly unclaimedMmio?: Map<number, { reads: number; writes: number }>;
+  readonly unclaimedMmio?: UnclaimedAccesses;
   /** Present when the VM has private memory */
   readonly conversions?: {
     engine: ConversionEngine;
@@ -81,14 +81,8 @@ export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome
     case Exit.MMIO: {
       const a = run.mmio;
       if (m.unclaimedMmio) {
-        const at = Number(a.physAddr);
-        const n = m.unclaimedMmio.get(at) ?? { reads: 0, writes: 0 };
-        m.unclaimedMmio.set(at, n);
-        if (a.isWrite) n.writes++;
-        else {
-          n.reads++;
-          a.data.fill(0xff, 0, a.len);
-        }
+        m.unclaimedMmio.note(Number(a.physAddr), a.isWrite);
+        if (!a.isWrite) a.data.fill(0xff, 0, a.len);
         return "resume";
       }
       return stop(

@@ -27,7 +27,7 @@ import { MAP_GPA_RANGE_ENCRYPTED, PAGE, PAGE_SHIFT, PageStateMap } from "../memo
 import { ConversionEngine, ConversionEvent, formatEvent } from "../memory/engine";
 import type { PrivateMemoryOptions } from "../memory/options";
 import { TestSlot } from "../memory/testSlot";
-import { PortBus } from "../devices/bus";
+import { PortBus, UnclaimedAccesses } from "../devices/bus";
 import { Serial8250 } from "../devices/serial";
 import { DebugExit } from "../devices/debugExit";
 import { cpuidFor, pcCpuidFor } from "../arch/x86/cpuid";
@@ -167,7 +167,7 @@ export class Machine {
     this.exitContext = {
       vcpus: this.vcpus,
       bus: this.bus,
-      unclaimedMmio: opts.boot.kind === "tsvmm" ? undefined : new Map(),
+      unclaimedMmio: opts.boot.kind === "tsvmm" ? undefined : new UnclaimedAccesses(),
       get conversions() {
         return machine.conversions;
       },
@@ -680,13 +680,13 @@ export class Machine {
   }
 
   /** Unclaimed ports the guest touched, for the run log */
-  get unclaimedPorts(): Map<number, { reads: number; writes: number }> {
+  get unclaimedPorts(): UnclaimedAccesses {
     return this.bus.unclaimed;
   }
 
   /** Unclaimed MMIO addresses a PC guest touched, for the run log (empty for tsvmm's guests) */
-  get unclaimedMmio(): Map<number, { reads: number; writes: number }> {
-    return this.exitContext.unclaimedMmio ?? new Map();
+  get unclaimedMmio(): UnclaimedAccesses {
+    return this.exitContext.unclaimedMmio ?? new UnclaimedAccesses();
   }
 
   close(): void {
