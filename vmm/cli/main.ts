@@ -1,5 +1,5 @@
 // tsvmm's command line: one yargs command per file under ./commands.
-import yargs, { CommandModule } from "yargs";
+import yargs, { Argv, CommandModule } from "yargs";
 import { ExitStatus, TsvmmError } from "../errors";
 import { CLI_FLAGS } from "./flags";
 import { stdoutFailure } from "./stop";
@@ -14,6 +14,18 @@ const commands: Record<string, () => Promise<CommandModule<object, any>>> = {
   trace: async () => (await import("./commands/trace")).traceCommand,
   test: async () => (await import("./commands/test")).testCommand,
 };
+
+/**
+ * yargs renders a command's whole help text right after starting its handler, for a later
+ * showHelp() from the handler (tsvmm never calls it: `--help` is answered before any handler, and
+ * our .fail() prints no help): 10-30 ms of wrapping for `run` on every start. The hook is yargs'
+ * internal one (as the Angular CLI does); without it (another yargs) only the cost comes back.
+ */
+function skipHelpCache(cli: Argv): void {
+  type Internal = { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } };
+  const usage = (cli as unknown as Internal).getInternalMethods?.().getUsageInstance?.();
+  if (typeof usage?.cacheHelpMessage === "function") usage.cacheHelpMessage = () => {};
+}
 
 export async function main(argv: string[]): Promise<void> {
   // A closed stdout (`tsvmm guests | head -1`) ends the output quietly with a status, as SIGPIPE
@@ -48,6 +60,7 @@ export async function main(argv: string[]): Promise<void> {
       process.stderr.write(`tsvmm: ${message}\nRun \`tsvmm --help\` (or \`tsvmm <command> --help\`) for usage.\n`);
       process.exit(ExitStatus.USAGE);
     });
+  skipHelpCache(cli);
   const needed = argv[0] in commands ? [argv[0]] : Object.keys(commands);
   for (const name of needed) cli.command(await commands[name]());
   try {

@@ -189,9 +189,6 @@ export const runCommand: CommandModule<object, RunArgs> = {
       )
       .strict(),
   handler: async (args) => {
-    // yargs renders its help text (for showHelp) right after calling a handler, synchronously:
-    // ~0.1 s on a slow machine. Let that happen before the VM starts, not while it runs.
-    await null;
     const memSize = args.mem === undefined ? undefined : parseSize("--mem", args.mem);
     const cpus = parseCount("--cpus", args.cpus, 1, MAX_CPUS);
     const debugging = args.monitor || args["monitor-script"] !== undefined || args.gdb !== undefined || args["gdb-wait"];
