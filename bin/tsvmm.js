@@ -1,13 +1,12 @@
 #!/usr/bin/env node
-// Entry point: the compiled CLI lives in dist/ (built by `npm install` / `npm run build`).
+// Entry point: the CLI is bundled into dist/bundle/ (built by `npm install` / `npm run build`,
+// from vmm/cli/entry.ts; see scripts/bundle.js).
 const path = require("node:path");
-const main = path.join(__dirname, "..", "dist", "vmm", "cli", "main.js");
+const cli = path.join(__dirname, "..", "dist", "bundle", "tsvmm.js");
 try {
-  require.resolve(main);
+  require.resolve(cli);
 } catch {
   console.error("tsvmm: not built yet. Run `npm install` (or `npm run build`) in " + path.dirname(__dirname));
   process.exit(70);
 }
-// `run` needs a vCPU thread: let it boot while the CLI loads (vmm/machine/threads.ts).
-if (process.argv[2] === "run") require(path.join(main, "..", "..", "machine", "threads.js")).prestartVcpuThreads(1);
-require(main).main(process.argv.slice(2));
+require(cli);

@@ -139,8 +139,8 @@ export async function probeEnv(): Promise<Env> {
 
   let tsvmm: string | null = null;
   if (kvm) tsvmm = kvm;
-  else if (!fs.existsSync(path.join(ROOT, "dist", "vmm", "cli", "main.js")))
-    tsvmm = "tsvmm is not built (dist/vmm/cli/main.js missing; run `npm run build`)";
+  else if (!fs.existsSync(path.join(ROOT, "dist", "bundle", "tsvmm.js")))
+    tsvmm = "tsvmm is not built (dist/bundle/tsvmm.js missing; run `npm run build`)";
   else {
     const r = await runTimed(process.execPath, [TSVMM, "run", "hello"], 30_000);
     if (r.status !== 0) tsvmm = `\`tsvmm run hello\` does not work yet (${describeFailure(r)})`;

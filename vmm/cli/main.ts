@@ -3,6 +3,7 @@ import yargs, { Argv, CommandModule } from "yargs";
 import { ExitStatus, TsvmmError } from "../errors";
 import { CLI_FLAGS } from "./flags";
 import { stdoutFailure } from "./stop";
+import { sourceMappedStack } from "../sourceMap";
 
 // Each command's module (and what it imports: the lab's for `lab`, the VMM's for `run`) loads
 // only when that command runs; --help and unknown commands load them all.
@@ -71,7 +72,7 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = err.status;
       return;
     }
-    process.stderr.write(`tsvmm: internal error: ${(err as Error).stack ?? err}\n`);
+    process.stderr.write(`tsvmm: internal error: ${sourceMappedStack(err)}\n`);
     process.exitCode = ExitStatus.INTERNAL;
   }
 }

@@ -11,6 +11,7 @@ import type { Verdict } from "../host/caps";
 import { API_SETTING_NAMES, ExitStatus, SettingNames, TsvmmError, UsageError } from "../errors";
 import { GuestTap, parseGuestTap, tapProblems } from "./guestTap";
 import { MatrixEntry, privateRequestFor } from "./plan";
+import { sourceMappedStack } from "../sourceMap";
 
 export type Outcome = "pass" | "fail" | "skip";
 
@@ -172,5 +173,5 @@ export function judgeError(err: unknown, unsupported: "skip" | "fail", names: Se
     return { outcome, status: err.status, reason, report };
   }
   const e = err as Error;
-  return { outcome: "fail", status: ExitStatus.INTERNAL, reason: `internal error: ${e?.message ?? String(err)}`, report: e?.stack };
+  return { outcome: "fail", status: ExitStatus.INTERNAL, reason: `internal error: ${e?.message ?? String(err)}`, report: e?.stack && sourceMappedStack(e) };
 }
