@@ -16,7 +16,7 @@ import { openTrace, TraceSink } from "./trace/writer";
 import { KernelTracing, startKernelEvents } from "./trace/kernel";
 import { PrivateRequest, resolvePrivateMemory } from "./memory/policy";
 import { assessHost, openKvm, probeHost, Verdict } from "./host/caps";
-import { DebuggerOptions, DebuggerSession, startDebugger } from "./control/session";
+import type { DebuggerOptions, DebuggerSession } from "./control/session";
 
 export type ConsoleMode = "raw" | "screen" | "capture";
 
@@ -155,7 +155,8 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       });
     m.create();
     opts.onMachine?.(m);
-    if (opts.debug) debug = await startDebugger(m, boot.kind === "tsvmm" ? boot.guest : { name: boot.name, symbols: [] }, { ...opts.debug, guestDebug: verdict.debugging.guestDebug ? undefined : verdict.debugging.refusal }, (line) => opts.log?.(line));
+    // The debugger (readline, net and the rest) loads only for a run that has one.
+    if (opts.debug) debug = await (await import("./control/session")).startDebugger(m, boot.kind === "tsvmm" ? boot.guest : { name: boot.name, symbols: [] }, { ...opts.debug, guestDebug: verdict.debugging.guestDebug ? undefined : verdict.debugging.refusal }, (line) => opts.log?.(line));
     opts.onInput?.((bytes) => m.serial.receive(bytes));
     if (opts.kernelEvents && trace) kernel = startKernelEvents(opts.kernelEvents);
     const result = await m.run(opts.timeout, opts.signal);

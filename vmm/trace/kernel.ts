@@ -3,7 +3,6 @@
 // records on the trace's time base (the start record's clock.monotonicNs is time 0).
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { spawnSync } from "node:child_process";
 import { ExitStatus, TsvmmError } from "../errors";
 
 export const DEFAULT_KERNEL_EVENTS = ["kvm:kvm_exit", "kvm:kvm_hypercall", "kvm:kvm_page_fault"];
@@ -43,6 +42,8 @@ const unsupported = (what: string) =>
 function tracefsRoot(): string {
   if (fs.existsSync(path.join(TRACEFS, "instances"))) return TRACEFS;
   // Not mounted yet (the lab's init does not mount it): try, as root may.
+  // required here: node:child_process takes ~5 ms to load, and only this needs it
+  const { spawnSync } = require("node:child_process") as typeof import("node:child_process");
   spawnSync("mount", ["-t", "tracefs", "nodev", TRACEFS], { stdio: "ignore", timeout: 5000 });
   if (fs.existsSync(path.join(TRACEFS, "instances"))) return TRACEFS;
   throw unsupported(`there is no tracefs at ${TRACEFS} (and mounting it failed)`);

@@ -8,8 +8,7 @@ import { attachTerminalInput } from "../terminal";
 import { abortOnStop } from "../stop";
 import { ConsoleLogWriter, LOG_HOLD_MS } from "../../console/logWriter";
 import { MAX_IMAGE_SIZE } from "../../guests";
-import { MonitorInput } from "../../control/monitor";
-import { readMonitorScript } from "../../control/session";
+import type { MonitorInput } from "../../control/monitor";
 
 export interface RunArgs {
   guest?: string;
@@ -206,7 +205,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
     // A monitor on the terminal or on stdin owns stdin: the guest gets no keyboard then.
     const monitor: MonitorInput | undefined =
       args["monitor-script"] !== undefined
-        ? readMonitorScript(args["monitor-script"])
+        ? (await import("../../control/session")).readMonitorScript(args["monitor-script"])
         : args.monitor
           ? process.stdin.isTTY
             ? { kind: "terminal", input: process.stdin, output: process.stdout }
