@@ -5,6 +5,8 @@
 // (which type-checks; esbuild only strips the types). The files keep the layout the code expects:
 // dist/bundle/ sits two levels below the checkout, as dist/vmm/*.js do, and the worker is next to
 // the CLI (vmm/machine/threads.ts starts `vcpuThread.js` beside itself).
+const crypto = require("node:crypto");
+const fs = require("node:fs");
 const path = require("node:path");
 const esbuild = require("esbuild");
 
@@ -38,4 +40,17 @@ esbuild
     sourcesContent: false,
     logLevel: "warning",
   })
-  .catch(() => process.exit(1)); // esbuild has printed the errors
+  .then(() => markBuild(path.join(root, "dist", "bundle", "tsvmm.js")))
+  .catch((err) => {
+    if (!err.errors) console.error(err); // esbuild has printed its own
+    process.exit(1);
+  });
+
+/** End the CLI's bundle with its content's hash: bin/tsvmm.js names its V8 code cache with it.
+ *  The caches of earlier builds go. */
+function markBuild(file) {
+  const text = fs.readFileSync(file, "utf8");
+  const hash = crypto.createHash("sha256").update(text).digest("hex").slice(0, 16);
+  fs.writeFileSync(file, `${text}//# tsvmm-build ${hash}\n`);
+  for (const name of fs.readdirSync(path.dirname(file))) if (name.endsWith(".cache")) fs.rmSync(path.join(path.dirname(file), name), { force: true });
+}
