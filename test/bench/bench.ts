@@ -3,8 +3,10 @@
 //  1. Boot wall time: the whole process time (spawn -> exit, measured here) of
 //     `node bin/tsvmm.js run hello` against QEMU microvm booting test/bench/qemu-hello.S, a flat
 //     -bios image that prints a text as long as hello's on COM1 (polling LSR, one `out` per byte, like
-//     the tsvmm guests) and exits through isa-debug-exit. Runs are interleaved so drift in the
-//     machine's load hits every row alike.
+//     the tsvmm guests) and exits through isa-debug-exit, and beside `node -e 0` (the target:
+//     tsvmm within 1.3x of it) and the floor of tsvmm's design (Node, one worker thread loading
+//     the addon; docs/startup.md). Runs are interleaved so drift in the machine's load hits every
+//     row alike.
 //  2. Exit cost: ns per port-I/O exit of one loop (`out|in; sub $1,%ecx; jnz`), run by
 //     test/bench/exit-loop.c (a bare KVM_RUN loop in C, timed around the loop) and by tsvmm as
 //     the guest test/bench/guests/exits.c, with the port answered by the native fast path or by
