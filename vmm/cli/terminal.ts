@@ -1,7 +1,10 @@
 // Typed input for the guest: with a terminal on stdin, raw mode, bytes to COM1. Ctrl-A x quits.
+import { isatty } from "node:tty";
+
 export function attachTerminalInput(send: (bytes: Uint8Array) => void, quit: () => void): (() => void) | undefined {
+  // Asked of the descriptor: process.stdin is made on first use, 7-20 ms for nothing without a terminal.
+  if (!isatty(0)) return undefined;
   const stdin = process.stdin;
-  if (!stdin.isTTY) return undefined;
   stdin.setRawMode(true);
   let escape = false;
   const onData = (data: Buffer) => {

@@ -38,7 +38,7 @@ import { attachPcPlatform } from "../arch/x86/platform/platform";
 import { consoleEvent, PcGuest } from "../boot/pcGuest";
 import { ExitContext, handleExit, Outcome } from "./exits";
 import { VcpuState } from "./vcpu";
-import { LongTimer, setLongTimeout } from "../timers";
+import { LongTimer, monotonicMs, setLongTimeout } from "../timers";
 import { hex } from "../format";
 import { RunFacts, startClock, startFields } from "../trace/writer";
 import type { VcpuThreadData, VcpuThreadMessage } from "./vcpuThread";
@@ -258,7 +258,7 @@ export class Machine {
       sharedBit: pm.sharedBit,
       quiesce: (work) => this.quiesce(work),
       emit: (e) => this.conversionEvent(e),
-      now: () => performance.now() - this.startTime,
+      now: () => monotonicMs() - this.startTime,
       testSlot: () => this.testSlot,
       discard: pm.discard,
     });
@@ -378,7 +378,7 @@ export class Machine {
         sharedLimit: this.layout.freeBase,
         pages: this.map?.runs(),
       };
-      this.startTime = performance.now();
+      this.startTime = monotonicMs();
       this.traceEvent(-1, "start", startFields(facts, startClock()));
       if (timeoutSeconds && timeoutSeconds > 0)
         this.timer = setLongTimeout(() => this.timeout(timeoutSeconds), timeoutSeconds * 1000);
@@ -640,7 +640,7 @@ export class Machine {
    *  promise resolves once every vCPU thread has ended. */
   finish(status: number, reason: string, report?: string): void {
     if (this.result) return;
-    const seconds = (performance.now() - this.startTime) / 1000;
+    const seconds = (monotonicMs() - this.startTime) / 1000;
     const exits = { total: 0, native: 0, typescript: 0 };
     for (const v of this.vcpus) {
       v.native.stop();
@@ -676,7 +676,7 @@ export class Machine {
   }
 
   private traceEvent(vcpu: number, kind: string, fields: Record<string, unknown>): void {
-    this.opts.trace?.({ seq: this.seq++, time: +(performance.now() - this.startTime).toFixed(3), vcpu, kind, ...fields });
+    this.opts.trace?.({ seq: this.seq++, time: +(monotonicMs() - this.startTime).toFixed(3), vcpu, kind, ...fields });
   }
 
   /** Unclaimed ports the guest touched, for the run log */
