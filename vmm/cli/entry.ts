@@ -1,8 +1,15 @@
-// The CLI's entry, bundled into dist/bundle/tsvmm.js (scripts/bundle.js) and loaded by
-// bin/tsvmm.js. `run` needs a vCPU thread, and a Node worker takes tens of milliseconds to boot:
-// one starts first thing, and boots while the rest of the CLI loads (vmm/machine/threads.ts).
-import { prestartVcpuThreads } from "../machine/threads";
+// The CLI's entry, bundled into dist/bundle/tsvmm.js (scripts/bundle.js); bin/tsvmm.js loads the
+// bundle and calls start().
+import type { Worker } from "node:worker_threads";
+import { adoptVcpuThread } from "../machine/threads";
 
-if (process.argv[2] === "run") prestartVcpuThreads(1);
-// required, not imported: an import would load the whole CLI before the thread starts
-(require("./main") as typeof import("./main")).main(process.argv.slice(2));
+/**
+ * Run the CLI on `argv`. `vcpuThread`: for `run`, a worker that bin/tsvmm.js started on the
+ * bundled vcpuThread.js before it loaded the CLI (a Node worker takes tens of milliseconds to
+ * boot; it boots meanwhile), for the machine to use.
+ */
+export function start(argv: string[], vcpuThread?: Worker): void {
+  if (vcpuThread) adoptVcpuThread(vcpuThread);
+  // required, not imported: the CLI is evaluated once the thread is in place
+  (require("./main") as typeof import("./main")).main(argv);
+}

@@ -1,6 +1,6 @@
 // Worker threads for vCPUs (vcpuThread.ts), started ahead of need: a Node worker takes tens of
 // milliseconds to boot, which `tsvmm run` overlaps with loading the CLI (bin/tsvmm.js starts one
-// first thing). An idle thread does not keep the process alive.
+// first thing, vmm/cli/entry.ts hands it over). An idle thread does not keep the process alive.
 import * as path from "node:path";
 import { Worker } from "node:worker_threads";
 
@@ -12,9 +12,10 @@ function spawn(): Worker {
   return thread;
 }
 
-/** Start `count` vCPU threads now, for later vcpuThread() calls. */
-export function prestartVcpuThreads(count: number): void {
-  for (let i = 0; i < count; i++) idle.push(spawn());
+/** Keep `thread`, a worker the caller started on vcpuThread.js beside this file, for a later vcpuThread() call. */
+export function adoptVcpuThread(thread: Worker): void {
+  thread.unref();
+  idle.push(thread);
 }
 
 /** A vCPU thread waiting for its VcpuThreadData message; it keeps the process alive from here. */
