@@ -227,7 +227,7 @@ export class Commands {
       case "break": {
         if (!args.length) throw new ControlError(`break needs a SPEC: ${def.usage}`);
         const b = c.addBreakpoint(parseBreakSpec(args.join(","), "break"));
-        return `breakpoint ${b.id}: ${describeBreakSpec(b.spec)}${b.addr !== undefined ? ` at ${hex(b.addr)} (${c.symbols.describe(b.addr)})` : ""}`;
+        return `breakpoint ${b.id}: ${describeBreakSpec(b.spec)}${b.addr !== undefined ? ` at ${hex(b.addr)}: ${c.symbols.describe(b.addr)}` : ""}`;
       }
       case "delete":
         arity(1);

@@ -50,11 +50,12 @@ export function readMonitorScript(file: string): MonitorInput {
 /** `guest`: the image's name and its symbols (none for multiboot and Linux guests) */
 export async function startDebugger(
   machine: Machine,
-  guest: Pick<ElfImage, "name" | "symbols">,
+  guest: Pick<ElfImage, "name" | "symbols" | "lines" | "lineWarning">,
   opts: DebuggerOptions,
   log: (line: string) => void,
 ): Promise<DebuggerSession> {
-  const control = new Control(machine, new SymbolTable(guest.symbols), opts.guestDebug);
+  if (guest.lineWarning) log(`warning: ${guest.lineWarning}`);
+  const control = new Control(machine, new SymbolTable(guest.symbols, guest.lines), opts.guestDebug);
   const commands = new Commands(control);
   for (const text of opts.breaks ?? []) {
     try {

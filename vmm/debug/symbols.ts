@@ -1,5 +1,7 @@
-// Symbols of a guest ELF: address -> "tsvmm_main+0x3d" and name -> address, from .symtab.
-// (No file:line: the shipped guests are built without -g, so there is no .debug_line to read.)
+// Symbols of a guest ELF: address -> "tsvmm_main+0x3d (guest/guests/convert.c:42)" and
+// name -> address, from .symtab and, where the ELF has it, .debug_line.
+import * as path from "node:path";
+import { LineTable, SourceLine } from "./dwarfLines";
 
 export interface ElfSymbol {
   name: string;
@@ -20,7 +22,10 @@ export class SymbolTable {
   private readonly sorted: ElfSymbol[];
   private readonly byName = new Map<string, ElfSymbol>();
 
-  constructor(symbols: ElfSymbol[]) {
+  constructor(
+    symbols: ElfSymbol[],
+    private readonly lines?: LineTable,
+  ) {
     this.sorted = [...symbols].sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : 0));
     for (const s of this.sorted) if (!this.byName.has(s.name)) this.byName.set(s.name, s);
   }
@@ -55,18 +60,30 @@ export class SymbolTable {
     return found;
   }
 
-  /** "name+0x3d", "name", or the bare hex address when no symbol covers it */
+  /** "name+0x3d (file:line)", "name", or the bare hex address when no symbol covers it;
+   *  file:line where the ELF has line information for addr */
   describe(addr: bigint): string {
     const s = this.containing(addr);
-    if (!s) return "0x" + addr.toString(16);
-    const off = addr - s.addr;
-    return off === 0n ? s.name : `${s.name}+0x${off.toString(16)}`;
+    const where = s ? (addr === s.addr ? s.name : `${s.name}+0x${(addr - s.addr).toString(16)}`) : "0x" + addr.toString(16);
+    const line = this.sourceLine(addr);
+    return line ? `${where} (${displayPath(line.file)}:${line.line})` : where;
+  }
+
+  sourceLine(addr: bigint): SourceLine | undefined {
+    return this.lines?.lookup(addr);
   }
 
   /** Names starting with prefix (monitor completion) */
   complete(prefix: string): string[] {
     return [...this.byName.keys()].filter((n) => n.startsWith(prefix)).sort();
   }
+}
+
+/** Relative to the working directory when the file lies below it (guest/guests/convert.c) */
+export function displayPath(file: string): string {
+  if (!path.isAbsolute(file)) return file;
+  const relative = path.relative(process.cwd(), file);
+  return relative && !relative.startsWith("..") && !path.isAbsolute(relative) ? relative : file;
 }
 
 export function readElfSymbols(file: Buffer): ElfSymbol[] {
