@@ -2,7 +2,7 @@
 // Debian's gdb in batch mode, and a raw protocol client for malformed packets.
 import { test, TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
@@ -86,8 +86,12 @@ test("monitor script: stop at a symbol, step, read memory and page states, refus
   assert.equal(r.status, 0, r.stderr);
   const out = r.stdout;
   assert.match(out, /\(tsvmm\) why\nstarted paused at 0x[0-9a-f]+ \(after the first instruction of vCPU 0\)/);
-  assert.match(out, /breakpoint 1: addr=tsvmm_main at 0x[0-9a-f]+ \(tsvmm_main\)/);
-  assert.match(out, /stopped: vCPU 0: breakpoint 1 \(addr=tsvmm_main\) at tsvmm_main\n/);
+  // file:line from the guest's .debug_line (built with -g), as addr2line gives it
+  const mainLine = path.relative(ROOT, execFileSync("addr2line", ["-e", HELLO, "0x" + tsvmmMain().toString(16)], { encoding: "utf8" }).trim());
+  assert.match(mainLine, /^guest\/guests\/hello\.c:\d+$/);
+  assert.ok(out.includes(`breakpoint 1: addr=tsvmm_main at 0x${tsvmmMain().toString(16)}: tsvmm_main (${mainLine})\n`), out);
+  assert.ok(out.includes(`stopped: vCPU 0: breakpoint 1 (addr=tsvmm_main) at tsvmm_main (${mainLine})\n`), out);
+  assert.ok(out.includes(`    rip is tsvmm_main (${mainLine})\n`), out);
   assert.match(out, /64-bit long mode/);
   assert.match(out, /rip=0*([0-9a-f]+) /);
   assert.match(out, /stepped 3 instructions on vCPU 0, now at tsvmm_main\+0x[1-9a-f]/);
@@ -95,7 +99,7 @@ test("monitor script: stop at a symbol, step, read memory and page states, refus
   const main = tsvmmMain();
   const seg = parseElf("hello", fs.readFileSync(HELLO)).segments.find((s) => main >= s.gpa && main < s.gpa + BigInt(s.data.length))!;
   const bytes = [...seg.data.subarray(Number(main - seg.gpa), Number(main - seg.gpa) + 8)].map((b) => "0x" + b.toString(16).padStart(2, "0")).join(" ");
-  assert.ok(out.includes(`0x${main.toString(16)} <tsvmm_main>:\t${bytes}`), out);
+  assert.ok(out.includes(`0x${main.toString(16)} <tsvmm_main (${mainLine})>:\t${bytes}`), out);
   assert.match(out, /0x0-0x4000000 shared {2}16384 pages/);
   assert.match(out, /\(tsvmm\) frobnicate\nerror: unknown command "frobnicate"; `help` lists them\n/);
   assert.match(out, /\(tsvmm\) pages 4M-2M\nerror: pages: range 4M-2M is empty\n/);
@@ -115,7 +119,7 @@ test("monitor on stdin: an exit breakpoint names the exit and the vCPU, events l
   assert.match(r.stdout, /rip is tsvmm_halt\+0x/);
   assert.match(r.stdout, /\(tsvmm\) why\nbreakpoint 1 \(exit=HLT\): vCPU 1: KVM_EXIT_HLT/);
   assert.match(r.stdout, /\(tsvmm\) events 3\n +[\d.]+ ms {2}vCPU 1: KVM_EXIT_HLT/);
-  assert.match(r.stdout, /vCPU 0: paused at \S+\n {2}vCPU 1: halted at tsvmm_halt/);
+  assert.match(r.stdout, /vCPU 0: paused at [^\n]+\n {2}vCPU 1: halted at tsvmm_halt\+0x[0-9a-f]+ \(\S*arch\.h:\d+\)/);
   assert.doesNotMatch(r.stdout, /\(tsvmm\) regs/); // nothing runs after quit
   assert.match(r.stderr, /ended from the monitor \(quit\)/);
 });
@@ -209,8 +213,9 @@ test("gdb: break at a symbol, threads, registers, stepi, monitor commands, conti
   const main = "0x" + tsvmmMain().toString(16);
   assert.match(out, /\* 1 +Thread 1 \(vCPU 0 paused\)/);
   assert.match(out, new RegExp(`Breakpoint 1 at ${main}`));
-  assert.match(out, new RegExp(`Breakpoint 1, 0x0*${main.slice(2)} in tsvmm_main \\(\\)`));
-  assert.match(out, /#0 +0x[0-9a-f]+ in tsvmm_main \(\)/);
+  // the guests carry DWARF (-g): gdb shows the arguments and the source line
+  assert.match(out, /Breakpoint 1, tsvmm_main \(boot=0x[0-9a-f]+, cpu=0\) at \S*guest\/guests\/hello\.c:\d+/);
+  assert.match(out, /#0 +tsvmm_main \(boot=0x[0-9a-f]+, cpu=0\) at \S*hello\.c:\d+/);
   assert.match(out, new RegExp(`rip +${main} +${main} <tsvmm_main>`));
   assert.match(out, /\$1 = \(void \(\*\)\(\)\) 0x[0-9a-f]+ <tsvmm_main\+[1-9]\d*>/);
   assert.match(out, /stepped 1 instruction on vCPU 0, now at tsvmm_main\+0x/);
