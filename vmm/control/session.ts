@@ -22,6 +22,8 @@ export interface DebuggerOptions {
   gdbWait?: boolean;
   /** Why this KVM's guest debugging cannot be used (Verdict.debugging.refusal); absent = usable */
   guestDebug?: string;
+  /** Why data watchpoints cannot be used here (Verdict.debugging.watchRefusal); absent = usable */
+  watchpoints?: string;
   /** start paused even without a monitor (the TypeScript API) */
   startPaused?: boolean;
   /** called once the debugger is set up, before the VM starts (the TypeScript API) */
@@ -55,7 +57,7 @@ export async function startDebugger(
   log: (line: string) => void,
 ): Promise<DebuggerSession> {
   if (guest.lineWarning) log(`warning: ${guest.lineWarning}`);
-  const control = new Control(machine, new SymbolTable(guest.symbols, guest.lines), opts.guestDebug);
+  const control = new Control(machine, new SymbolTable(guest.symbols, guest.lines), opts.guestDebug, opts.watchpoints);
   const commands = new Commands(control);
   for (const text of opts.breaks ?? []) {
     try {
