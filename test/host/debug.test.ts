@@ -16,6 +16,7 @@ import { encodePacket } from "../../vmm/debug/gdbPacket";
 import { Vm } from "../../vmm/api";
 import { Exit } from "../../vmm/kvm/uapi";
 import { ROOT } from "../support/cli";
+import { assessHost, probeHost } from "../../vmm/host/caps";
 
 const T = { timeout: 60000 };
 const HELLO = path.join(GUEST_DIR, "hello.elf");
@@ -61,6 +62,10 @@ function requireGdb(t: TestContext): boolean {
 }
 
 const tsvmmMain = () => SymbolTable.fromElf(fs.readFileSync(HELLO)).lookup("tsvmm_main")!.addr;
+/** hello's TAP counter (guest/runtime/tap.c), written once per test line with lock xadd */
+const countAddr = () => SymbolTable.fromElf(fs.readFileSync(HELLO)).lookup("count")!.addr;
+/** Why this host's KVM refuses data watchpoints (`tsvmm caps`), or undefined where they fire */
+const watchRefusal = () => assessHost(probeHost()).debugging.watchRefusal;
 
 test("monitor script: stop at a symbol, step, read memory and page states, refuse bad input, run to the end", T, async (t) => {
   if (!requireKvm(t)) return;
@@ -272,10 +277,22 @@ test("gdb stub: NAK on a bad checksum, empty reply for unknown packets, E for ma
   assert.match(await c.expect(/#[0-9a-f]{2}$/), /^\+\$[0-9a-f]{8}#/);
   c.send(encodePacket("m4000000,4")); // past the end of RAM
   assert.match(await c.expect(/#[0-9a-f]{2}$/), /^\+\$E14#/);
+  // watchpoints: 1, 2, 4 or 8 bytes at an aligned address; errors otherwise (the reason in the log)
+  const count = countAddr().toString(16);
+  for (const bad of [`Z2,${count},3`, `Z2,${count},10`, `Z4,${(countAddr() + 1n).toString(16)},2`]) {
+    c.send(encodePacket(bad));
+    assert.match(await c.expect(/#[0-9a-f]{2}$/), /^\+\$E01#/, bad);
+  }
+  c.send(encodePacket(`Z2,${count},4`));
+  assert.match(await c.expect(/#[0-9a-f]{2}$/), watchRefusal() ? /^\+\$E01#/ : /^\+\$OK#/);
   c.close(); // no detach, no kill: the VM must run on to its end
   const r = await vm.done;
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /gdb: debugger disconnected; the VM runs on/);
+  assert.match(r.stderr, /gdb: watch 0x[0-9a-f]+\+3: a debug register watches 1, 2, 4 or 8 bytes, not 3/);
+  assert.match(r.stderr, /gdb: watch 0x[0-9a-f]+\+16: a debug register watches 1, 2, 4 or 8 bytes, not 16/);
+  assert.match(r.stderr, /gdb: watch 0x[0-9a-f]+\+2: 0x[0-9a-f]+ is not aligned to 2 bytes/);
+  if (watchRefusal()) assert.match(r.stderr, /gdb: watch=0x[0-9a-f]+\+4,access=w is refused: /);
   assert.match(r.stdout, /ok 3 - /);
 });
 
@@ -338,3 +355,87 @@ test("the stop-at-main example runs to its end", T, (t) => {
 });
 
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+test("monitor watch: bad lengths, alignment and access are refused; a watchpoint stops after the write, or is refused where it cannot fire", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const misaligned = "0x" + (countAddr() + 2n).toString(16);
+  const file = script("watch.mon", ["watch count+3", `watch ${misaligned}+4`, "watch count r", "watch count+16", "watch count", "info break", "continue", "x/1dw count", "info break", "continue"]);
+  const r = await tsvmm(["run", "hello", "--monitor-script", file]);
+  assert.equal(r.status, 0, r.stderr);
+  const out = r.stdout;
+  assert.match(out, /\(tsvmm\) watch count\+3\nerror: watch count\+3: a debug register watches 1, 2, 4 or 8 bytes, not 3\n/);
+  assert.ok(out.includes(`(tsvmm) watch ${misaligned}+4\nerror: watch ${misaligned}+4: ${misaligned} is not aligned to 4 bytes`), out);
+  assert.match(out, /\(tsvmm\) watch count r\nerror: watch: "r" is not w or rw \(x86 cannot watch reads alone\)/);
+  assert.match(out, /\(tsvmm\) watch count\+16\nerror: watch count\+16: a debug register watches 1, 2, 4 or 8 bytes, not 16\n/);
+  const refusal = watchRefusal();
+  if (refusal) {
+    assert.ok(out.includes(`(tsvmm) watch count\nerror: watch=count,access=w is refused: ${refusal} (see \`tsvmm caps\`)`), out);
+    assert.match(out, /\(tsvmm\) info break\n {2}no breakpoints\n/);
+  } else {
+    const count = countAddr().toString(16);
+    assert.ok(out.includes(`(tsvmm) watch count\nwatchpoint 1: 4 bytes at 0x${count} (count), writes (DR0)\n`), out);
+    assert.match(out, /stopped: vCPU 0: watchpoint 1 \(watch=count,access=w\): 4 bytes at 0x[0-9a-f]+ \(count\) was written by the instruction before result\+0x[0-9a-f]+ \(guest\/runtime\/tap\.c:\d+\)/);
+    assert.match(out, /\(tsvmm\) x\/1dw count\n0x[0-9a-f]+ <count>:\t1\n/);
+    assert.match(out, /1 {2}watch=count,access=w +hits 1 {2}4 bytes at 0x[0-9a-f]+ \(count\) \(DR0\)/);
+  }
+  assert.match(out, /ok 3 - /);
+});
+
+test("--break watch= is a usage error where watchpoints cannot fire, and stops where they can", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const r = await tsvmm(["run", "hello", "--break", "watch=count"]);
+  const refusal = watchRefusal();
+  if (refusal) {
+    assert.equal(r.status, 64, r.stderr);
+    assert.ok(r.stderr.includes(`--break watch=count: watch=count,access=w is refused: ${refusal}`), r.stderr);
+  } else {
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /tsvmm: stopped: vCPU 0: watchpoint 1 \(watch=count,access=w\)/);
+  }
+});
+
+test("gdb: watch on a guest variable shows the old and new value (hardware where the debug registers fire, gdb's software watchpoint everywhere)", T, async (t) => {
+  if (!requireKvm(t) || !requireGdb(t)) return;
+  const port = freePort();
+  const vm = await background(["run", "hello", "--gdb", `tcp:${port}`, "--gdb-wait"], /gdb: listening/);
+  // where the hardware watchpoint is refused, gdb aborts that continue and goes on with the next -ex
+  const gdb = spawnSync(
+    "gdb",
+    [
+      "-batch", "-nx",
+      "-ex", `target remote :${port}`,
+      "-ex", "break tap_ok",
+      "-ex", "continue",
+      "-ex", "delete 1",
+      "-ex", "watch count",
+      "-ex", "continue",
+      "-ex", "delete",
+      "-ex", "set can-use-hw-watchpoints 0",
+      "-ex", "watch count",
+      "-ex", "continue",
+      "-ex", "delete",
+      "-ex", "continue",
+      HELLO,
+    ],
+    { encoding: "utf8", timeout: 40000 },
+  );
+  const r = await vm.done;
+  const out = gdb.stdout + gdb.stderr;
+  assert.match(out, /Hardware watchpoint 2: count/);
+  const refusal = watchRefusal();
+  let before = 0;
+  if (refusal) {
+    assert.match(out, /Could not insert hardware watchpoint 2/);
+    assert.match(r.stderr, new RegExp(`gdb: watch=0x[0-9a-f]+\\+4,access=w is refused: data watchpoints never fire`));
+  } else {
+    assert.match(out, /Hardware watchpoint 2: count\n\nOld value = 0\nNew value = 1\n/);
+    before = 1;
+  }
+  // the software watchpoint single-steps (vCont;s) and compares: the next write of count
+  const soft = /\nWatchpoint 3: count\n\nOld value = (\d+)\nNew value = (\d+)\n[^\n]*in result \(/.exec(out);
+  assert.ok(soft, out);
+  assert.equal(Number(soft[1]), before);
+  assert.equal(Number(soft[2]), before + 1);
+  assert.match(out, /\[Inferior 1 \(Remote target\) exited normally\]/);
+  assert.equal(r.status, 0, r.stderr);
+});
