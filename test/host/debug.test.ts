@@ -61,6 +61,13 @@ function requireGdb(t: TestContext): boolean {
   return false;
 }
 
+/** Debian's gdb in batch mode on hello against the stub at port: each command one -ex; its output */
+function gdbBatch(port: number, commands: string[]): string {
+  const args = ["-batch", "-nx", "-ex", `target remote :${port}`, ...commands.flatMap((c) => ["-ex", c]), HELLO];
+  const gdb = spawnSync("gdb", args, { encoding: "utf8", timeout: 40000 });
+  return gdb.stdout + gdb.stderr;
+}
+
 const tsvmmMain = () => SymbolTable.fromElf(fs.readFileSync(HELLO)).lookup("tsvmm_main")!.addr;
 /** hello's TAP counter (guest/runtime/tap.c), written once per test line with lock xadd */
 const countAddr = () => SymbolTable.fromElf(fs.readFileSync(HELLO)).lookup("count")!.addr;
@@ -191,30 +198,22 @@ test("gdb: break at a symbol, threads, registers, stepi, monitor commands, conti
   if (!requireKvm(t) || !requireGdb(t)) return;
   const port = freePort();
   const vm = await background(["run", "hello", "--gdb", `tcp:${port}`, "--gdb-wait"], /gdb: listening/);
-  const gdb = spawnSync(
-    "gdb",
-    [
-      "-batch", "-nx",
-      "-ex", `target remote :${port}`,
-      "-ex", "info threads",
-      "-ex", "break tsvmm_main",
-      "-ex", "continue",
-      "-ex", "bt 1",
-      "-ex", "info registers rip",
-      "-ex", "stepi",
-      "-ex", "print $pc",
-      "-ex", "x/2xb tsvmm_main",
-      "-ex", "monitor why",
-      "-ex", "monitor pages 0x100000+64K",
-      "-ex", "monitor bogus",
-      "-ex", "delete",
-      "-ex", "continue",
-      HELLO,
-    ],
-    { encoding: "utf8", timeout: 40000 },
-  );
+  const out = gdbBatch(port, [
+    "info threads",
+    "break tsvmm_main",
+    "continue",
+    "bt 1",
+    "info registers rip",
+    "stepi",
+    "print $pc",
+    "x/2xb tsvmm_main",
+    "monitor why",
+    "monitor pages 0x100000+64K",
+    "monitor bogus",
+    "delete",
+    "continue",
+  ]);
   const r = await vm.done;
-  const out = gdb.stdout + gdb.stderr;
   const main = "0x" + tsvmmMain().toString(16);
   assert.match(out, /\* 1 +Thread 1 \(vCPU 0 paused\)/);
   assert.match(out, new RegExp(`Breakpoint 1 at ${main}`));
@@ -399,28 +398,20 @@ test("gdb: watch on a guest variable shows the old and new value (hardware where
   const port = freePort();
   const vm = await background(["run", "hello", "--gdb", `tcp:${port}`, "--gdb-wait"], /gdb: listening/);
   // where the hardware watchpoint is refused, gdb aborts that continue and goes on with the next -ex
-  const gdb = spawnSync(
-    "gdb",
-    [
-      "-batch", "-nx",
-      "-ex", `target remote :${port}`,
-      "-ex", "break tap_ok",
-      "-ex", "continue",
-      "-ex", "delete 1",
-      "-ex", "watch count",
-      "-ex", "continue",
-      "-ex", "delete",
-      "-ex", "set can-use-hw-watchpoints 0",
-      "-ex", "watch count",
-      "-ex", "continue",
-      "-ex", "delete",
-      "-ex", "continue",
-      HELLO,
-    ],
-    { encoding: "utf8", timeout: 40000 },
-  );
+  const out = gdbBatch(port, [
+    "break tap_ok",
+    "continue",
+    "delete 1",
+    "watch count",
+    "continue",
+    "delete",
+    "set can-use-hw-watchpoints 0",
+    "watch count",
+    "continue",
+    "delete",
+    "continue",
+  ]);
   const r = await vm.done;
-  const out = gdb.stdout + gdb.stderr;
   assert.match(out, /Hardware watchpoint 2: count/);
   const refusal = watchRefusal();
   let before = 0;

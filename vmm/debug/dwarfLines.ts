@@ -1,6 +1,7 @@
 // DWARF line information (.debug_line, versions 2 to 5): address -> file:line, for the stop
 // reports. Only the line-number program is read; .debug_info is not needed for it. A malformed
 // section throws DwarfError; callers fall back to symbol+offset.
+import { lastAtOrBelow } from "./addressSearch";
 
 export class DwarfError extends Error {}
 
@@ -129,16 +130,7 @@ export class LineTable {
 
   /** The row whose address range contains addr */
   lookup(addr: bigint): SourceLine | undefined {
-    let lo = 0;
-    let hi = this.ranges.length - 1;
-    let found: LineRange | undefined;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.ranges[mid].start <= addr) {
-        found = this.ranges[mid];
-        lo = mid + 1;
-      } else hi = mid - 1;
-    }
+    const found = lastAtOrBelow(this.ranges, addr, (r) => r.start);
     if (!found || addr >= found.end) return undefined;
     return { file: found.file, line: found.line };
   }

@@ -2,6 +2,7 @@
 // name -> address, from .symtab and, where the ELF has it, .debug_line.
 import * as path from "node:path";
 import { LineTable, SourceLine } from "./dwarfLines";
+import { lastAtOrBelow } from "./addressSearch";
 
 export interface ElfSymbol {
   name: string;
@@ -45,16 +46,7 @@ export class SymbolTable {
 
   /** The symbol containing addr (or the nearest one below it, for symbols without a size) */
   containing(addr: bigint): ElfSymbol | undefined {
-    let lo = 0;
-    let hi = this.sorted.length - 1;
-    let found: ElfSymbol | undefined;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.sorted[mid].addr <= addr) {
-        found = this.sorted[mid];
-        lo = mid + 1;
-      } else hi = mid - 1;
-    }
+    const found = lastAtOrBelow(this.sorted, addr, (s) => s.addr);
     if (!found) return undefined;
     if (found.size > 0n && addr >= found.addr + found.size) return undefined;
     return found;
