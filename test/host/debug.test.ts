@@ -97,7 +97,7 @@ test("monitor script: stop at a symbol, step, read memory and page states, refus
   const r = await tsvmm(["run", "hello", "--monitor-script", file]);
   assert.equal(r.status, 0, r.stderr);
   const out = r.stdout;
-  assert.match(out, /\(tsvmm\) why\nstarted paused at 0x[0-9a-f]+ \(after the first instruction of vCPU 0\)/);
+  assert.match(out, /\(tsvmm\) why\nstarted paused at _start\+0x[0-9a-f]+ \(firmware\/entry\.S:\d+\) \(after the first instruction of vCPU 0\)/);
   // file:line from the guest's .debug_line (built with -g), as addr2line gives it
   const mainLine = path.relative(ROOT, execFileSync("addr2line", ["-e", HELLO, "0x" + tsvmmMain().toString(16)], { encoding: "utf8" }).trim());
   assert.match(mainLine, /^guest\/guests\/hello\.c:\d+$/);

@@ -8,7 +8,7 @@ import * as path from "node:path";
 import { execFileSync } from "node:child_process";
 import { parseElf } from "../../vmm/machine/elf";
 import { DwarfError, LineTable } from "../../vmm/debug/dwarfLines";
-import { SymbolTable } from "../../vmm/debug/symbols";
+import { displayPath, SymbolTable } from "../../vmm/debug/symbols";
 import { GUEST_DIR } from "../../vmm/guests";
 import { ROOT } from "../support/cli";
 
@@ -81,9 +81,10 @@ test("stops are described as symbol+offset (file:line), and without line informa
   const image = parseElf(elf, fs.readFileSync(elf));
   const main = image.symbols.find((s) => s.name === "tsvmm_main")!;
   const line = execFileSync("addr2line", ["-e", elf, "0x" + (main.addr + 0x10n).toString(16)], { encoding: "utf8" }).trim().replace(/ \(discriminator \d+\)$/, "");
-  const relative = path.relative(process.cwd(), line);
   const withLines = new SymbolTable(image.symbols, image.lines);
-  assert.equal(withLines.describe(main.addr + 0x10n), `tsvmm_main+0x10 (${relative.startsWith("..") ? line : relative})`);
+  assert.equal(withLines.describe(main.addr + 0x10n), `tsvmm_main+0x10 (${displayPath(line)})`);
+  assert.equal(displayPath(path.join(process.cwd(), "guest", "x.c")), path.join("guest", "x.c"), "below the working directory: relative");
+  assert.equal(displayPath("/elsewhere/x.c"), process.cwd() === "/" ? "elsewhere/x.c" : "/elsewhere/x.c", "elsewhere: as recorded");
   assert.equal(new SymbolTable(image.symbols).describe(main.addr + 0x10n), "tsvmm_main+0x10");
   // Line programs of functions --gc-sections discarded sit at address 0: no line there (as addr2line says)
   assert.equal(execFileSync("addr2line", ["-e", elf, "0x10"], { encoding: "utf8" }).trim(), "??:0");
@@ -139,4 +140,20 @@ test("corrupted line programs either parse or throw DwarfError, never anything e
     }
   }
   assert.ok(rejected > 50, `${rejected} of 300 corrupted sections were rejected`);
+});
+
+test("the guest and the firmware in one table: both symbolised with file:line, the guest's names win", () => {
+  const guestFile = path.join(GUEST_DIR, "hello.elf");
+  const guest = parseElf(guestFile, fs.readFileSync(guestFile));
+  const firmware = parseElf(FIRMWARE, fs.readFileSync(FIRMWARE));
+  const table = new SymbolTable([...guest.symbols, ...firmware.symbols], LineTable.merge([guest.lines!, firmware.lines!]));
+  const start = firmware.symbols.find((s) => s.name === "_start")!.addr;
+  const where = (elf: string, addr: bigint) => displayPath(execFileSync("addr2line", ["-e", elf, "0x" + addr.toString(16)], { encoding: "utf8" }).trim());
+  // _start shares its address with the linker-script label __firmware_start: the function is named
+  assert.equal(table.describe(start + 1n), `_start+0x1 (${where(FIRMWARE, start + 1n)})`);
+  const main = table.lookup("tsvmm_main")!.addr;
+  assert.equal(table.describe(main + 4n), `tsvmm_main+0x4 (${where(guestFile, main + 4n)})`);
+  const both = guest.symbols.find((g) => firmware.symbols.some((f) => f.name === g.name))!;
+  assert.ok(both, "a name both images have (console_lock)");
+  assert.equal(table.lookup(both.name)?.addr, both.addr);
 });

@@ -124,6 +124,11 @@ export class LineTable {
     return new LineTable(ranges);
   }
 
+  /** One table over several images (the guest and the firmware; their addresses do not overlap) */
+  static merge(tables: LineTable[]): LineTable {
+    return new LineTable(tables.flatMap((t) => t.ranges).sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0)));
+  }
+
   get size(): number {
     return this.ranges.length;
   }

@@ -27,8 +27,11 @@ export class SymbolTable {
     symbols: ElfSymbol[],
     private readonly lines?: LineTable,
   ) {
-    this.sorted = [...symbols].sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : 0));
-    for (const s of this.sorted) if (!this.byName.has(s.name)) this.byName.set(s.name, s);
+    // At one address a sized symbol (a function, an object) is preferred to a linker-script label
+    const sized = (s: ElfSymbol) => (s.size > 0n ? 1 : 0);
+    this.sorted = [...symbols].sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : sized(a) - sized(b)));
+    // A name in several images (the guest and the firmware): the first one given wins
+    for (const s of symbols) if (!this.byName.has(s.name)) this.byName.set(s.name, s);
   }
 
   /** Symbols from an ELF64 file; an empty table when it has none or they are malformed. */
