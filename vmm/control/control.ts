@@ -351,7 +351,7 @@ export class Control {
       if (spec.kind === "addr") b.addr = this.resolve(spec.target);
       else b.watch = this.resolveWatch(spec.target, spec.length, spec.access);
       this.requireGuestDebug(what, spec.kind === "watch" ? this.noWatchpoints : this.noGuestDebug);
-      b.slot = [0, 1, 2, 3].find((i) => !this.breakpoints.some((x) => x.slot === i));
+      b.slot = Array.from({ length: HW_BREAKPOINTS }, (_, i) => i).find((i) => !this.breakpoints.some((x) => x.slot === i));
       if (b.slot === undefined)
         throw new ControlError(`${what}: all ${HW_BREAKPOINTS} debug registers are in use (instruction breakpoints and watchpoints share them); delete one first`);
     }
