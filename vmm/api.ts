@@ -67,7 +67,8 @@ export class Vm {
     return stop?.event as EventKinds[K] | undefined;
   }
 
-  /** Add a breakpoint in `--break` syntax; resume() then stops at it (see stopped()). */
+  /** Add a breakpoint in `--break` syntax (also `addr=SYMBOL` and `watch=SYMBOL[+LEN][,access=w|rw]`,
+   *  which share the four debug registers); resume() then stops at it (see stopped()). */
   break(spec: string): number {
     return this.control.addBreakpoint(parseBreakSpec(spec, "break")).id;
   }
@@ -98,7 +99,7 @@ export class Vm {
     return this.control.registers(vcpu);
   }
 
-  /** "tsvmm_main+0x3d" */
+  /** "tsvmm_main+0x3d (guest/guests/convert.c:42)"; without line information "tsvmm_main+0x3d" */
   symbolize(addr: bigint): string {
     return this.control.symbols.describe(addr);
   }

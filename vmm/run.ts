@@ -156,7 +156,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
     m.create();
     opts.onMachine?.(m);
     // The debugger (readline, net and the rest) loads only for a run that has one.
-    if (opts.debug) debug = await (await import("./control/session")).startDebugger(m, boot.kind === "tsvmm" ? boot.guest : { name: boot.name, symbols: [] }, { ...opts.debug, guestDebug: verdict.debugging.guestDebug ? undefined : verdict.debugging.refusal }, (line) => opts.log?.(line));
+    if (opts.debug) debug = await (await import("./control/session")).startDebugger(m, boot.kind === "tsvmm" ? [boot.guest, boot.firmware] : [{ name: boot.name, symbols: [] }], { ...opts.debug, guestDebug: verdict.debugging.guestDebug ? undefined : verdict.debugging.refusal, watchpoints: verdict.debugging.watchRefusal }, (line) => opts.log?.(line));
     opts.onInput?.((bytes) => m.serial.receive(bytes));
     if (opts.kernelEvents && trace) kernel = startKernelEvents(opts.kernelEvents);
     const result = await m.run(opts.timeout, opts.signal);

@@ -2,7 +2,7 @@
 // Debian's gdb in batch mode, and a raw protocol client for malformed packets.
 import { test, TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
@@ -16,6 +16,7 @@ import { encodePacket } from "../../vmm/debug/gdbPacket";
 import { Vm } from "../../vmm/api";
 import { Exit } from "../../vmm/kvm/uapi";
 import { ROOT } from "../support/cli";
+import { assessHost, probeHost } from "../../vmm/host/caps";
 
 const T = { timeout: 60000 };
 const HELLO = path.join(GUEST_DIR, "hello.elf");
@@ -60,7 +61,18 @@ function requireGdb(t: TestContext): boolean {
   return false;
 }
 
+/** Debian's gdb in batch mode on hello against the stub at port: each command one -ex; its output */
+function gdbBatch(port: number, commands: string[]): string {
+  const args = ["-batch", "-nx", "-ex", `target remote :${port}`, ...commands.flatMap((c) => ["-ex", c]), HELLO];
+  const gdb = spawnSync("gdb", args, { encoding: "utf8", timeout: 40000 });
+  return gdb.stdout + gdb.stderr;
+}
+
 const tsvmmMain = () => SymbolTable.fromElf(fs.readFileSync(HELLO)).lookup("tsvmm_main")!.addr;
+/** hello's TAP counter (guest/runtime/tap.c), written once per test line with lock xadd */
+const countAddr = () => SymbolTable.fromElf(fs.readFileSync(HELLO)).lookup("count")!.addr;
+/** Why this host's KVM refuses data watchpoints (`tsvmm caps`), or undefined where they fire */
+const watchRefusal = () => assessHost(probeHost()).debugging.watchRefusal;
 
 test("monitor script: stop at a symbol, step, read memory and page states, refuse bad input, run to the end", T, async (t) => {
   if (!requireKvm(t)) return;
@@ -85,9 +97,13 @@ test("monitor script: stop at a symbol, step, read memory and page states, refus
   const r = await tsvmm(["run", "hello", "--monitor-script", file]);
   assert.equal(r.status, 0, r.stderr);
   const out = r.stdout;
-  assert.match(out, /\(tsvmm\) why\nstarted paused at 0x[0-9a-f]+ \(after the first instruction of vCPU 0\)/);
-  assert.match(out, /breakpoint 1: addr=tsvmm_main at 0x[0-9a-f]+ \(tsvmm_main\)/);
-  assert.match(out, /stopped: vCPU 0: breakpoint 1 \(addr=tsvmm_main\) at tsvmm_main\n/);
+  assert.match(out, /\(tsvmm\) why\nstarted paused at _start\+0x[0-9a-f]+ \(firmware\/entry\.S:\d+\) \(after the first instruction of vCPU 0\)/);
+  // file:line from the guest's .debug_line (built with -g), as addr2line gives it
+  const mainLine = path.relative(ROOT, execFileSync("addr2line", ["-e", HELLO, "0x" + tsvmmMain().toString(16)], { encoding: "utf8" }).trim());
+  assert.match(mainLine, /^guest\/guests\/hello\.c:\d+$/);
+  assert.ok(out.includes(`breakpoint 1: addr=tsvmm_main at 0x${tsvmmMain().toString(16)}: tsvmm_main (${mainLine})\n`), out);
+  assert.ok(out.includes(`stopped: vCPU 0: breakpoint 1 (addr=tsvmm_main) at tsvmm_main (${mainLine})\n`), out);
+  assert.ok(out.includes(`    rip is tsvmm_main (${mainLine})\n`), out);
   assert.match(out, /64-bit long mode/);
   assert.match(out, /rip=0*([0-9a-f]+) /);
   assert.match(out, /stepped 3 instructions on vCPU 0, now at tsvmm_main\+0x[1-9a-f]/);
@@ -95,7 +111,7 @@ test("monitor script: stop at a symbol, step, read memory and page states, refus
   const main = tsvmmMain();
   const seg = parseElf("hello", fs.readFileSync(HELLO)).segments.find((s) => main >= s.gpa && main < s.gpa + BigInt(s.data.length))!;
   const bytes = [...seg.data.subarray(Number(main - seg.gpa), Number(main - seg.gpa) + 8)].map((b) => "0x" + b.toString(16).padStart(2, "0")).join(" ");
-  assert.ok(out.includes(`0x${main.toString(16)} <tsvmm_main>:\t${bytes}`), out);
+  assert.ok(out.includes(`0x${main.toString(16)} <tsvmm_main (${mainLine})>:\t${bytes}`), out);
   assert.match(out, /0x0-0x4000000 shared {2}16384 pages/);
   assert.match(out, /\(tsvmm\) frobnicate\nerror: unknown command "frobnicate"; `help` lists them\n/);
   assert.match(out, /\(tsvmm\) pages 4M-2M\nerror: pages: range 4M-2M is empty\n/);
@@ -115,7 +131,7 @@ test("monitor on stdin: an exit breakpoint names the exit and the vCPU, events l
   assert.match(r.stdout, /rip is tsvmm_halt\+0x/);
   assert.match(r.stdout, /\(tsvmm\) why\nbreakpoint 1 \(exit=HLT\): vCPU 1: KVM_EXIT_HLT/);
   assert.match(r.stdout, /\(tsvmm\) events 3\n +[\d.]+ ms {2}vCPU 1: KVM_EXIT_HLT/);
-  assert.match(r.stdout, /vCPU 0: paused at \S+\n {2}vCPU 1: halted at tsvmm_halt/);
+  assert.match(r.stdout, /vCPU 0: paused at [^\n]+\n {2}vCPU 1: halted at tsvmm_halt\+0x[0-9a-f]+ \(\S*arch\.h:\d+\)/);
   assert.doesNotMatch(r.stdout, /\(tsvmm\) regs/); // nothing runs after quit
   assert.match(r.stderr, /ended from the monitor \(quit\)/);
 });
@@ -182,35 +198,28 @@ test("gdb: break at a symbol, threads, registers, stepi, monitor commands, conti
   if (!requireKvm(t) || !requireGdb(t)) return;
   const port = freePort();
   const vm = await background(["run", "hello", "--gdb", `tcp:${port}`, "--gdb-wait"], /gdb: listening/);
-  const gdb = spawnSync(
-    "gdb",
-    [
-      "-batch", "-nx",
-      "-ex", `target remote :${port}`,
-      "-ex", "info threads",
-      "-ex", "break tsvmm_main",
-      "-ex", "continue",
-      "-ex", "bt 1",
-      "-ex", "info registers rip",
-      "-ex", "stepi",
-      "-ex", "print $pc",
-      "-ex", "x/2xb tsvmm_main",
-      "-ex", "monitor why",
-      "-ex", "monitor pages 0x100000+64K",
-      "-ex", "monitor bogus",
-      "-ex", "delete",
-      "-ex", "continue",
-      HELLO,
-    ],
-    { encoding: "utf8", timeout: 40000 },
-  );
+  const out = gdbBatch(port, [
+    "info threads",
+    "break tsvmm_main",
+    "continue",
+    "bt 1",
+    "info registers rip",
+    "stepi",
+    "print $pc",
+    "x/2xb tsvmm_main",
+    "monitor why",
+    "monitor pages 0x100000+64K",
+    "monitor bogus",
+    "delete",
+    "continue",
+  ]);
   const r = await vm.done;
-  const out = gdb.stdout + gdb.stderr;
   const main = "0x" + tsvmmMain().toString(16);
   assert.match(out, /\* 1 +Thread 1 \(vCPU 0 paused\)/);
   assert.match(out, new RegExp(`Breakpoint 1 at ${main}`));
-  assert.match(out, new RegExp(`Breakpoint 1, 0x0*${main.slice(2)} in tsvmm_main \\(\\)`));
-  assert.match(out, /#0 +0x[0-9a-f]+ in tsvmm_main \(\)/);
+  // the guests carry DWARF (-g): gdb shows the arguments and the source line
+  assert.match(out, /Breakpoint 1, tsvmm_main \(boot=0x[0-9a-f]+, cpu=0\) at \S*guest\/guests\/hello\.c:\d+/);
+  assert.match(out, /#0 +tsvmm_main \(boot=0x[0-9a-f]+, cpu=0\) at \S*hello\.c:\d+/);
   assert.match(out, new RegExp(`rip +${main} +${main} <tsvmm_main>`));
   assert.match(out, /\$1 = \(void \(\*\)\(\)\) 0x[0-9a-f]+ <tsvmm_main\+[1-9]\d*>/);
   assert.match(out, /stepped 1 instruction on vCPU 0, now at tsvmm_main\+0x/);
@@ -267,10 +276,22 @@ test("gdb stub: NAK on a bad checksum, empty reply for unknown packets, E for ma
   assert.match(await c.expect(/#[0-9a-f]{2}$/), /^\+\$[0-9a-f]{8}#/);
   c.send(encodePacket("m4000000,4")); // past the end of RAM
   assert.match(await c.expect(/#[0-9a-f]{2}$/), /^\+\$E14#/);
+  // watchpoints: 1, 2, 4 or 8 bytes at an aligned address; errors otherwise (the reason in the log)
+  const count = countAddr().toString(16);
+  for (const bad of [`Z2,${count},3`, `Z2,${count},10`, `Z4,${(countAddr() + 1n).toString(16)},2`]) {
+    c.send(encodePacket(bad));
+    assert.match(await c.expect(/#[0-9a-f]{2}$/), /^\+\$E01#/, bad);
+  }
+  c.send(encodePacket(`Z2,${count},4`));
+  assert.match(await c.expect(/#[0-9a-f]{2}$/), watchRefusal() ? /^\+\$E01#/ : /^\+\$OK#/);
   c.close(); // no detach, no kill: the VM must run on to its end
   const r = await vm.done;
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /gdb: debugger disconnected; the VM runs on/);
+  assert.match(r.stderr, /gdb: watch 0x[0-9a-f]+\+3: a debug register watches 1, 2, 4 or 8 bytes, not 3/);
+  assert.match(r.stderr, /gdb: watch 0x[0-9a-f]+\+16: a debug register watches 1, 2, 4 or 8 bytes, not 16/);
+  assert.match(r.stderr, /gdb: watch 0x[0-9a-f]+\+2: 0x[0-9a-f]+ is not aligned to 2 bytes/);
+  if (watchRefusal()) assert.match(r.stderr, /gdb: watch=0x[0-9a-f]+\+4,access=w is refused: /);
   assert.match(r.stdout, /ok 3 - /);
 });
 
@@ -333,3 +354,79 @@ test("the stop-at-main example runs to its end", T, (t) => {
 });
 
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+test("monitor watch: bad lengths, alignment and access are refused; a watchpoint stops after the write, or is refused where it cannot fire", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const misaligned = "0x" + (countAddr() + 2n).toString(16);
+  const file = script("watch.mon", ["watch count+3", `watch ${misaligned}+4`, "watch count r", "watch count+16", "watch count", "info break", "continue", "x/1dw count", "info break", "continue"]);
+  const r = await tsvmm(["run", "hello", "--monitor-script", file]);
+  assert.equal(r.status, 0, r.stderr);
+  const out = r.stdout;
+  assert.match(out, /\(tsvmm\) watch count\+3\nerror: watch count\+3: a debug register watches 1, 2, 4 or 8 bytes, not 3\n/);
+  assert.ok(out.includes(`(tsvmm) watch ${misaligned}+4\nerror: watch ${misaligned}+4: ${misaligned} is not aligned to 4 bytes`), out);
+  assert.match(out, /\(tsvmm\) watch count r\nerror: watch: "r" is not w or rw \(x86 cannot watch reads alone\)/);
+  assert.match(out, /\(tsvmm\) watch count\+16\nerror: watch count\+16: a debug register watches 1, 2, 4 or 8 bytes, not 16\n/);
+  const refusal = watchRefusal();
+  if (refusal) {
+    assert.ok(out.includes(`(tsvmm) watch count\nerror: watch=count,access=w is refused: ${refusal} (see \`tsvmm caps\`)`), out);
+    assert.match(out, /\(tsvmm\) info break\n {2}no breakpoints\n/);
+  } else {
+    const count = countAddr().toString(16);
+    assert.ok(out.includes(`(tsvmm) watch count\nwatchpoint 1: 4 bytes at 0x${count} (count), writes (DR0)\n`), out);
+    assert.match(out, /stopped: vCPU 0: watchpoint 1 \(watch=count,access=w\): 4 bytes at 0x[0-9a-f]+ \(count\) was written by the instruction before result\+0x[0-9a-f]+ \(guest\/runtime\/tap\.c:\d+\)/);
+    assert.match(out, /\(tsvmm\) x\/1dw count\n0x[0-9a-f]+ <count>:\t1\n/);
+    assert.match(out, /1 {2}watch=count,access=w +hits 1 {2}4 bytes at 0x[0-9a-f]+ \(count\) \(DR0\)/);
+  }
+  assert.match(out, /ok 3 - /);
+});
+
+test("--break watch= is a usage error where watchpoints cannot fire, and stops where they can", T, async (t) => {
+  if (!requireKvm(t)) return;
+  const r = await tsvmm(["run", "hello", "--break", "watch=count"]);
+  const refusal = watchRefusal();
+  if (refusal) {
+    assert.equal(r.status, 64, r.stderr);
+    assert.ok(r.stderr.includes(`--break watch=count: watch=count,access=w is refused: ${refusal}`), r.stderr);
+  } else {
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /tsvmm: stopped: vCPU 0: watchpoint 1 \(watch=count,access=w\)/);
+  }
+});
+
+test("gdb: watch on a guest variable shows the old and new value (hardware where the debug registers fire, gdb's software watchpoint everywhere)", T, async (t) => {
+  if (!requireKvm(t) || !requireGdb(t)) return;
+  const port = freePort();
+  const vm = await background(["run", "hello", "--gdb", `tcp:${port}`, "--gdb-wait"], /gdb: listening/);
+  // where the hardware watchpoint is refused, gdb aborts that continue and goes on with the next -ex
+  const out = gdbBatch(port, [
+    "break tap_ok",
+    "continue",
+    "delete 1",
+    "watch count",
+    "continue",
+    "delete",
+    "set can-use-hw-watchpoints 0",
+    "watch count",
+    "continue",
+    "delete",
+    "continue",
+  ]);
+  const r = await vm.done;
+  assert.match(out, /Hardware watchpoint 2: count/);
+  const refusal = watchRefusal();
+  let before = 0;
+  if (refusal) {
+    assert.match(out, /Could not insert hardware watchpoint 2/);
+    assert.match(r.stderr, new RegExp(`gdb: watch=0x[0-9a-f]+\\+4,access=w is refused: data watchpoints never fire`));
+  } else {
+    assert.match(out, /Hardware watchpoint 2: count\n\nOld value = 0\nNew value = 1\n/);
+    before = 1;
+  }
+  // the software watchpoint single-steps (vCont;s) and compares: the next write of count
+  const soft = /\nWatchpoint 3: count\n\nOld value = (\d+)\nNew value = (\d+)\n[^\n]*in result \(/.exec(out);
+  assert.ok(soft, out);
+  assert.equal(Number(soft[1]), before);
+  assert.equal(Number(soft[2]), before + 1);
+  assert.match(out, /\[Inferior 1 \(Remote target\) exited normally\]/);
+  assert.equal(r.status, 0, r.stderr);
+});

@@ -22,14 +22,19 @@ for (const backend of backends) {
     const file = path.join(tmp, `convert-${backend}.mon`);
     fs.writeFileSync(
       file,
-      ["break conversion,to=private,source=hypercall", "continue", "why", "delete 1", "break refused", "continue", "events 2", "delete 2", "continue"].join("\n") + "\n",
+      ["watch count", "break conversion,to=private,source=hypercall", "continue", "why", "delete 1", "break refused", "continue", "events 2", "delete 2", "continue"].join("\n") + "\n",
     );
     const r = await labCli(["run", "convert", "--backend", backend, "--monitor-script", file, "--quiet"]);
     assert.equal(r.status, 0, r.stdout + r.stderr);
     const out = r.stdout;
     const stop = /stopped: breakpoint 1 \(conversion,to=private,source=hypercall\): conversion #\d+ vCPU 0 hypercall (0x[0-9a-f]+)\+0x([0-9a-f]+) \S+→private: ok/.exec(out);
     assert.ok(stop, out);
-    assert.match(out, /rip is \S+/);
+    // RIP with file:line from the guest's .debug_line
+    assert.match(out, /rip is \S+ \(\S+\.[chS]:\d+\)\n/);
+    // watchpoints are refused by the same check as addr= and single-step where the debug registers never fire
+    const refusal = verdict.debugging.watchRefusal;
+    if (refusal) assert.ok(out.includes(`(tsvmm) watch count\nerror: watch=count,access=w is refused: ${refusal}`), out);
+    else assert.match(out, /\(tsvmm\) watch count\nwatchpoint 1: 4 bytes at 0x[0-9a-f]+ \(count\)/);
     // the stop shows the page states around the GPA: the converted page lies in a private run
     const around = out.slice(out.indexOf(`pages around ${stop[1]}:`)).split("\n(tsvmm)")[0];
     const gpa = BigInt(stop[1]);

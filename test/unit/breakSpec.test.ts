@@ -62,3 +62,14 @@ test("matching: conversions by range, direction, source and vCPU; faults; refusa
   assert.ok(!matches(parseBreakSpec("exit=HLT"), { kind: "exit", vcpu: 0, reason: Exit.IO }));
   assert.ok(!matches(parseBreakSpec("addr=0x100000"), { kind: "exit", vcpu: 0, reason: Exit.DEBUG }));
 });
+
+test("watch=: symbol or address, optional +LEN, access w (default) or rw; bad ones are usage errors", () => {
+  assert.deepEqual(parseBreakSpec("watch=count"), { kind: "watch", target: "count", length: undefined, access: "w" });
+  assert.deepEqual(parseBreakSpec("watch=0x103000+8,access=rw"), { kind: "watch", target: "0x103000", length: 8, access: "rw" });
+  assert.deepEqual(parseBreakSpec("watch=count+0x2"), { kind: "watch", target: "count", length: 2, access: "w" });
+  assert.equal(describeBreakSpec(parseBreakSpec("watch=0x103000+4 access=rw")), "watch=0x103000+4,access=rw");
+  assert.throws(() => parseBreakSpec("watch="), /watch needs a symbol or address/);
+  assert.throws(() => parseBreakSpec("watch=count,access=r"), (e: unknown) => e instanceof UsageError && /x86 cannot watch reads alone/.test(e.describe()));
+  assert.throws(() => parseBreakSpec("watch=count,vcpu=1"), /watch takes no vcpu=/);
+  assert.equal(matches(parseBreakSpec("watch=count"), conv()), false, "the CPU matches watchpoints, not events");
+});

@@ -73,9 +73,12 @@ test("guest debugging: measured limits on kvm_pvm, refused on a nested KVM and w
   const onPvm = assessHost(pvm).debugging;
   assert.equal(onPvm.guestDebug, true);
   assert.match(onPvm.line, /int3 is an emulation failure/);
+  assert.match(onPvm.watchRefusal!, /data watchpoints never fire on kvm_pvm/);
+  assert.match(onPvm.line, /watchpoints are refused/);
   const nestedAmd = assessHost({ ...pvm, vendorModule: "kvm_amd", tdp: true }).debugging;
   assert.equal(nestedAmd.guestDebug, false);
   assert.match(nestedAmd.refusal!, /nested KVM/);
+  assert.equal(nestedAmd.watchRefusal, nestedAmd.refusal, "watchpoints are refused for the same reason");
   const none = assessHost({ ...pvm, system: { ...pvm.system, setGuestDebug: 0 } }).debugging;
   assert.equal(none.guestDebug, false);
   assert.match(none.refusal!, /lacks KVM_SET_GUEST_DEBUG/);

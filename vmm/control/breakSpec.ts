@@ -4,6 +4,9 @@
 //   refused[,range=R][,vcpu=N]     conversion requests answered with an error
 //   exit=NAME                      a KVM exit reason that reaches TypeScript (IO, MMIO, HLT, DEBUG, 39, ...)
 //   addr=SYMBOL|ADDRESS            an instruction breakpoint (KVM_SET_GUEST_DEBUG)
+//   watch=SYMBOL|ADDRESS[+LEN][,access=w|rw]   a data watchpoint in a debug register (LEN 1, 2, 4
+//                                  or 8, ADDRESS aligned to it; default LEN: the symbol's size when
+//                                  it is one of those, else 1; access w = writes, rw = reads and writes)
 // Fields are separated by commas or spaces; R is START-END or START+SIZE (K/M/G suffixes).
 import { Exit } from "../kvm/uapi";
 import { parseSize } from "../cli/parse";
@@ -28,7 +31,11 @@ export type BreakSpec =
   | ({ kind: "fault" } & EventFilter)
   | ({ kind: "refused" } & EventFilter)
   | { kind: "exit"; reason: number }
-  | { kind: "addr"; target: string };
+  | { kind: "addr"; target: string }
+  | { kind: "watch"; target: string; length?: number; access: WatchAccess };
+
+/** x86 debug registers watch writes (RW=01) or reads and writes (RW=11); there is no read-only. */
+export type WatchAccess = "w" | "rw";
 
 /** What the control core sees happen; breakpoints match these. */
 export type MachineEvent =
@@ -75,7 +82,7 @@ export function parseRange(option: string, text: string): GpaRange {
 
 export function parseBreakSpec(text: string, option = "--break"): BreakSpec {
   const fields = text.trim().split(/[\s,]+/).filter(Boolean);
-  if (fields.length === 0) throw new UsageError(`${option} needs a SPEC`, "conversion, fault, refused, exit=NAME or addr=SYMBOL|ADDRESS");
+  if (fields.length === 0) throw new UsageError(`${option} needs a SPEC`, "conversion, fault, refused, exit=NAME, addr=SYMBOL|ADDRESS or watch=SYMBOL|ADDRESS[+LEN]");
   const [head, ...rest] = fields;
   const [kind, headValue] = head.split("=", 2);
   const pairs = rest.map((f) => {
@@ -126,8 +133,16 @@ export function parseBreakSpec(text: string, option = "--break"): BreakSpec {
       unexpected([]);
       if (!headValue) throw new UsageError(`${option} ${text}: addr needs a symbol or address`, "e.g. addr=tsvmm_main or addr=0x100000");
       return { kind: "addr", target: headValue };
+    case "watch": {
+      unexpected(["access"]);
+      const m = /^([^+]+)(?:\+(\d+|0x[0-9a-f]+))?$/i.exec(headValue ?? "");
+      if (!m) throw new UsageError(`${option} ${text}: watch needs a symbol or address`, "e.g. watch=counter or watch=0x103000+8");
+      const access = pairs.find(([k]) => k === "access")?.[1] ?? "w";
+      if (access !== "w" && access !== "rw") throw new UsageError(`${option} ${text}: access=${access}`, "access=w (writes) or access=rw (reads and writes; x86 cannot watch reads alone)");
+      return { kind: "watch", target: m[1], length: m[2] === undefined ? undefined : Number(m[2]), access };
+    }
     default:
-      throw new UsageError(`${option} ${JSON.stringify(text)}: unknown breakpoint kind ${JSON.stringify(kind)}`, "conversion, fault, refused, exit=NAME or addr=SYMBOL|ADDRESS");
+      throw new UsageError(`${option} ${JSON.stringify(text)}: unknown breakpoint kind ${JSON.stringify(kind)}`, "conversion, fault, refused, exit=NAME, addr=SYMBOL|ADDRESS or watch=SYMBOL|ADDRESS[+LEN]");
   }
 }
 
@@ -137,6 +152,7 @@ export function describeBreakSpec(spec: BreakSpec): string {
   const parts: string[] = [spec.kind];
   if (spec.kind === "exit") return `exit=${exitReasonName(spec.reason)}`;
   if (spec.kind === "addr") return `addr=${spec.target}`;
+  if (spec.kind === "watch") return `watch=${spec.target}${spec.length ? `+${spec.length}` : ""},access=${spec.access}`;
   if (spec.range) parts.push(`range=${hex(spec.range.start)}-${hex(spec.range.end)}`);
   if (spec.kind === "conversion") {
     if (spec.to) parts.push(`to=${spec.to}`);
@@ -150,12 +166,13 @@ function overlaps(range: GpaRange | undefined, gpa: bigint, size: bigint): boole
   return !range || (gpa < range.end && gpa + (size || 1n) > range.start);
 }
 
-/** Does this event stop the VM under this spec? (addr= breakpoints are matched by KVM, not here) */
+/** Does this event stop the VM under this spec? (addr= and watch= are matched by the CPU, not here) */
 export function matches(spec: BreakSpec, e: MachineEvent): boolean {
   switch (spec.kind) {
     case "exit":
       return e.kind === "exit" && e.reason === spec.reason;
     case "addr":
+    case "watch":
       return false;
     default:
       if (e.kind !== "conversion") return false;

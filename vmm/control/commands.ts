@@ -30,9 +30,10 @@ export const COMMANDS: readonly CommandDef[] = [
   { name: "x", aliases: [], usage: "x/FMT ADDR", help: "guest memory at a guest-physical ADDR or symbol, shared pages only (FMT: count, x|d|u|c, b|h|w|g; e.g. x/16xb 0x200000)" },
   { name: "convert", aliases: [], usage: "convert RANGE private|shared", help: "convert pages from the host (recorded with source monitor)" },
   { name: "punch", aliases: [], usage: "punch RANGE", help: "discard the private backing of pages (they read as zero afterwards)" },
-  { name: "break", aliases: ["b"], usage: "break SPEC", help: "add a breakpoint: conversion[,range=,to=,source=,vcpu=], fault, refused, exit=NAME, addr=SYMBOL|ADDRESS" },
-  { name: "delete", aliases: ["d"], usage: "delete ID", help: "remove a breakpoint" },
-  { name: "info", aliases: ["i"], usage: "info break", help: "list the breakpoints with their hit counts" },
+  { name: "break", aliases: ["b"], usage: "break SPEC", help: "add a breakpoint: conversion[,range=,to=,source=,vcpu=], fault, refused, exit=NAME, addr=SYMBOL|ADDRESS, watch=SYMBOL|ADDRESS[+LEN][,access=w|rw]" },
+  { name: "watch", aliases: ["w"], usage: "watch ADDR[+LEN] [w|rw]", help: "stop after the guest writes (w, default) or reads or writes (rw) LEN bytes (1, 2, 4, 8; aligned) at a symbol or guest-virtual ADDR; shares the 4 debug registers with addr= breakpoints" },
+  { name: "delete", aliases: ["d"], usage: "delete ID", help: "remove a breakpoint or watchpoint" },
+  { name: "info", aliases: ["i"], usage: "info break", help: "list the breakpoints and watchpoints with their hit counts" },
   { name: "why", aliases: [], usage: "why", help: "what stopped the VM" },
   { name: "quit", aliases: ["q", "exit"], usage: "quit", help: "end the VM (exit status 130) and leave" },
 ];
@@ -52,9 +53,10 @@ export function completeCommand(line: string, symbols: (prefix: string) => strin
   const cmd = findCommand(words[0])?.name;
   if (cmd === "convert" && words.length === 3) return ["private", "shared"].filter((s) => s.startsWith(last));
   if (cmd === "info") return ["break"].filter((s) => s.startsWith(last));
-  if (cmd === "break" && last.startsWith("addr=")) return symbols(last.slice(5)).map((s) => "addr=" + s);
-  if (cmd === "break" && words.length === 2) return ["conversion", "fault", "refused", "exit=", "addr="].filter((s) => s.startsWith(last));
-  if (cmd === "x") return symbols(last);
+  if (cmd === "break" && (last.startsWith("addr=") || last.startsWith("watch="))) return symbols(last.slice(last.indexOf("=") + 1)).map((s) => last.slice(0, last.indexOf("=") + 1) + s);
+  if (cmd === "break" && words.length === 2) return ["conversion", "fault", "refused", "exit=", "addr=", "watch="].filter((s) => s.startsWith(last));
+  if (cmd === "x" || (cmd === "watch" && words.length === 2)) return symbols(last);
+  if (cmd === "watch" && words.length === 3) return ["w", "rw"].filter((s) => s.startsWith(last));
   return [];
 }
 
@@ -227,7 +229,14 @@ export class Commands {
       case "break": {
         if (!args.length) throw new ControlError(`break needs a SPEC: ${def.usage}`);
         const b = c.addBreakpoint(parseBreakSpec(args.join(","), "break"));
-        return `breakpoint ${b.id}: ${describeBreakSpec(b.spec)}${b.addr !== undefined ? ` at ${hex(b.addr)} (${c.symbols.describe(b.addr)})` : ""}`;
+        return `breakpoint ${b.id}: ${describeBreakSpec(b.spec)}${b.addr !== undefined ? ` at ${hex(b.addr)}: ${c.symbols.describe(b.addr)}` : ""}`;
+      }
+      case "watch": {
+        arity(2);
+        if (!args[0]) throw new ControlError(`watch needs an address: ${def.usage}`);
+        if (args[1] !== undefined && args[1] !== "w" && args[1] !== "rw") throw new ControlError(`watch: ${JSON.stringify(args[1])} is not w or rw (x86 cannot watch reads alone): ${def.usage}`);
+        const b = c.addBreakpoint(parseBreakSpec(`watch=${args[0]},access=${args[1] ?? "w"}`, "watch"));
+        return `watchpoint ${b.id}: ${c.describeWatch(b.watch!)}, ${b.watch!.access === "w" ? "writes" : "reads and writes"} (DR${b.slot})`;
       }
       case "delete":
         arity(1);
@@ -237,7 +246,8 @@ export class Commands {
       case "info": {
         if (args[0] !== "break" && args[0] !== "breakpoints" && args[0] !== "b") throw new ControlError(`info knows only \`info break\``);
         const list = c.list();
-        return list.length ? list.map((b) => `  ${String(b.id).padStart(3)}  ${describeBreakSpec(b.spec).padEnd(50)} hits ${b.hits}`).join("\n") : "  no breakpoints";
+        const where = (b: (typeof list)[number]) => (b.watch ? `  ${c.describeWatch(b.watch)}` : b.addr !== undefined ? `  at ${hex(b.addr)}` : "") + (b.slot !== undefined ? ` (DR${b.slot})` : "");
+        return list.length ? list.map((b) => `  ${String(b.id).padStart(3)}  ${describeBreakSpec(b.spec).padEnd(50)} hits ${b.hits}${where(b)}`).join("\n") : "  no breakpoints";
       }
       case "why":
         arity(0);

@@ -8,7 +8,7 @@ import { Exit, GuestDebug } from "../kvm/uapi";
 import { PAGE, PAGE_SHIFT } from "../memory/pageState";
 import { SymbolTable } from "../debug/symbols";
 import { translate } from "../debug/pageWalk";
-import { BreakSpec, ConversionSource, describeBreakSpec, exitReasonName, GpaRange, MachineEvent, matches } from "./breakSpec";
+import { BreakSpec, ConversionSource, describeBreakSpec, exitReasonName, GpaRange, MachineEvent, matches, WatchAccess } from "./breakSpec";
 import { formatRegisters } from "../machine/report";
 
 export type StopReason = "start" | "interrupt" | "breakpoint" | "event" | "step" | "next" | "fault";
@@ -27,8 +27,19 @@ export interface Breakpoint {
   id: number;
   spec: BreakSpec;
   hits: number;
-  /** addr= breakpoints: the resolved address and the debug register holding it */
+  /** addr= breakpoints: the resolved instruction address */
   addr?: bigint;
+  /** watch= breakpoints: the watched bytes */
+  watch?: Watch;
+  /** addr= and watch=: the debug register (DR0-DR3) holding it */
+  slot?: number;
+}
+
+export interface Watch {
+  /** guest-linear address, aligned to length */
+  addr: bigint;
+  length: 1 | 2 | 4 | 8;
+  access: WatchAccess;
 }
 
 export interface RecordedEvent {
@@ -46,11 +57,29 @@ export interface PageRun {
 
 export type MemoryRead = { data: Buffer } | { error: string; at: bigint };
 
-/** Debug-register slots: x86 has four (DR0-DR3) */
+/** Debug-register slots: x86 has four (DR0-DR3), shared by instruction breakpoints and watchpoints */
 export const HW_BREAKPOINTS = 4;
+/** DR7's RW field per access (01 data writes, 11 data reads and writes) and LEN field per length */
+const DR7_RW: Record<WatchAccess, bigint> = { w: 0b01n, rw: 0b11n };
+const DR7_LEN: Record<Watch["length"], bigint> = { 1: 0b00n, 2: 0b01n, 4: 0b11n, 8: 0b10n };
 const EVENT_LOG = 1000;
 
 export class ControlError extends Error {}
+
+/** KVM_SET_GUEST_DEBUG's debugreg[8]: DR0-DR3 = addresses; DR7 = the local enable bit, RW and LEN
+ *  per slot (an instruction breakpoint has RW=00, LEN=00). skipExecAt: leave out an instruction
+ *  breakpoint there (stepping over it). */
+export function debugRegisters(breakpoints: readonly Breakpoint[], skipExecAt?: bigint): bigint[] {
+  const regs = [0n, 0n, 0n, 0n, 0n, 0n, 0n, 0n];
+  for (const b of breakpoints) {
+    if (b.slot === undefined || (b.addr !== undefined && b.addr === skipExecAt)) continue;
+    const i = BigInt(b.slot);
+    regs[b.slot] = b.addr ?? b.watch!.addr;
+    regs[7] |= 1n << (2n * i);
+    if (b.watch) regs[7] |= (DR7_RW[b.watch.access] | (DR7_LEN[b.watch.length] << 2n)) << (16n + 4n * i);
+  }
+  return regs;
+}
 
 export class Control {
   readonly symbols: SymbolTable;
@@ -77,6 +106,8 @@ export class Control {
     symbols: SymbolTable,
     /** why single-step and debug registers cannot be used here (see `tsvmm caps`); absent = they can */
     private readonly noGuestDebug?: string,
+    /** why data watchpoints cannot be used here (see `tsvmm caps`); absent = they can */
+    private readonly noWatchpoints?: string,
   ) {
     this.symbols = symbols;
     const observer: MachineObserver = {
@@ -177,7 +208,7 @@ export class Control {
     for (let i = 0; i < this.cpus; i++) {
       if (this.machine.vcpuState(i) === "halted") continue;
       const rip = this.registers(i).regs.rip;
-      if (this.breakpoints.some((b) => b.addr === rip)) await this.stepOne(i, false);
+      if (this.breakpoints.some((b) => b.addr === rip)) await this.stepOne(i, rip);
       if (this.machine.ended) return;
     }
     this.stopped = undefined;
@@ -198,8 +229,7 @@ export class Control {
     this.requireVcpu(vcpu);
     for (let i = 0; i < n && !this.machine.ended; i++) {
       // An instruction breakpoint at RIP would fire before the instruction runs: step over it.
-      const rip = this.registers(vcpu).regs.rip;
-      await this.stepOne(vcpu, !this.breakpoints.some((b) => b.addr === rip));
+      await this.stepOne(vcpu, this.registers(vcpu).regs.rip);
       if (this.machine.vcpuState(vcpu) === "halted") break;
     }
     const rip = this.machine.ended ? 0n : this.registers(vcpu).regs.rip;
@@ -208,10 +238,11 @@ export class Control {
     return stop;
   }
 
-  private async stepOne(vcpu: number, withBreakpoints: boolean): Promise<void> {
+  /** One instruction at rip, with every debug register but an instruction breakpoint at rip */
+  private async stepOne(vcpu: number, rip: bigint): Promise<void> {
     this.stepping = true;
     try {
-      this.machine.setGuestDebug(vcpu, GuestDebug.ENABLE | GuestDebug.SINGLESTEP | (withBreakpoints ? this.hwControl() : 0), this.debugRegs(withBreakpoints));
+      this.machine.setGuestDebug(vcpu, GuestDebug.ENABLE | GuestDebug.SINGLESTEP | this.hwControl(), this.debugRegs(rip));
       await this.machine.runOne(vcpu);
     } finally {
       this.stepping = false;
@@ -277,9 +308,13 @@ export class Control {
     }
     // DR6 bits 0-3 say which debug register matched
     const slot = [0, 1, 2, 3].find((i) => dr6 & (1n << BigInt(i)));
-    const hit = this.breakpoints.filter((b) => b.addr !== undefined)[slot ?? -1] ?? this.breakpoints.find((b) => b.addr === pc);
+    const hit = this.breakpoints.find((b) => b.slot !== undefined && b.slot === slot) ?? this.breakpoints.find((b) => b.addr === pc);
     if (hit) hit.hits++;
-    const text = hit ? `breakpoint ${hit.id} (${describeBreakSpec(hit.spec)}) at ${this.symbols.describe(pc)}` : `debug exception at ${this.symbols.describe(pc)}`;
+    const text = !hit
+      ? `debug exception at ${this.symbols.describe(pc)}`
+      : hit.watch
+        ? `watchpoint ${hit.id} (${describeBreakSpec(hit.spec)}): ${this.describeWatch(hit.watch)} was ${hit.watch.access === "w" ? "written" : "accessed"} by the instruction before ${this.symbols.describe(pc)}`
+        : `breakpoint ${hit.id} (${describeBreakSpec(hit.spec)}) at ${this.symbols.describe(pc)}`;
     if (this.pending || (this.machine.paused && this.stopped)) return; // already stopping: this vCPU stays held
     void this.pause("breakpoint", vcpu, `vCPU ${vcpu}: ${text}`, { breakpoint: hit?.id });
   }
@@ -308,17 +343,21 @@ export class Control {
     return this.breakpoints;
   }
 
-  /** Add a breakpoint; instruction breakpoints take a debug register (at most four). */
+  /** Add a breakpoint; instruction breakpoints and watchpoints take a debug register (four in all). */
   addBreakpoint(spec: BreakSpec): Breakpoint {
-    const b: Breakpoint = { id: this.nextBreakId++, spec, hits: 0 };
-    if (spec.kind === "addr") {
-      this.requireGuestDebug(`addr=${spec.target}`);
-      b.addr = this.resolve(spec.target);
-      if (this.breakpoints.filter((x) => x.addr !== undefined).length >= HW_BREAKPOINTS)
-        throw new ControlError(`addr=${spec.target}: all ${HW_BREAKPOINTS} debug registers are in use; delete an instruction breakpoint first`);
+    const b: Breakpoint = { id: this.nextBreakId, spec, hits: 0 };
+    if (spec.kind === "addr" || spec.kind === "watch") {
+      const what = describeBreakSpec(spec);
+      if (spec.kind === "addr") b.addr = this.resolve(spec.target);
+      else b.watch = this.resolveWatch(spec.target, spec.length, spec.access);
+      this.requireGuestDebug(what, spec.kind === "watch" ? this.noWatchpoints : this.noGuestDebug);
+      b.slot = Array.from({ length: HW_BREAKPOINTS }, (_, i) => i).find((i) => !this.breakpoints.some((x) => x.slot === i));
+      if (b.slot === undefined)
+        throw new ControlError(`${what}: all ${HW_BREAKPOINTS} debug registers are in use (instruction breakpoints and watchpoints share them); delete one first`);
     }
+    this.nextBreakId++;
     this.breakpoints.push(b);
-    if (b.addr !== undefined) this.programDebugIfStill();
+    if (b.slot !== undefined) this.programDebugIfStill();
     return b;
   }
 
@@ -326,7 +365,23 @@ export class Control {
     const i = this.breakpoints.findIndex((b) => b.id === id);
     if (i < 0) throw new ControlError(`no breakpoint ${id}`);
     const [b] = this.breakpoints.splice(i, 1);
-    if (b.addr !== undefined) this.programDebugIfStill();
+    if (b.slot !== undefined) this.programDebugIfStill();
+  }
+
+  /** What a debug register can watch: 1, 2, 4 or 8 bytes at an address aligned to that length */
+  resolveWatch(target: string, length: number | undefined, access: WatchAccess): Watch {
+    const addr = this.resolve(target);
+    const symbolSize = Number(this.symbols.lookup(target)?.size ?? 0);
+    const len = length ?? ([1, 2, 4, 8].includes(symbolSize) ? symbolSize : 1);
+    const where = `watch ${target}${length === undefined ? "" : `+${length}`}`;
+    if (len !== 1 && len !== 2 && len !== 4 && len !== 8) throw new ControlError(`${where}: a debug register watches 1, 2, 4 or 8 bytes, not ${len}`);
+    if (addr % BigInt(len) !== 0n)
+      throw new ControlError(`${where}: 0x${addr.toString(16)} is not aligned to ${len} bytes (a debug register needs the address aligned to its length); watch a smaller aligned part`);
+    return { addr, length: len, access };
+  }
+
+  describeWatch(w: Watch): string {
+    return `${w.length} byte${w.length === 1 ? "" : "s"} at 0x${w.addr.toString(16)} (${this.symbols.describe(w.addr)})`;
   }
 
   /** A symbol name or a number (0x.. hex or decimal) */
@@ -338,20 +393,11 @@ export class Control {
   }
 
   private hwControl(): number {
-    return this.breakpoints.some((b) => b.addr !== undefined) ? GuestDebug.USE_HW_BP : 0;
+    return this.breakpoints.some((b) => b.slot !== undefined) ? GuestDebug.USE_HW_BP : 0;
   }
 
-  /** DR0-DR3 = instruction addresses, DR7 = local enable bits (RW=00 execute, LEN=00) */
-  private debugRegs(withBreakpoints = true): bigint[] {
-    const regs = [0n, 0n, 0n, 0n, 0n, 0n, 0n, 0n];
-    if (!withBreakpoints) return regs;
-    this.breakpoints
-      .filter((b) => b.addr !== undefined)
-      .forEach((b, i) => {
-        regs[i] = b.addr!;
-        regs[7] |= 1n << BigInt(2 * i);
-      });
-    return regs;
+  private debugRegs(skipExecAt?: bigint): bigint[] {
+    return debugRegisters(this.breakpoints, skipExecAt);
   }
 
   private programDebug(only?: number): void {
@@ -524,8 +570,9 @@ export class Control {
     if (!this.paused) throw new ControlError("the VM is running: pause it first (`pause`, or Ctrl-C in gdb)");
   }
 
-  private requireGuestDebug(what: string): void {
-    if (this.noGuestDebug) throw new ControlError(`${what} is refused: ${this.noGuestDebug} (see \`tsvmm caps\`); event breakpoints and pause work`);
+  /** The one check for what needs KVM_SET_GUEST_DEBUG (single-step, debug registers) */
+  private requireGuestDebug(what: string, refusal = this.noGuestDebug): void {
+    if (refusal) throw new ControlError(`${what} is refused: ${refusal} (see \`tsvmm caps\`); event breakpoints and pause work`);
   }
 
   private requireRunning(): void {

@@ -8,6 +8,7 @@ import { Commands } from "./commands";
 import { MonitorHandle, MonitorInput, startMonitor } from "./monitor";
 import { parseBreakSpec } from "./breakSpec";
 import { SymbolTable } from "../debug/symbols";
+import { LineTable } from "../debug/dwarfLines";
 import { describeGdbAddress, GdbAddress, GdbStub, parseGdbAddress } from "../debug/gdbStub";
 import { UsageError } from "../errors";
 
@@ -22,6 +23,8 @@ export interface DebuggerOptions {
   gdbWait?: boolean;
   /** Why this KVM's guest debugging cannot be used (Verdict.debugging.refusal); absent = usable */
   guestDebug?: string;
+  /** Why data watchpoints cannot be used here (Verdict.debugging.watchRefusal); absent = usable */
+  watchpoints?: string;
   /** start paused even without a monitor (the TypeScript API) */
   startPaused?: boolean;
   /** called once the debugger is set up, before the VM starts (the TypeScript API) */
@@ -47,14 +50,19 @@ export function readMonitorScript(file: string): MonitorInput {
   }
 }
 
-/** `guest`: the image's name and its symbols (none for multiboot and Linux guests) */
-export async function startDebugger(
-  machine: Machine,
-  guest: Pick<ElfImage, "name" | "symbols">,
-  opts: DebuggerOptions,
-  log: (line: string) => void,
-): Promise<DebuggerSession> {
-  const control = new Control(machine, new SymbolTable(guest.symbols), opts.guestDebug);
+type DebugImage = Pick<ElfImage, "name" | "symbols" | "lines" | "lineWarning">;
+
+/** `images`: the guest (its name names the ELF for gdb) and the firmware, whose symbols and
+ *  lines stops are described with (a multiboot or Linux guest has none) */
+export async function startDebugger(machine: Machine, images: [DebugImage, ...DebugImage[]], opts: DebuggerOptions, log: (line: string) => void): Promise<DebuggerSession> {
+  const [guest] = images;
+  for (const image of images) if (image.lineWarning) log(`warning: ${image.lineWarning}`);
+  const lines = images.flatMap((i) => (i.lines ? [i.lines] : []));
+  const symbols = new SymbolTable(
+    images.flatMap((i) => i.symbols),
+    lines.length ? LineTable.merge(lines) : undefined,
+  );
+  const control = new Control(machine, symbols, opts.guestDebug, opts.watchpoints);
   const commands = new Commands(control);
   for (const text of opts.breaks ?? []) {
     try {

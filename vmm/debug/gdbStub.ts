@@ -1,6 +1,8 @@
 // The GDB stub: gdb's remote serial protocol over TCP or a Unix socket, in all-stop mode, on the
 // control core. vCPU n is gdb thread n + 1. Instruction breakpoints (Z0 and Z1) both use the
 // debug registers (KVM_GUESTDBG_USE_HW_BP): int3 is not reported by every KVM (see `tsvmm caps`).
+// Watchpoints (Z2 write, Z3 read, Z4 access) share the same four registers; x86 cannot watch reads
+// alone, so Z3 watches reads and writes and gdb ignores the hits that changed the value.
 import * as net from "node:net";
 import * as fs from "node:fs";
 import { Control, ControlError, Stop } from "../control/control";
@@ -33,6 +35,8 @@ export function describeGdbAddress(a: GdbAddress): string {
 const SIGTRAP = "05";
 const SIGINT = "02";
 const SIGSEGV = "0b";
+/** Z types 2, 3, 4 and the stop reply reasons gdb expects for them */
+const WATCH_REASONS: Record<number, string> = { 2: "watch", 3: "rwatch", 4: "awatch" };
 
 export class GdbStub {
   private server?: net.Server;
@@ -106,10 +110,10 @@ class GdbSession {
   private generalThread = 0; // vCPU for g/p/m
   private running = false;
   private detached = false;
-  private readonly breakpoints = new Map<string, number>(); // "type:addr" -> control breakpoint id
+  private readonly breakpoints = new Map<string, number>(); // "type:addr:kind" -> control breakpoint id
   private readonly offStop: () => void;
   private readonly offEnd: () => void;
-  private lastStop?: { signal: string; vcpu: number; kind?: string };
+  private lastStop?: { signal: string; vcpu: number; reason?: string };
 
   constructor(
     private readonly control: Control,
@@ -154,13 +158,13 @@ class GdbSession {
     if (!this.socket.destroyed) this.socket.write(encodePacket(payload));
   }
 
-  private stopReply(stop: { signal: string; vcpu: number; kind?: string }): string {
-    return `T${stop.signal}thread:${(stop.vcpu + 1).toString(16)};${stop.kind ? stop.kind + ":;" : ""}`;
+  private stopReply(stop: { signal: string; vcpu: number; reason?: string }): string {
+    return `T${stop.signal}thread:${(stop.vcpu + 1).toString(16)};${stop.reason ? stop.reason + ";" : ""}`;
   }
 
   private stopped(s: Stop): void {
-    const kind = s.reason === "breakpoint" && s.breakpoint !== undefined ? this.breakpointKind(s.breakpoint) : undefined;
-    this.lastStop = { signal: s.reason === "interrupt" ? SIGINT : s.reason === "fault" ? SIGSEGV : SIGTRAP, vcpu: s.vcpu, kind };
+    const reason = s.reason === "breakpoint" && s.breakpoint !== undefined ? this.stopReason(s.breakpoint) : undefined;
+    this.lastStop = { signal: s.reason === "interrupt" ? SIGINT : s.reason === "fault" ? SIGSEGV : SIGTRAP, vcpu: s.vcpu, reason };
     this.generalThread = s.vcpu;
     if (this.running) {
       this.running = false;
@@ -168,8 +172,13 @@ class GdbSession {
     }
   }
 
-  private breakpointKind(id: number): string | undefined {
-    for (const [key, bid] of this.breakpoints) if (bid === id) return key.startsWith("0:") ? "swbreak" : "hwbreak";
+  /** The stop reply's reason field: swbreak:, hwbreak:, or watch:/rwatch:/awatch: with the address */
+  private stopReason(id: number): string | undefined {
+    for (const [key, bid] of this.breakpoints) {
+      if (bid !== id) continue;
+      const [type, addr] = key.split(":");
+      return WATCH_REASONS[Number(type)] ? `${WATCH_REASONS[Number(type)]}:${BigInt(addr).toString(16)}` : type === "0" ? "swbreak:" : "hwbreak:";
+    }
     return undefined;
   }
 
@@ -263,7 +272,7 @@ class GdbSession {
           return reply("data" in r ? "OK" : "E14");
         }
         case "breakpoint":
-          return reply(this.breakpoint(req.insert, req.type, req.addr));
+          return reply(this.breakpoint(req.insert, req.type, req.addr, req.size));
         case "vContQuery":
           return reply("vCont;c;C;s;S;t");
         case "vCont": {
@@ -301,12 +310,15 @@ class GdbSession {
     }
   }
 
-  private breakpoint(insert: boolean, type: number, addr: bigint): string {
-    if (type > 1) return ""; // watchpoints: not offered
-    const key = `${type}:${addr}`;
+  /** Z/z 0-4: kind is the instruction length (0, 1) or the number of bytes watched (2-4) */
+  private breakpoint(insert: boolean, type: number, addr: bigint, kind: number): string {
+    const key = `${type}:${addr}:${type >= 2 ? kind : 0}`;
     if (insert) {
       if (this.breakpoints.has(key)) return "OK";
-      const b = this.control.addBreakpoint({ kind: "addr", target: "0x" + addr.toString(16) });
+      const target = "0x" + addr.toString(16);
+      // Bad lengths, misaligned addresses, no free debug register, or a KVM on which they do
+      // not work (see `tsvmm caps`): an error reply, and the reason in tsvmm's log.
+      const b = this.control.addBreakpoint(type <= 1 ? { kind: "addr", target } : { kind: "watch", target, length: kind, access: type === 2 ? "w" : "rw" });
       this.breakpoints.set(key, b.id);
     } else {
       const id = this.breakpoints.get(key);

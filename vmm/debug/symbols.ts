@@ -1,5 +1,8 @@
-// Symbols of a guest ELF: address -> "tsvmm_main+0x3d" and name -> address, from .symtab.
-// (No file:line: the shipped guests are built without -g, so there is no .debug_line to read.)
+// Symbols of a guest ELF: address -> "tsvmm_main+0x3d (guest/guests/convert.c:42)" and
+// name -> address, from .symtab and, where the ELF has it, .debug_line.
+import * as path from "node:path";
+import { LineTable, SourceLine } from "./dwarfLines";
+import { lastAtOrBelow } from "./addressSearch";
 
 export interface ElfSymbol {
   name: string;
@@ -20,9 +23,15 @@ export class SymbolTable {
   private readonly sorted: ElfSymbol[];
   private readonly byName = new Map<string, ElfSymbol>();
 
-  constructor(symbols: ElfSymbol[]) {
-    this.sorted = [...symbols].sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : 0));
-    for (const s of this.sorted) if (!this.byName.has(s.name)) this.byName.set(s.name, s);
+  constructor(
+    symbols: ElfSymbol[],
+    private readonly lines?: LineTable,
+  ) {
+    // At one address a sized symbol (a function, an object) is preferred to a linker-script label
+    const sized = (s: ElfSymbol) => (s.size > 0n ? 1 : 0);
+    this.sorted = [...symbols].sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : sized(a) - sized(b)));
+    // A name in several images (the guest and the firmware): the first one given wins
+    for (const s of symbols) if (!this.byName.has(s.name)) this.byName.set(s.name, s);
   }
 
   /** Symbols from an ELF64 file; an empty table when it has none or they are malformed. */
@@ -40,33 +49,36 @@ export class SymbolTable {
 
   /** The symbol containing addr (or the nearest one below it, for symbols without a size) */
   containing(addr: bigint): ElfSymbol | undefined {
-    let lo = 0;
-    let hi = this.sorted.length - 1;
-    let found: ElfSymbol | undefined;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.sorted[mid].addr <= addr) {
-        found = this.sorted[mid];
-        lo = mid + 1;
-      } else hi = mid - 1;
-    }
+    const found = lastAtOrBelow(this.sorted, addr, (s) => s.addr);
     if (!found) return undefined;
     if (found.size > 0n && addr >= found.addr + found.size) return undefined;
     return found;
   }
 
-  /** "name+0x3d", "name", or the bare hex address when no symbol covers it */
+  /** "name+0x3d (file:line)", "name", or the bare hex address when no symbol covers it;
+   *  file:line where the ELF has line information for addr */
   describe(addr: bigint): string {
     const s = this.containing(addr);
-    if (!s) return "0x" + addr.toString(16);
-    const off = addr - s.addr;
-    return off === 0n ? s.name : `${s.name}+0x${off.toString(16)}`;
+    const where = s ? (addr === s.addr ? s.name : `${s.name}+0x${(addr - s.addr).toString(16)}`) : "0x" + addr.toString(16);
+    const line = this.sourceLine(addr);
+    return line ? `${where} (${displayPath(line.file)}:${line.line})` : where;
+  }
+
+  sourceLine(addr: bigint): SourceLine | undefined {
+    return this.lines?.lookup(addr);
   }
 
   /** Names starting with prefix (monitor completion) */
   complete(prefix: string): string[] {
     return [...this.byName.keys()].filter((n) => n.startsWith(prefix)).sort();
   }
+}
+
+/** Relative to the working directory when the file lies below it (guest/guests/convert.c) */
+export function displayPath(file: string): string {
+  if (!path.isAbsolute(file)) return file;
+  const relative = path.relative(process.cwd(), file);
+  return relative && !relative.startsWith("..") && !path.isAbsolute(relative) ? relative : file;
 }
 
 export function readElfSymbols(file: Buffer): ElfSymbol[] {

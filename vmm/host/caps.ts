@@ -71,7 +71,7 @@ export interface Verdict {
   hypercallExit: boolean;
   memoryFaultExit: boolean;
   /** What the debugger (--monitor, --gdb, addr= breakpoints) can use here */
-  debugging: { guestDebug: boolean; line: string; refusal?: string };
+  debugging: { guestDebug: boolean; line: string; refusal?: string; watchRefusal?: string };
   lines: string[];
 }
 
@@ -275,19 +275,26 @@ function assessDebugging(p: HostProbe): Verdict["debugging"] {
     return {
       guestDebug: false,
       refusal: "this KVM lacks KVM_SET_GUEST_DEBUG",
-      line: "Debugging: no KVM_SET_GUEST_DEBUG: event breakpoints and pause work; single-step and addr= breakpoints are refused.",
+      watchRefusal: "this KVM lacks KVM_SET_GUEST_DEBUG",
+      line: "Debugging: no KVM_SET_GUEST_DEBUG: event breakpoints and pause work; single-step, addr= breakpoints and watchpoints are refused.",
     };
   const controls = p.system.guestDebugControls ? ` (controls 0x${p.system.guestDebugControls.toString(16)})` : "";
-  if (p.vendorModule === "kvm_pvm")
+  if (p.vendorModule === "kvm_pvm") {
+    // Measured 2026-11-27: DR7 write and read/write watchpoints on .bss words that the guest
+    // writes with mov and lock xadd never fired; KVM's instruction emulator, which runs every
+    // guest instruction here, checks the debug registers for instruction addresses only.
+    const watchRefusal = "data watchpoints never fire on kvm_pvm (measured: it emulates every instruction, and KVM's emulator checks debug registers for instruction breakpoints only)";
     return {
       guestDebug: true,
-      line: `Debugging: KVM_SET_GUEST_DEBUG${controls}: single-step and 4 debug-register instruction breakpoints (gdb's break and hbreak); measured on kvm_pvm: a step over an instruction that made an I/O exit runs one more instruction (its trap is lost), and int3 is an emulation failure, so it is never used.`,
+      watchRefusal,
+      line: `Debugging: KVM_SET_GUEST_DEBUG${controls}: single-step and 4 debug-register instruction breakpoints (gdb's break and hbreak); measured on kvm_pvm: a step over an instruction that made an I/O exit runs one more instruction (its trap is lost), int3 is an emulation failure, so it is never used, and ${watchRefusal.replace(" on kvm_pvm", "")}, so watch and gdb's hardware watchpoints are refused (gdb's software watchpoints, set can-use-hw-watchpoints 0, single-step and work).`,
     };
+  }
   if (p.nested) {
     // Measured in tsvmm's lab (kvm_amd nested in QEMU TCG), long mode: single-step stopped
     // trapping after 16 instructions, a DR0 execute breakpoint never fired, int3 reached the guest.
     const refusal = "guest debugging is unreliable on a nested KVM (measured in tsvmm's lab: single-step stops trapping after a few instructions, debug-register breakpoints never fire)";
-    return { guestDebug: false, refusal, line: `Debugging: KVM_SET_GUEST_DEBUG${controls} exists, but ${refusal}: event breakpoints and pause work; single-step and addr= are refused.` };
+    return { guestDebug: false, refusal, watchRefusal: refusal, line: `Debugging: KVM_SET_GUEST_DEBUG${controls} exists, but ${refusal}: event breakpoints and pause work; single-step, addr= and watchpoints are refused.` };
   }
-  return { guestDebug: true, line: `Debugging: KVM_SET_GUEST_DEBUG${controls}: single-step and 4 debug-register instruction breakpoints (gdb's break and hbreak).` };
+  return { guestDebug: true, line: `Debugging: KVM_SET_GUEST_DEBUG${controls}: single-step and 4 debug registers for instruction breakpoints (gdb's break and hbreak) and watchpoints (watch, gdb's watch, rwatch, awatch).` };
 }

@@ -1,6 +1,7 @@
 // ELF64 x86-64 image parsing with validation. A bad image is refused before anything starts.
 import { BadImageError } from "../errors";
 import { ElfSymbol, readElfSymbols } from "../debug/symbols";
+import { DwarfError, LineTable } from "../debug/dwarfLines";
 
 export interface LoadSegment {
   gpa: bigint;
@@ -20,6 +21,10 @@ export interface ElfImage {
   wantsPrivate: boolean;
   /** .symtab functions and objects (for debuggers; empty when stripped) */
   symbols: ElfSymbol[];
+  /** .debug_line: address -> file:line (absent without -g, or when it is malformed) */
+  lines?: LineTable;
+  /** why .debug_line could not be read (the debugger prints it once and uses symbol+offset) */
+  lineWarning?: string;
 }
 
 const EM_X86_64 = 62;
@@ -75,15 +80,29 @@ export function parseElf(name: string, file: Buffer): ElfImage {
     name,
     entry,
     segments: sorted,
-    description: sections.get(".tsvmm.description")?.split("\0")[0].trim(),
+    description: sections.get(".tsvmm.description")?.toString("utf8").split("\0")[0].trim(),
     wantsPrivate: sections.has(".tsvmm.private"),
     symbols: readElfSymbols(file),
+    ...readLines(name, sections),
   };
 }
 
-/** The tsvmm sections (name -> contents); malformed section tables are ignored. */
-function readSections(file: Buffer, shoff: number, shentsize: number, shnum: number, shstrndx: number): Map<string, string> {
-  const found = new Map<string, string>();
+function readLines(name: string, sections: Map<string, Buffer>): Pick<ElfImage, "lines" | "lineWarning"> {
+  const debugLine = sections.get(".debug_line");
+  if (!debugLine) return {};
+  try {
+    return { lines: LineTable.parse(debugLine, { lineStr: sections.get(".debug_line_str"), str: sections.get(".debug_str") }) };
+  } catch (err) {
+    if (!(err instanceof DwarfError)) throw err;
+    return { lineWarning: `${name}: its line information is malformed (${err.message}); stops show symbol+offset without file:line` };
+  }
+}
+
+const WANTED_SECTIONS = /^(\.tsvmm\.|\.debug_line$|\.debug_line_str$|\.debug_str$)/;
+
+/** The tsvmm and line-information sections (name -> contents); malformed section tables are ignored. */
+function readSections(file: Buffer, shoff: number, shentsize: number, shnum: number, shstrndx: number): Map<string, Buffer> {
+  const found = new Map<string, Buffer>();
   if (shoff === 0 || shentsize < 64 || shoff + shnum * shentsize > file.length || shstrndx >= shnum) return found;
   const section = (i: number) => {
     const o = shoff + i * shentsize;
@@ -95,8 +114,11 @@ function readSections(file: Buffer, shoff: number, shentsize: number, shnum: num
     const s = section(i);
     const nameEnd = file.indexOf(0, strtab.offset + s.name);
     const sectionName = file.toString("latin1", strtab.offset + s.name, nameEnd);
-    if (!sectionName.startsWith(".tsvmm.") || s.offset + s.size > file.length) continue;
-    found.set(sectionName, file.toString("utf8", s.offset, s.offset + s.size));
+    if (!WANTED_SECTIONS.test(sectionName)) continue;
+    const truncated = s.offset + s.size > file.length;
+    // A truncated .debug_ section is kept cut short: the line reader reports it as malformed.
+    if (truncated && !sectionName.startsWith(".debug_")) continue;
+    found.set(sectionName, file.subarray(Math.min(s.offset, file.length), Math.min(s.offset + s.size, file.length)));
   }
   return found;
 }

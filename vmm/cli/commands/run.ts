@@ -151,7 +151,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
         type: "string",
         array: true,
         describe:
-          "pause every vCPU when an event matches: conversion[,range=R,to=private|shared,source=hypercall|doorbell|fault|monitor|api,vcpu=N], fault, refused, exit=NAME, addr=SYMBOL|ADDRESS. Without --monitor or --gdb each stop is printed and the VM goes on",
+          "pause every vCPU when an event matches: conversion[,range=R,to=private|shared,source=hypercall|doorbell|fault|monitor|api,vcpu=N], fault, refused, exit=NAME, addr=SYMBOL|ADDRESS (instruction), watch=SYMBOL|ADDRESS[+LEN][,access=w|rw] (data: LEN 1/2/4/8, aligned; addr= and watch= share 4 debug registers; `tsvmm caps` says whether they work here). Stops show RIP as symbol+offset (file:line). Without --monitor or --gdb each stop is printed and the VM goes on",
         group: "Debugging:",
       })
       .option("monitor", {
