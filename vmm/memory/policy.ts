@@ -18,6 +18,8 @@ export interface PrivateRequest {
   onFault?: FaultPolicy;
   onHypercall?: HypercallPolicy;
   prealloc?: boolean;
+  /** KVM_PRE_FAULT_MEMORY after each guest conversion to private */
+  prefault?: boolean;
   discard?: DiscardPolicy;
   /** How the guest asks for conversions; default: the hypercall where KVM delivers it */
   convertVia?: "hypercall" | "doorbell";
@@ -83,6 +85,8 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: GuestFacts, lay
       ExitStatus.HOST_UNSUPPORTED,
       "use --convert-via doorbell, or leave it out to get the doorbell where the hypercall cannot exit",
     );
+  if (req.prefault && !verdict.preFault.available)
+    throw new TsvmmError(`{prefault}: ${verdict.preFault.reason}`, ExitStatus.HOST_UNSUPPORTED, "leave out {prefault}: the guest then faults each page in on its first touch");
   return {
     backend,
     ranges,
@@ -90,6 +94,7 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: GuestFacts, lay
     onFault: req.onFault ?? "convert",
     onHypercall: req.onHypercall ?? "convert",
     prealloc: req.prealloc ?? false,
+    prefault: req.prefault ?? false,
     discard: req.discard ?? "always",
     convertMethod: req.convertVia ?? (verdict.hypercallExit ? "hypercall" : "doorbell"),
   };
