@@ -76,6 +76,21 @@ for (const backend of backends) {
     assert.ok(lazy < 8 << 20, `without --prealloc ${lazy >> 20} MiB were allocated up front`);
   });
 
+  test(`convert --prefault: every conversion to private is pre-faulted, same results (${backend})`, T, async () => {
+    const r = await run({ guest: "convert", privateMemory: { backend, prefault: true } });
+    assertTapPassed(r);
+    const toPrivate = r.events.filter((e) => e.kind === "conversion" && e.source === "hypercall" && e.to === "private" && String(e.result).startsWith("ok"));
+    assert.ok(toPrivate.length > 0);
+    for (const e of toPrivate) assert.match(String(e.result), /, pre-faulted$/, `event #${e.seq}: ${e.result}`);
+    assert.equal(r.conversions!.tally["prefault-failed"], undefined, JSON.stringify(r.conversions!.tally));
+    // The summary counts what KVM_PRE_FAULT_MEMORY mapped: the sizes of those requests.
+    const kib = toPrivate.reduce((n, e) => n + (e.size as number), 0) >> 10;
+    assert.ok(r.conversions!.summary.some((l) => l.includes(`(with --prefault: ${kib} KiB pre-faulted)`)), r.conversions!.summary.join("\n"));
+    // Without it nothing says pre-faulted.
+    const plain = await run({ guest: "convert", privateMemory: { backend } });
+    assert.ok(!plain.events.some((e) => /pre-fault/.test(String(e.result))));
+  });
+
   test(`convert --convert-via doorbell: the port doorbell on a KVM that delivers hypercalls (${backend})`, T, async () => {
     const r = await run({ guest: "convert", privateMemory: { backend, convertVia: "doorbell" } });
     assertTapPassed(r);
