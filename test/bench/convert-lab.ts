@@ -41,7 +41,7 @@ const median = (v: number[]) => {
   return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 };
 
-/** One conversion event from tsvmm's run log (vmm/memory/engine.ts formatEvent). */
+/** One conversion event, as the engine reports it (vmm/memory/engine.ts ConversionEvent) */
 interface Ev {
   seq: number;
   ms: number;
@@ -50,7 +50,6 @@ interface Ev {
   result: string;
   us: number;
 }
-const EVENT = /^#(\d+) ([\d.]+) ms vCPU -?\d+ (\w+) 0x[0-9a-f]+\+0x([0-9a-f]+).*?: (.*) \(([\d.]+) µs\)$/;
 
 /** key=value words of the guest's "convert-bench: <kind> ..." lines */
 function guestLines(console: string, kind: string): Array<Record<string, string>> {
@@ -71,23 +70,23 @@ interface TsvmmRun {
   /** size -> ns per conversion (convert), engine µs median */
   convert?: Record<number, { ns: number; engineUs: number; guestTicksMedian: number; guestTicksTotal: number; spanNs: number }>;
   implicit?: { cycleNs: number; cycleMeanNs: number; engineUs: number; guestTicksMedian: number; guestTicksTotal: number; spanNs: number };
+  /** mode=convert touch=1: as convert, with every page stored to after every conversion */
+  touched?: Record<number, { ns: number; engineUs: number }>;
+  /** mode=first-touch: guest ticks (median per round) of the conversion to private and of the touches after it */
+  firstTouch?: Record<number, { convertTicks: number; touchTicks: number }>;
 }
 
-async function tsvmm(backend: Backend, cmdline: string, sharedBit: number): Promise<TsvmmRun> {
+async function tsvmm(backend: Backend, cmdline: string, sharedBit: number, prefault = false): Promise<TsvmmRun> {
   const events: Ev[] = [];
-  const other: string[] = [];
   let r;
   try {
     r = await runGuest({
       guest: GUEST,
       cmdline,
       timeout: 240,
-      privateMemory: { backend, sharedBit: sharedBit || undefined },
-      log: (line) => {
-        const m = EVENT.exec(line);
-        if (m) events.push({ seq: +m[1], ms: +m[2], source: m[3], size: parseInt(m[4], 16), result: m[5], us: +m[6] });
-        else other.push(line);
-      },
+      privateMemory: { backend, sharedBit: sharedBit || undefined, prefault },
+      // The events themselves and no run log: no formatting or parsing inside the timed span.
+      onConversion: (e) => void events.push({ seq: e.seq, ms: e.time, source: e.source, size: e.size, result: e.result, us: e.ns / 1000 }),
     });
   } catch (e) {
     return { error: (e as Error).message };
@@ -100,10 +99,14 @@ async function tsvmm(backend: Backend, cmdline: string, sharedBit: number): Prom
   for (const res of guestLines(r.console, "result")) {
     const n = Number(res.n);
     const size = Number(res.size);
+    if (res.mode === "first-touch") {
+      (out.firstTouch ??= {})[size] = { convertTicks: Number(res.convert_ticks_median), touchTicks: Number(res.touch_ticks_median) };
+      continue;
+    }
     const source = res.mode === "implicit" ? "fault" : "hypercall";
     const evs = events.filter((e) => e.source === source && e.size === size && e.result === "ok").sort((a, b) => a.seq - b.seq);
     const want = Number(res.conversions);
-    if (evs.length < want) return { error: `${res.mode} ${size}: ${evs.length} conversion events for ${want} conversions (log: ${other.slice(-2).join(" | ")})` };
+    if (evs.length < want) return { error: `${res.mode} ${size}: ${evs.length} conversion events for ${want} conversions (${r.reason})` };
     const timed = evs.slice(-want);
     const spanNs = (timed[timed.length - 1].ms - timed[0].ms) * 1e6;
     const engineUs = median(timed.map((e) => e.us));
@@ -111,6 +114,8 @@ async function tsvmm(backend: Backend, cmdline: string, sharedBit: number): Prom
     if (res.mode === "implicit") {
       const gaps = timed.slice(1).map((e, i) => (e.ms - timed[i].ms) * 1e6);
       out.implicit = { cycleNs: median(gaps), cycleMeanNs: spanNs / (want - 1), engineUs, ...guest };
+    } else if (res.mode === "convert-touched") {
+      (out.touched ??= {})[size] = { ns: spanNs / (want - 1), engineUs };
     } else {
       (out.convert ??= {})[size] = { ns: spanNs / (want - 1), engineUs, ...guest };
     }
@@ -198,6 +203,12 @@ async function main(): Promise<void> {
       tsvmm: { 4096: series(), [2 << 20]: series(), engine4096: series(), engine2m: series() },
       cIoctl: { 4096: series(), [2 << 20]: series() },
       cHypercall: { 4096: series(), [2 << 20]: series() },
+      tsvmmTouched: { 4096: series(), [2 << 20]: series() },
+      cTouched: { 4096: series(), [2 << 20]: series() },
+      // guest ticks per round: the conversion to private, then the first touch of its pages
+      firstTouch: verdict.preFault.available
+        ? { plainConvert: series(), plainTouch: series(), prefaultConvert: series(), prefaultTouch: series() }
+        : { skipped: verdict.preFault.reason },
       perConversion: {},
     };
     if (b === "memslots") {
@@ -235,6 +246,15 @@ async function main(): Promise<void> {
           add(size === 4096 ? row.tsvmm.engine4096 : row.tsvmm.engine2m, t.convert?.[size]?.engineUs);
         }
         if (t.convert) (row.guestTicks ??= []).push(t.convert);
+        const touched = await tsvmm(b, `mode=convert touch=1 size=4k,2m n=${n} warm=${warm}`, 0);
+        for (const size of SIZES) add(row.tsvmmTouched[size], touched.touched?.[size]?.ns, touched.error);
+        if (verdict.preFault.available)
+          for (const prefault of [false, true]) {
+            const f = await tsvmm(b, `mode=first-touch size=2m n=${n} warm=${warm}`, 0, prefault);
+            const ft = f.firstTouch?.[2 << 20];
+            add(prefault ? row.firstTouch.prefaultConvert : row.firstTouch.plainConvert, ft?.convertTicks, f.error);
+            add(prefault ? row.firstTouch.prefaultTouch : row.firstTouch.plainTouch, ft?.touchTicks);
+          }
         if (b === "memslots" && sharedBit) {
           const i = await tsvmm(b, `mode=implicit n=${touches} warm=${warm}`, sharedBit);
           if (i.setup) implicitGpa = i.setup.gpa;
@@ -247,13 +267,15 @@ async function main(): Promise<void> {
       const runC = async () => {
         const base = ["--backend", b, "--n", String(n), "--warm", String(warm)];
         if (layout) base.push("--low", layout.low, "--mem", layout.mem, "--gpa", layout.gpa);
-        const c = await cLoop([...base, "--modes", "ioctl,hypercall", "--sizes", SIZES.join(",")]);
+        const c = await cLoop([...base, "--modes", "ioctl,hypercall,touched", "--sizes", SIZES.join(",")]);
         if (keep)
           for (const size of SIZES) {
             const io = c.json?.results.find((x: any) => x.mode === "ioctl" && x.size === size);
             const hc = c.json?.results.find((x: any) => x.mode === "hypercall" && x.size === size);
+            const touched = c.json?.results.find((x: any) => x.mode === "touched" && x.size === size);
             add(row.cIoctl[size], io?.ns_per_conversion, c.error);
             add(row.cHypercall[size], hc?.ns_per_conversion, c.error);
+            add(row.cTouched[size], touched?.ns_per_conversion, c.error);
             if (io) row.perConversion[size] = io.per_conversion;
           }
         else if (c.error) log(`warm-up C ${b}: ${c.error}`);

@@ -26,6 +26,8 @@
  *              (vmmcall on AMD, vmcall on Intel; KVM_CAP_EXIT_HYPERCALL), answered by this
  *              KVM_RUN loop: the full path a VMM takes. Timed between completed conversions
  *              (clock read after the ioctls, before re-entering), as tsvmm's event times are.
+ *   touched    as hypercall, and after every conversion the guest stores 8 bytes to each page of
+ *              the range: each conversion discards memory that is populated and mapped.
  *   implicit   (memslots with --shared-bit) a raw guest stores 8 bytes to --warm + --n distinct
  *              pages through the shared view, one after the other; each is KVM_RUN = -1/EFAULT,
  *              exit 39 (flags 0, gpa | 2^B, size 4096) -> conversion of that page to shared ->
@@ -34,7 +36,7 @@
  *              the guest running: re-entry, the retried store faulting in a fresh page, the
  *              loop, the next touch, the exit).
  *
- * Usage: convert-loop --backend attributes|memslots [--modes ioctl,hypercall,implicit]
+ * Usage: convert-loop --backend attributes|memslots [--modes ioctl,hypercall,touched,implicit]
  *        [--sizes 4096,2097152] [--n N] [--warm W] [--mem BYTES] [--low GPA] [--gpa GPA]
  *        [--shared-bit B]
  * Output: one JSON line on stdout. Exit status: 0 ok, 64 usage, 69 no /dev/kvm or the backend
@@ -129,6 +131,14 @@ GUEST_BLOB(guest_hlt, "hlt\n")
 	"   dec %r12\n jnz 1b\n hlt\n"
 GUEST_BLOB(guest_vmmcall, HC_LOOP("vmmcall"))
 GUEST_BLOB(guest_vmcall, HC_LOOP("vmcall"))
+/* the same, with an 8-byte store to each page of the range after every conversion */
+#define TOUCH_RANGE(label) " mov %r8, %rdi\n mov %r9, %rsi\n" label ": mov %rsi, (%rdi)\n add $4096, %rdi\n dec %rsi\n jnz " label "b\n"
+#define HC_TOUCH_LOOP(insn) \
+	"1: mov $12, %eax\n mov %r8, %rbx\n mov %r9, %rcx\n mov %r10, %rdx\n" insn "\n" TOUCH_RANGE("2") \
+	"   mov $12, %eax\n mov %r8, %rbx\n mov %r9, %rcx\n mov %r11, %rdx\n" insn "\n" TOUCH_RANGE("3") \
+	"   dec %r12\n jnz 1b\n hlt\n"
+GUEST_BLOB(guest_vmmcall_touch, HC_TOUCH_LOOP("vmmcall"))
+GUEST_BLOB(guest_vmcall_touch, HC_TOUCH_LOOP("vmcall"))
 /* r8 = first address (shared view), r9 = pages: one 8-byte store per page */
 GUEST_BLOB(guest_touch, "1: mov %r9, (%r8)\n add $4096, %r8\n dec %r9\n jnz 1b\n hlt\n")
 
@@ -461,13 +471,17 @@ static int is_intel(void)
 	return b == 0x756e6547; /* "Genu" */
 }
 
-static void mode_hypercall(enum backend b, uint64_t mem, uint64_t low, uint64_t gpa, uint64_t size, unsigned n, unsigned warm)
+static void mode_hypercall(enum backend b, uint64_t mem, uint64_t low, uint64_t gpa, uint64_t size, unsigned n, unsigned warm, int touched)
 {
 	vm_create(b, mem, low, 0);
 	struct kvm_enable_cap cap = { .cap = CL_CAP_EXIT_HYPERCALL, .args = { 1ull << CL_HC_MAP_GPA_RANGE } };
 	if (ioctl(M.vm, KVM_ENABLE_CAP, &cap) < 0)
 		die(70, "KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL)");
-	if (is_intel())
+	if (touched && is_intel())
+		vcpu_create(guest_vmcall_touch, guest_vmcall_touch_end - guest_vmcall_touch);
+	else if (touched)
+		vcpu_create(guest_vmmcall_touch, guest_vmmcall_touch_end - guest_vmmcall_touch);
+	else if (is_intel())
 		vcpu_create(guest_vmcall, guest_vmcall_end - guest_vmcall);
 	else
 		vcpu_create(guest_vmmcall, guest_vmmcall_end - guest_vmmcall);
@@ -496,7 +510,7 @@ static void mode_hypercall(enum backend b, uint64_t mem, uint64_t low, uint64_t 
 		fail(70, "the guest made fewer hypercalls than asked");
 	/* the timed conversions: the last 2n; their completions span 2n - 1 intervals */
 	uint64_t span = at[total - 1] - at[total - 2 * n];
-	result_open("hypercall", size, n, warm);
+	result_open(touched ? "touched" : "hypercall", size, n, warm);
 	printf(",\"conversions\":%u,\"ns_per_conversion\":%.1f,\"method\":\"%s\"", 2 * n, (double)span / (2.0 * n - 1),
 	       is_intel() ? "vmcall" : "vmmcall");
 	result_counts(2ul * n);
@@ -569,7 +583,7 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!v)
-			fail(64, "usage: convert-loop --backend attributes|memslots [--modes ioctl,hypercall,implicit] [--sizes 4096,2097152] [--n N] [--warm W] [--mem B] [--low GPA] [--gpa GPA] [--shared-bit B]");
+			fail(64, "usage: convert-loop --backend attributes|memslots [--modes ioctl,hypercall,touched,implicit] [--sizes 4096,2097152] [--n N] [--warm W] [--mem B] [--low GPA] [--gpa GPA] [--shared-bit B]");
 		i++;
 		if (!strcmp(a, "--backend"))
 			backend = v;
@@ -615,9 +629,9 @@ int main(int argc, char **argv)
 			mode_implicit(mem, low, gpa, shared_bit, (unsigned)n, (unsigned)warm);
 			continue;
 		}
-		int ioctl_mode = !strcmp(m, "ioctl");
-		if (!ioctl_mode && strcmp(m, "hypercall"))
-			fail(64, "--modes takes ioctl, hypercall, implicit");
+		int ioctl_mode = !strcmp(m, "ioctl"), touched = !strcmp(m, "touched");
+		if (!ioctl_mode && !touched && strcmp(m, "hypercall"))
+			fail(64, "--modes takes ioctl, hypercall, touched, implicit");
 		char slist[64];
 		snprintf(slist, sizeof slist, "%s", sizes);
 		for (char *s2 = NULL, *s = strtok_r(slist, ",", &s2); s; s = strtok_r(NULL, ",", &s2)) {
@@ -627,7 +641,7 @@ int main(int argc, char **argv)
 			if (ioctl_mode)
 				mode_ioctl(b, mem, low, gpa, size, (unsigned)n, (unsigned)warm);
 			else
-				mode_hypercall(b, mem, low, gpa, size, (unsigned)n, (unsigned)warm);
+				mode_hypercall(b, mem, low, gpa, size, (unsigned)n, (unsigned)warm, touched);
 			fflush(stdout);
 		}
 	}
