@@ -35,6 +35,8 @@ test("--prefault is passed on where KVM can pre-fault, and refused naming the ca
     () => resolvePrivateMemory({ prefault: true }, guest(true), layout, verdict(true, true, true, false)),
     (e: unknown) => e instanceof TsvmmError && e.status === 69 && /^--prefault: KVM_CAP_PRE_FAULT_MEMORY is 0/.test(e.describe(CLI_FLAGS)),
   );
+  assert.ok(resolvePrivateMemory({ prefault: true }, guest(false), layout, verdict(true, true)), "asking for it asks for private memory");
+  assert.throws(() => resolvePrivateMemory({ prefault: true, private: "none" }, guest(true), layout, verdict(true, true)), /needs private memory/);
 });
 
 test("other guests stay shared unless asked", () => {

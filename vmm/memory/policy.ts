@@ -40,7 +40,7 @@ export interface RamFacts {
 /** What --private means for this guest before any host check: explicit, or the guest's default
  *  ("all" for guests that convert, or when another private-memory option was given). */
 export function requestedPrivate(req: PrivateRequest, guest: GuestFacts): "all" | "none" | Range[] {
-  const asked = (req.backend !== undefined && req.backend !== "auto") || !!req.sharedBit;
+  const asked = (req.backend !== undefined && req.backend !== "auto") || !!req.sharedBit || !!req.prefault;
   return req.private ?? (asked || guest.wantsPrivate ? "all" : "none");
 }
 
@@ -49,6 +49,7 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: GuestFacts, lay
   const want = requestedPrivate(req, guest);
   if (want === "none") {
     if (req.sharedBit) throw new UsageError("{sharedBit} needs private memory, but {private} is none");
+    if (req.prefault) throw new UsageError("{prefault} needs private memory, but {private} is none");
     return undefined;
   }
   const ranges = want === "all" ? [{ start: layout.freeBase, end: layout.ramSize }] : want;
