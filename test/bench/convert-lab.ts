@@ -32,6 +32,8 @@ const OUT = path.join(ROOT, "build", "bench");
 const GUEST = path.join(OUT, "convert-bench.elf");
 const CLOOP = path.join(OUT, "convert-loop");
 const SIZES = [4096, 2 << 20] as const;
+/** vCPUs converting at once (mode=smp; the lab itself has 2 vCPUs, and TCG runs them on one thread) */
+const SMP_VCPUS = [2, 4] as const;
 type Backend = "attributes" | "memslots";
 
 const log = (s: string) => process.stderr.write(`convert-lab: ${s}\n`);
@@ -72,11 +74,13 @@ interface TsvmmRun {
   implicit?: { cycleNs: number; cycleMeanNs: number; engineUs: number; guestTicksMedian: number; guestTicksTotal: number; spanNs: number };
   /** mode=convert touch=1: as convert, with every page stored to after every conversion */
   touched?: Record<number, { ns: number; engineUs: number }>;
+  /** mode=smp: vCPU count -> ns per conversion, all vCPUs together */
+  smp?: Record<number, { ns: number; engineUs: number }>;
   /** mode=first-touch: guest ticks (median per round) of the conversion to private and of the touches after it */
   firstTouch?: Record<number, { convertTicks: number; touchTicks: number }>;
 }
 
-async function tsvmm(backend: Backend, cmdline: string, sharedBit: number, prefault = false): Promise<TsvmmRun> {
+async function tsvmm(backend: Backend, cmdline: string, o: { sharedBit?: number; prefault?: boolean; cpus?: number } = {}): Promise<TsvmmRun> {
   const events: Ev[] = [];
   let r;
   try {
@@ -84,7 +88,8 @@ async function tsvmm(backend: Backend, cmdline: string, sharedBit: number, prefa
       guest: GUEST,
       cmdline,
       timeout: 240,
-      privateMemory: { backend, sharedBit: sharedBit || undefined, prefault },
+      cpus: o.cpus,
+      privateMemory: { backend, sharedBit: o.sharedBit || undefined, prefault: o.prefault },
       // The events themselves and no run log: no formatting or parsing inside the timed span.
       onConversion: (e) => void events.push({ seq: e.seq, ms: e.time, source: e.source, size: e.size, result: e.result, us: e.ns / 1000 }),
     });
@@ -114,6 +119,8 @@ async function tsvmm(backend: Backend, cmdline: string, sharedBit: number, prefa
     if (res.mode === "implicit") {
       const gaps = timed.slice(1).map((e, i) => (e.ms - timed[i].ms) * 1e6);
       out.implicit = { cycleNs: median(gaps), cycleMeanNs: spanNs / (want - 1), engineUs, ...guest };
+    } else if (res.mode === "smp") {
+      (out.smp ??= {})[Number(res.vcpus)] = { ns: spanNs / (want - 1), engineUs };
     } else if (res.mode === "convert-touched") {
       (out.touched ??= {})[size] = { ns: spanNs / (want - 1), engineUs };
     } else {
@@ -204,6 +211,8 @@ async function main(): Promise<void> {
       cIoctl: { 4096: series(), [2 << 20]: series() },
       cHypercall: { 4096: series(), [2 << 20]: series() },
       tsvmmTouched: { 4096: series(), [2 << 20]: series() },
+      tsvmmSmp: Object.fromEntries(SMP_VCPUS.map((v) => [v, series()])),
+      cSmp: Object.fromEntries(SMP_VCPUS.map((v) => [v, series()])),
       cTouched: { 4096: series(), [2 << 20]: series() },
       // guest ticks per round: the conversion to private, then the first touch of its pages
       firstTouch: verdict.preFault.available
@@ -235,7 +244,7 @@ async function main(): Promise<void> {
       const row = result.backends[b];
       const tsFirst = round % 2 === 0;
       const runTs = async () => {
-        const t = await tsvmm(b, `mode=convert size=4k,2m n=${n} warm=${warm}`, 0);
+        const t = await tsvmm(b, `mode=convert size=4k,2m n=${n} warm=${warm}`);
         if (t.setup) layout = { low: t.setup.free_base, mem: t.setup.ram_end, gpa: t.setup.gpa };
         if (!keep) {
           if (t.error) log(`warm-up tsvmm ${b}: ${t.error}`);
@@ -246,17 +255,21 @@ async function main(): Promise<void> {
           add(size === 4096 ? row.tsvmm.engine4096 : row.tsvmm.engine2m, t.convert?.[size]?.engineUs);
         }
         if (t.convert) (row.guestTicks ??= []).push(t.convert);
-        const touched = await tsvmm(b, `mode=convert touch=1 size=4k,2m n=${n} warm=${warm}`, 0);
+        const touched = await tsvmm(b, `mode=convert touch=1 size=4k,2m n=${n} warm=${warm}`);
         for (const size of SIZES) add(row.tsvmmTouched[size], touched.touched?.[size]?.ns, touched.error);
+        for (const cpus of SMP_VCPUS) {
+          const s = await tsvmm(b, `mode=smp n=${n} warm=${warm}`, { cpus });
+          add(row.tsvmmSmp[cpus], s.smp?.[cpus]?.ns, s.error);
+        }
         if (verdict.preFault.available)
           for (const prefault of [false, true]) {
-            const f = await tsvmm(b, `mode=first-touch size=2m n=${n} warm=${warm}`, 0, prefault);
+            const f = await tsvmm(b, `mode=first-touch size=2m n=${n} warm=${warm}`, { prefault });
             const ft = f.firstTouch?.[2 << 20];
             add(prefault ? row.firstTouch.prefaultConvert : row.firstTouch.plainConvert, ft?.convertTicks, f.error);
             add(prefault ? row.firstTouch.prefaultTouch : row.firstTouch.plainTouch, ft?.touchTicks);
           }
         if (b === "memslots" && sharedBit) {
-          const i = await tsvmm(b, `mode=implicit n=${touches} warm=${warm}`, sharedBit);
+          const i = await tsvmm(b, `mode=implicit n=${touches} warm=${warm}`, { sharedBit });
           if (i.setup) implicitGpa = i.setup.gpa;
           add(row.implicit.tsvmmCycle, i.implicit?.cycleNs, i.error);
           add(row.implicit.tsvmmCycleMean, i.implicit?.cycleMeanNs);
@@ -279,6 +292,10 @@ async function main(): Promise<void> {
             if (io) row.perConversion[size] = io.per_conversion;
           }
         else if (c.error) log(`warm-up C ${b}: ${c.error}`);
+        for (const cpus of SMP_VCPUS) {
+          const s = await cLoop([...base, "--modes", "smp", "--vcpus", String(cpus)]);
+          if (keep) add(row.cSmp[cpus], s.json?.results.find((x: any) => x.mode === "smp")?.ns_per_conversion, s.error);
+        }
         if (b === "memslots" && sharedBit) {
           const args = ["--backend", b, "--modes", "implicit", "--n", String(touches), "--warm", String(warm), "--shared-bit", String(sharedBit)];
           if (layout) args.push("--low", layout.low, "--mem", layout.mem, "--gpa", implicitGpa ?? layout.gpa);

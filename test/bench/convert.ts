@@ -33,6 +33,8 @@ interface LabConvert {
       implicitGuestTicks?: Array<{ cycleMeanNs: number; guestTicksMedian: number; guestTicksTotal: number }>;
       implicitSkipped?: string;
       tsvmmTouched?: Record<string, Spread>;
+      tsvmmSmp?: Record<string, Spread>;
+      cSmp?: Record<string, Spread>;
       cTouched?: Record<string, Spread>;
       firstTouch?: Record<string, Spread> & { skipped?: string };
     }
@@ -222,7 +224,9 @@ export function printConvert(results: ConvertKernelResult[], o: { rounds: number
 
   console.log(`\n   3b. Conversions of touched (populated) memory: as above, and after every conversion the guest stores 8 bytes to each page of the range`);
   console.log(`   (tsvmm: convert-bench mode=convert touch=1; C: convert-loop --modes touched); the span includes the stores, the same guest work on both sides`);
-  console.log(`   3c. --prefault (KVM_PRE_FAULT_MEMORY after each conversion to private): per round the 2 MiB range goes shared, then private (timed), then the`);
+  console.log(`   3c. 2 and 4 vCPUs converting at once, each its own 4 KiB page (tsvmm: mode=smp --cpus V; C: --modes smp, one thread per vCPU, one lock, memslots`);
+  console.log(`   stops the other vCPUs per conversion as tsvmm's quiesce does); µs per conversion of all vCPUs together. The lab has 2 vCPUs and TCG runs them on one thread`);
+  console.log(`   3d. --prefault (KVM_PRE_FAULT_MEMORY after each conversion to private): per round the 2 MiB range goes shared, then private (timed), then the`);
   console.log(`   guest stores to each of its 512 pages (timed: the first touch); guest rdtsc ticks, median per round, tsvmm without and with --prefault`);
   console.log(`   ${pad("kernel", 14)}${pad("backend", 12)}${pad("range", 7)}${lpad("tsvmm µs", 10)}${lpad("C µs", 10)}${lpad("ratio", 8)}`);
   const ticks = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? "-" : `${fmt(v / 1e6, 2)}M`);
@@ -235,6 +239,13 @@ export function printConvert(results: ConvertKernelResult[], o: { rounds: number
         const c = med(b.cTouched?.[size]);
         console.log(`   ${pad(r.kernel, 14)}${pad(backend, 12)}${pad(sizeName(size), 7)}${lpad(us(t), 10)}${lpad(us(c), 10)}${lpad(ratio(t, c), 8)}`);
         const errs = [...b.tsvmmTouched[size].errors.map((e) => `tsvmm: ${e}`), ...(b.cTouched?.[size]?.errors ?? []).map((e) => `C: ${e}`)];
+        if (errs.length) console.log(`      ${errs.length} run(s) failed; the first: ${errs[0]}`);
+      }
+      for (const [cpus, s] of Object.entries(b.tsvmmSmp ?? {})) {
+        const t = med(s);
+        const c = med(b.cSmp?.[cpus]);
+        console.log(`   ${pad(r.kernel, 14)}${pad(backend, 12)}${pad(`${cpus} vCPUs`, 7)}${lpad(us(t), 10)}${lpad(us(c), 10)}${lpad(ratio(t, c), 8)}  (4 KiB each, all at once)`);
+        const errs = [...s.errors.map((e) => `tsvmm: ${e}`), ...(b.cSmp?.[cpus]?.errors ?? []).map((e) => `C: ${e}`)];
         if (errs.length) console.log(`      ${errs.length} run(s) failed; the first: ${errs[0]}`);
       }
       const f = b.firstTouch;
@@ -302,7 +313,7 @@ export function printConvert(results: ConvertKernelResult[], o: { rounds: number
   console.log(`   commands:`);
   for (const r of results) console.log(`     ${r.command}`);
   console.log(
-    `   not measured: several vCPUs converting at once (quiesce kicks); the doorbell path;` +
+    `   not measured: the doorbell path;` +
       ` exit 39 on attributes (no aliased layout there); anything outside the lab (this host's KVM keeps no page private)`,
   );
 }
