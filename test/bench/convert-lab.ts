@@ -10,7 +10,12 @@
 //     last 2N conversions (each event is stamped when its conversion is done: guest hypercall ->
 //     exit -> TypeScript -> ioctls -> re-entry -> the guest's next hypercall), / (2N - 1). C: the
 //     same ioctls in a bare loop ("ioctl"), and answering the same hypercalls from a raw guest
-//     ("hypercall", timed the same way as tsvmm's events).
+//     ("hypercall", timed the same way as tsvmm's events). tsvmm's events come from runGuest's
+//     onConversion, with no run log: nothing is formatted or parsed inside the timed span.
+//   - the same with touch=1 / C "touched": the guest stores to every page after each conversion.
+//   - 2 and 4 vCPUs at once (`mode=smp --cpus V` / C "smp --vcpus V"), each its own 4 KiB page.
+//   - first touch (`mode=first-touch`, 2 MiB, where KVM_PRE_FAULT_MEMORY exists): guest ticks of
+//     the conversion to private and of the stores to its pages after it, without and with --prefault.
 //   - exit 39 -> running again (memslots with --shared-bit only): the guest stores to T distinct
 //     pages through the shared view; tsvmm: the median interval between consecutive memory-fault
 //     conversions (events), C: the median interval between consecutive exits 39, and its own
