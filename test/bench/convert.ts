@@ -256,9 +256,14 @@ export function printConvert(results: ConvertKernelResult[], o: { rounds: number
       }
       const [pc, pt, fc, ft] = [med(f.plainConvert), med(f.plainTouch), med(f.prefaultConvert), med(f.prefaultTouch)];
       const sum = (a?: number, c?: number) => (a === undefined || c === undefined ? undefined : a + c);
+      // the guest's TSC rate, from the convert runs: ticks of n round trips / (2n conversions x ns each)
+      const rates = (b.guestTicks ?? []).flatMap((g) => Object.values(g)).filter((g) => g.guestTicksTotal > 0).map((g) => g.guestTicksTotal / (2 * r.lab!.n * g.ns));
+      const rate = rates.length ? median(rates) : undefined;
+      const ms = (t?: number) => (t === undefined || rate === undefined ? "" : ` ${fmt(t / rate / 1e6, 1)} ms`);
       console.log(
-        `      --prefault, 2 MiB: conversion to private ${ticks(pc)} -> ${ticks(fc)} ticks (${ratio(fc, pc)}), first touch of its 512 pages ${ticks(pt)} -> ${ticks(ft)} ticks (${ratio(ft, pt)}),` +
-          ` both ${ticks(sum(pc, pt))} -> ${ticks(sum(fc, ft))} (${ratio(sum(fc, ft), sum(pc, pt))})`,
+        `      --prefault, 2 MiB: conversion to private ${ticks(pc)}${ms(pc)} -> ${ticks(fc)}${ms(fc)} ticks (${ratio(fc, pc)}), first touch of its 512 pages ${ticks(pt)}${ms(pt)} -> ${ticks(ft)}${ms(ft)} (${ratio(ft, pt)}),` +
+          ` both ${ticks(sum(pc, pt))}${ms(sum(pc, pt))} -> ${ticks(sum(fc, ft))}${ms(sum(fc, ft))} (${ratio(sum(fc, ft), sum(pc, pt))})` +
+          (rate ? `; guest TSC ${fmt(rate, 2)} GHz (calibrated on the convert runs)` : ""),
       );
       if (f.plainConvert.errors.length) console.log(`      ${f.plainConvert.errors.length} run(s) failed; the first: ${f.plainConvert.errors[0]}`);
     }
