@@ -261,8 +261,8 @@ export function printConvert(results: ConvertKernelResult[], o: { rounds: number
       const rate = rates.length ? median(rates) : undefined;
       const ms = (t?: number) => (t === undefined || rate === undefined ? "" : ` ${fmt(t / rate / 1e6, 1)} ms`);
       console.log(
-        `      --prefault, 2 MiB: conversion to private ${ticks(pc)}${ms(pc)} -> ${ticks(fc)}${ms(fc)} ticks (${ratio(fc, pc)}), first touch of its 512 pages ${ticks(pt)}${ms(pt)} -> ${ticks(ft)}${ms(ft)} (${ratio(ft, pt)}),` +
-          ` both ${ticks(sum(pc, pt))}${ms(sum(pc, pt))} -> ${ticks(sum(fc, ft))}${ms(sum(fc, ft))} (${ratio(sum(fc, ft), sum(pc, pt))})` +
+        `      --prefault, 2 MiB: conversion to private ${ticks(pc)}${ms(pc)} -> ${ticks(fc)}${ms(fc)} (${ratio(fc, pc)} more), first touch of its 512 pages ${ticks(pt)}${ms(pt)} -> ${ticks(ft)}${ms(ft)} (${ratio(pt, ft)} less),` +
+          ` both ${ticks(sum(pc, pt))}${ms(sum(pc, pt))} -> ${ticks(sum(fc, ft))}${ms(sum(fc, ft))} (${ratio(sum(pc, pt), sum(fc, ft))} less)` +
           (rate ? `; guest TSC ${fmt(rate, 2)} GHz (calibrated on the convert runs)` : ""),
       );
       if (f.plainConvert.errors.length) console.log(`      ${f.plainConvert.errors.length} run(s) failed; the first: ${f.plainConvert.errors[0]}`);
