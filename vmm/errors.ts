@@ -32,7 +32,7 @@ export const ExitStatus = {
 
 /** The settings of a run as the domain names them. Messages write them as {memSize}, ...; each
  *  front end shows its own spelling (the CLI its flags, cli/flags.ts). */
-export type Setting = "memSize" | "cpus" | "cmdline" | "private" | "backend" | "sharedBit";
+export type Setting = "memSize" | "cpus" | "cmdline" | "private" | "backend" | "sharedBit" | "prefault";
 export type SettingNames = Record<Setting, string>;
 
 /** The names of runGuest's options (vmm/run.ts) */
@@ -43,6 +43,7 @@ export const API_SETTING_NAMES: SettingNames = {
   private: "privateMemory.private",
   backend: "privateMemory.backend",
   sharedBit: "privateMemory.sharedBit",
+  prefault: "privateMemory.prefault",
 };
 
 const nameSettings = (text: string, names: SettingNames) => text.replace(/\{(\w+)\}/g, (all, s: string) => names[s as Setting] ?? all);

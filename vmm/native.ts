@@ -183,6 +183,9 @@ export interface NativeVcpu {
   getMpState(): number;
   /** KVM_SET_MP_STATE */
   setMpState(state: number): void;
+  /** KVM_PRE_FAULT_MEMORY until the whole range is mapped in KVM's page tables (6.11+,
+   *  KVM_CAP_PRE_FAULT_MEMORY); throws with the GPA it stopped at. Only while paused. */
+  preFaultMemory(gpa: bigint, size: bigint): void;
   /** KVM_SET_MSRS; returns how many it set (KVM stops at the first MSR it refuses) */
   setMsrs(msrs: Array<{ index: number; value: bigint }>): number;
   /** kvm_run.kvm_valid_regs set before every KVM_RUN (KVM_CAP_SYNC_REGS) */

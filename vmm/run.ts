@@ -1,4 +1,5 @@
 // The programmatic way to boot a guest: the CLI's `run` and the tests both come through here.
+import type { ConversionEvent } from "./memory/engine";
 import type { UnclaimedAccesses } from "./devices/bus";
 import * as path from "node:path";
 import { Machine, MachineResult, TsvmmBoot } from "./machine/machine";
@@ -39,6 +40,8 @@ export interface RunOptions {
   log?: (line: string) => void;
   /** NDJSON event trace file; "-" = stdout (docs/trace.md) */
   trace?: string;
+  /** Every conversion-engine event as it happens (vmm/memory/engine.ts ConversionEvent) */
+  onConversion?: (e: ConversionEvent) => void;
   /** KVM's trace events to record through tracefs and merge into the trace (docs/trace.md) */
   kernelEvents?: string[];
   /** Stops the VM: abort it with a StopRequest as the reason (any other reason counts as SIGINT) */
@@ -134,6 +137,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       privateMemory,
       cmdline: opts.cmdline ?? "",
       log: opts.log,
+      onConversion: opts.onConversion,
       trace: opts.trace === undefined ? undefined : (event) => trace?.write(event),
       onConsole: (bytes) => {
         const copy = Buffer.from(bytes);

@@ -33,6 +33,17 @@
 #define KVM_CAP_GUEST_MEMFD_FLAGS 244
 #endif
 
+// ---- KVM_PRE_FAULT_MEMORY (vCPU ioctl, 6.11+; KVM_CAP_PRE_FAULT_MEMORY) ---------------------------
+#ifndef KVM_PRE_FAULT_MEMORY
+struct kvm_pre_fault_memory {
+  __u64 gpa;
+  __u64 size;
+  __u64 flags;
+  __u64 padding[5];
+};
+#define KVM_PRE_FAULT_MEMORY _IOWR(KVMIO, 0xd5, struct kvm_pre_fault_memory)
+#endif
+
 // ---- VM types (KVM_CREATE_VM argument on x86) ------------------------------------------------
 #ifndef KVM_X86_DEFAULT_VM
 #define KVM_X86_DEFAULT_VM 0
@@ -119,6 +130,8 @@ static_assert(KVM_CREATE_GUEST_MEMFD == 0xc040aed4UL, "KVM_CREATE_GUEST_MEMFD");
 static_assert(KVM_SET_USER_MEMORY_REGION2 == 0x40a0ae49UL, "KVM_SET_USER_MEMORY_REGION2");
 static_assert(KVM_SET_USER_MEMORY_REGION == 0x4020ae46UL, "KVM_SET_USER_MEMORY_REGION");
 static_assert(KVM_SET_MEMORY_ATTRIBUTES == 0x4020aed2UL, "KVM_SET_MEMORY_ATTRIBUTES");
+static_assert(KVM_PRE_FAULT_MEMORY == 0xc040aed5UL, "KVM_PRE_FAULT_MEMORY");
+static_assert(sizeof(kvm_pre_fault_memory) == 64, "kvm_pre_fault_memory");
 
 static_assert(sizeof(kvm_create_guest_memfd) == 64, "kvm_create_guest_memfd");
 static_assert(sizeof(kvm_userspace_memory_region2) == 160, "kvm_userspace_memory_region2");

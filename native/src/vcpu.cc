@@ -210,6 +210,9 @@ void VcpuCore::Unpause() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (pauses_ > 0) pauses_--;
+    // Only the last unpause lets the runner go: waking it earlier (a quiesce inside an exit's own
+    // pause) costs a context switch for nothing.
+    if (pauses_ > 0) return;
   }
   cv_.notify_all();
 }
@@ -249,6 +252,7 @@ Napi::Function Vcpu::DefineClass(Napi::Env env) {
           InstanceMethod("setSyncRegs", &Vcpu::SetSyncRegs),
           InstanceMethod("getMpState", &Vcpu::GetMpState),
           InstanceMethod("setMpState", &Vcpu::SetMpState),
+          InstanceMethod("preFaultMemory", &Vcpu::PreFaultMemory),
           InstanceMethod("setMsrs", &Vcpu::SetMsrs),
           InstanceMethod("setFastPorts", &Vcpu::SetFastPorts),
           InstanceMethod("irqLine", &Vcpu::IrqLine),
@@ -404,6 +408,23 @@ Napi::Value Vcpu::GetMpState(const Napi::CallbackInfo& info) {
     ThrowSyscallError(env, "ioctl", "KVM_GET_MP_STATE", errno, {ErrorArg::Num("vcpu", core.index(), "vcpu")});
   }
   return Napi::Number::New(env, state.mp_state);
+}
+
+Napi::Value Vcpu::PreFaultMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  VcpuCore& core = RequireStill(env, "preFaultMemory");
+  kvm_pre_fault_memory range{};
+  range.gpa = ArgBigUint64(info, 0, "gpa");
+  range.size = ArgBigUint64(info, 1, "size");
+  // KVM maps part of the range per call and advances gpa/size; EINTR and EAGAIN mean "call again".
+  while (range.size) {
+    if (ioctl(core.fd(), KVM_PRE_FAULT_MEMORY, &range) == 0) continue;
+    if (errno == EINTR || errno == EAGAIN) continue;
+    ThrowSyscallError(env, "ioctl", "KVM_PRE_FAULT_MEMORY", errno,
+                      {ErrorArg::Num("vcpu", core.index(), "vcpu"), ErrorArg::Big("gpa", range.gpa, "gpa"),
+                       ErrorArg::Big("size", range.size, "size")});
+  }
+  return env.Undefined();
 }
 
 Napi::Value Vcpu::SetMpState(const Napi::CallbackInfo& info) {

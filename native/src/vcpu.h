@@ -138,6 +138,7 @@ class Vcpu : public Napi::ObjectWrap<Vcpu> {
   Napi::Value SetSyncRegs(const Napi::CallbackInfo& info);
   Napi::Value GetMpState(const Napi::CallbackInfo& info);
   Napi::Value SetMpState(const Napi::CallbackInfo& info);
+  Napi::Value PreFaultMemory(const Napi::CallbackInfo& info);
   Napi::Value SetMsrs(const Napi::CallbackInfo& info);
   Napi::Value SetFastPorts(const Napi::CallbackInfo& info);
   Napi::Value IrqLine(const Napi::CallbackInfo& info);

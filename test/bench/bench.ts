@@ -17,7 +17,9 @@
 //     lab kernel and backend, conversions per second of a 4 KiB and a 2 MiB range, and the time
 //     from a KVM_EXIT_MEMORY_FAULT (exit 39) to the guest running again, for tsvmm (guest
 //     test/bench/guests/convert-bench.c) beside test/bench/convert-loop.c, a C program making the
-//     same ioctls, in the same lab boot (the lab side is test/bench/convert-lab.ts).
+//     same ioctls, in the same lab boot (the lab side is test/bench/convert-lab.ts). Also:
+//     conversions of touched (populated) memory, 2 and 4 vCPUs converting at once (both with C
+//     baselines), and the guest's first touch of a converted range without and with --prefault.
 //
 //  5. Many guests per process: the wall time of N boots of hello by one `tsvmm test hello
 //     --repeat N` process (several VMs at once) against N QEMU microvm processes (one at a time,

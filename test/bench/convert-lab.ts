@@ -10,7 +10,12 @@
 //     last 2N conversions (each event is stamped when its conversion is done: guest hypercall ->
 //     exit -> TypeScript -> ioctls -> re-entry -> the guest's next hypercall), / (2N - 1). C: the
 //     same ioctls in a bare loop ("ioctl"), and answering the same hypercalls from a raw guest
-//     ("hypercall", timed the same way as tsvmm's events).
+//     ("hypercall", timed the same way as tsvmm's events). tsvmm's events come from runGuest's
+//     onConversion, with no run log: nothing is formatted or parsed inside the timed span.
+//   - the same with touch=1 / C "touched": the guest stores to every page after each conversion.
+//   - 2 and 4 vCPUs at once (`mode=smp --cpus V` / C "smp --vcpus V"), each its own 4 KiB page.
+//   - first touch (`mode=first-touch`, 2 MiB, where KVM_PRE_FAULT_MEMORY exists): guest ticks of
+//     the conversion to private and of the stores to its pages after it, without and with --prefault.
 //   - exit 39 -> running again (memslots with --shared-bit only): the guest stores to T distinct
 //     pages through the shared view; tsvmm: the median interval between consecutive memory-fault
 //     conversions (events), C: the median interval between consecutive exits 39, and its own
@@ -32,6 +37,8 @@ const OUT = path.join(ROOT, "build", "bench");
 const GUEST = path.join(OUT, "convert-bench.elf");
 const CLOOP = path.join(OUT, "convert-loop");
 const SIZES = [4096, 2 << 20] as const;
+/** vCPUs converting at once (mode=smp; the lab itself has 2 vCPUs, and TCG runs them on one thread) */
+const SMP_VCPUS = [2, 4] as const;
 type Backend = "attributes" | "memslots";
 
 const log = (s: string) => process.stderr.write(`convert-lab: ${s}\n`);
@@ -41,7 +48,7 @@ const median = (v: number[]) => {
   return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 };
 
-/** One conversion event from tsvmm's run log (vmm/memory/engine.ts formatEvent). */
+/** One conversion event, as the engine reports it (vmm/memory/engine.ts ConversionEvent) */
 interface Ev {
   seq: number;
   ms: number;
@@ -50,7 +57,6 @@ interface Ev {
   result: string;
   us: number;
 }
-const EVENT = /^#(\d+) ([\d.]+) ms vCPU -?\d+ (\w+) 0x[0-9a-f]+\+0x([0-9a-f]+).*?: (.*) \(([\d.]+) µs\)$/;
 
 /** key=value words of the guest's "convert-bench: <kind> ..." lines */
 function guestLines(console: string, kind: string): Array<Record<string, string>> {
@@ -71,23 +77,26 @@ interface TsvmmRun {
   /** size -> ns per conversion (convert), engine µs median */
   convert?: Record<number, { ns: number; engineUs: number; guestTicksMedian: number; guestTicksTotal: number; spanNs: number }>;
   implicit?: { cycleNs: number; cycleMeanNs: number; engineUs: number; guestTicksMedian: number; guestTicksTotal: number; spanNs: number };
+  /** mode=convert touch=1: as convert, with every page stored to after every conversion */
+  touched?: Record<number, { ns: number; engineUs: number }>;
+  /** mode=smp: vCPU count -> ns per conversion, all vCPUs together */
+  smp?: Record<number, { ns: number; engineUs: number }>;
+  /** mode=first-touch: guest ticks (median per round) of the conversion to private and of the touches after it */
+  firstTouch?: Record<number, { convertTicks: number; touchTicks: number }>;
 }
 
-async function tsvmm(backend: Backend, cmdline: string, sharedBit: number): Promise<TsvmmRun> {
+async function tsvmm(backend: Backend, cmdline: string, o: { sharedBit?: number; prefault?: boolean; cpus?: number } = {}): Promise<TsvmmRun> {
   const events: Ev[] = [];
-  const other: string[] = [];
   let r;
   try {
     r = await runGuest({
       guest: GUEST,
       cmdline,
       timeout: 240,
-      privateMemory: { backend, sharedBit: sharedBit || undefined },
-      log: (line) => {
-        const m = EVENT.exec(line);
-        if (m) events.push({ seq: +m[1], ms: +m[2], source: m[3], size: parseInt(m[4], 16), result: m[5], us: +m[6] });
-        else other.push(line);
-      },
+      cpus: o.cpus,
+      privateMemory: { backend, sharedBit: o.sharedBit || undefined, prefault: o.prefault },
+      // The events themselves and no run log: no formatting or parsing inside the timed span.
+      onConversion: (e) => void events.push({ seq: e.seq, ms: e.time, source: e.source, size: e.size, result: e.result, us: e.ns / 1000 }),
     });
   } catch (e) {
     return { error: (e as Error).message };
@@ -100,10 +109,14 @@ async function tsvmm(backend: Backend, cmdline: string, sharedBit: number): Prom
   for (const res of guestLines(r.console, "result")) {
     const n = Number(res.n);
     const size = Number(res.size);
+    if (res.mode === "first-touch") {
+      (out.firstTouch ??= {})[size] = { convertTicks: Number(res.convert_ticks_median), touchTicks: Number(res.touch_ticks_median) };
+      continue;
+    }
     const source = res.mode === "implicit" ? "fault" : "hypercall";
     const evs = events.filter((e) => e.source === source && e.size === size && e.result === "ok").sort((a, b) => a.seq - b.seq);
     const want = Number(res.conversions);
-    if (evs.length < want) return { error: `${res.mode} ${size}: ${evs.length} conversion events for ${want} conversions (log: ${other.slice(-2).join(" | ")})` };
+    if (evs.length < want) return { error: `${res.mode} ${size}: ${evs.length} conversion events for ${want} conversions (${r.reason})` };
     const timed = evs.slice(-want);
     const spanNs = (timed[timed.length - 1].ms - timed[0].ms) * 1e6;
     const engineUs = median(timed.map((e) => e.us));
@@ -111,6 +124,10 @@ async function tsvmm(backend: Backend, cmdline: string, sharedBit: number): Prom
     if (res.mode === "implicit") {
       const gaps = timed.slice(1).map((e, i) => (e.ms - timed[i].ms) * 1e6);
       out.implicit = { cycleNs: median(gaps), cycleMeanNs: spanNs / (want - 1), engineUs, ...guest };
+    } else if (res.mode === "smp") {
+      (out.smp ??= {})[Number(res.vcpus)] = { ns: spanNs / (want - 1), engineUs };
+    } else if (res.mode === "convert-touched") {
+      (out.touched ??= {})[size] = { ns: spanNs / (want - 1), engineUs };
     } else {
       (out.convert ??= {})[size] = { ns: spanNs / (want - 1), engineUs, ...guest };
     }
@@ -198,6 +215,14 @@ async function main(): Promise<void> {
       tsvmm: { 4096: series(), [2 << 20]: series(), engine4096: series(), engine2m: series() },
       cIoctl: { 4096: series(), [2 << 20]: series() },
       cHypercall: { 4096: series(), [2 << 20]: series() },
+      tsvmmTouched: { 4096: series(), [2 << 20]: series() },
+      tsvmmSmp: Object.fromEntries(SMP_VCPUS.map((v) => [v, series()])),
+      cSmp: Object.fromEntries(SMP_VCPUS.map((v) => [v, series()])),
+      cTouched: { 4096: series(), [2 << 20]: series() },
+      // guest ticks per round: the conversion to private, then the first touch of its pages
+      firstTouch: verdict.preFault.available
+        ? { plainConvert: series(), plainTouch: series(), prefaultConvert: series(), prefaultTouch: series() }
+        : { skipped: verdict.preFault.reason },
       perConversion: {},
     };
     if (b === "memslots") {
@@ -224,7 +249,7 @@ async function main(): Promise<void> {
       const row = result.backends[b];
       const tsFirst = round % 2 === 0;
       const runTs = async () => {
-        const t = await tsvmm(b, `mode=convert size=4k,2m n=${n} warm=${warm}`, 0);
+        const t = await tsvmm(b, `mode=convert size=4k,2m n=${n} warm=${warm}`);
         if (t.setup) layout = { low: t.setup.free_base, mem: t.setup.ram_end, gpa: t.setup.gpa };
         if (!keep) {
           if (t.error) log(`warm-up tsvmm ${b}: ${t.error}`);
@@ -235,8 +260,21 @@ async function main(): Promise<void> {
           add(size === 4096 ? row.tsvmm.engine4096 : row.tsvmm.engine2m, t.convert?.[size]?.engineUs);
         }
         if (t.convert) (row.guestTicks ??= []).push(t.convert);
+        const touched = await tsvmm(b, `mode=convert touch=1 size=4k,2m n=${n} warm=${warm}`);
+        for (const size of SIZES) add(row.tsvmmTouched[size], touched.touched?.[size]?.ns, touched.error);
+        for (const cpus of SMP_VCPUS) {
+          const s = await tsvmm(b, `mode=smp n=${n} warm=${warm}`, { cpus });
+          add(row.tsvmmSmp[cpus], s.smp?.[cpus]?.ns, s.error);
+        }
+        if (verdict.preFault.available)
+          for (const prefault of [false, true]) {
+            const f = await tsvmm(b, `mode=first-touch size=2m n=${n} warm=${warm}`, { prefault });
+            const ft = f.firstTouch?.[2 << 20];
+            add(prefault ? row.firstTouch.prefaultConvert : row.firstTouch.plainConvert, ft?.convertTicks, f.error);
+            add(prefault ? row.firstTouch.prefaultTouch : row.firstTouch.plainTouch, ft?.touchTicks);
+          }
         if (b === "memslots" && sharedBit) {
-          const i = await tsvmm(b, `mode=implicit n=${touches} warm=${warm}`, sharedBit);
+          const i = await tsvmm(b, `mode=implicit n=${touches} warm=${warm}`, { sharedBit });
           if (i.setup) implicitGpa = i.setup.gpa;
           add(row.implicit.tsvmmCycle, i.implicit?.cycleNs, i.error);
           add(row.implicit.tsvmmCycleMean, i.implicit?.cycleMeanNs);
@@ -247,16 +285,22 @@ async function main(): Promise<void> {
       const runC = async () => {
         const base = ["--backend", b, "--n", String(n), "--warm", String(warm)];
         if (layout) base.push("--low", layout.low, "--mem", layout.mem, "--gpa", layout.gpa);
-        const c = await cLoop([...base, "--modes", "ioctl,hypercall", "--sizes", SIZES.join(",")]);
+        const c = await cLoop([...base, "--modes", "ioctl,hypercall,touched", "--sizes", SIZES.join(",")]);
         if (keep)
           for (const size of SIZES) {
             const io = c.json?.results.find((x: any) => x.mode === "ioctl" && x.size === size);
             const hc = c.json?.results.find((x: any) => x.mode === "hypercall" && x.size === size);
+            const touched = c.json?.results.find((x: any) => x.mode === "touched" && x.size === size);
             add(row.cIoctl[size], io?.ns_per_conversion, c.error);
             add(row.cHypercall[size], hc?.ns_per_conversion, c.error);
+            add(row.cTouched[size], touched?.ns_per_conversion, c.error);
             if (io) row.perConversion[size] = io.per_conversion;
           }
         else if (c.error) log(`warm-up C ${b}: ${c.error}`);
+        for (const cpus of SMP_VCPUS) {
+          const s = await cLoop([...base, "--modes", "smp", "--vcpus", String(cpus)]);
+          if (keep) add(row.cSmp[cpus], s.json?.results.find((x: any) => x.mode === "smp")?.ns_per_conversion, s.error);
+        }
         if (b === "memslots" && sharedBit) {
           const args = ["--backend", b, "--modes", "implicit", "--n", String(touches), "--warm", String(warm), "--shared-bit", String(sharedBit)];
           if (layout) args.push("--low", layout.low, "--mem", layout.mem, "--gpa", implicitGpa ?? layout.gpa);

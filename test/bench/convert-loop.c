@@ -26,6 +26,14 @@
  *              (vmmcall on AMD, vmcall on Intel; KVM_CAP_EXIT_HYPERCALL), answered by this
  *              KVM_RUN loop: the full path a VMM takes. Timed between completed conversions
  *              (clock read after the ioctls, before re-entering), as tsvmm's event times are.
+ *   touched    as hypercall, and after every conversion the guest stores 8 bytes to each page of
+ *              the range: each conversion discards memory that is populated and mapped.
+ *   smp        --vcpus V (2..8) vCPUs at once, one thread each, every one converting its own 4 KiB
+ *              page (gpa + 2 pages x index) round trip by hypercall as in `hypercall`. One lock
+ *              serialises conversions (as tsvmm's engine does); memslots: the converting thread
+ *              first stops every other vCPU (immediate_exit + a signal, then waits until none is
+ *              in KVM_RUN) and lets them go after, as tsvmm's quiesce does. Timed between
+ *              completed conversions of all vCPUs.
  *   implicit   (memslots with --shared-bit) a raw guest stores 8 bytes to --warm + --n distinct
  *              pages through the shared view, one after the other; each is KVM_RUN = -1/EFAULT,
  *              exit 39 (flags 0, gpa | 2^B, size 4096) -> conversion of that page to shared ->
@@ -34,7 +42,7 @@
  *              the guest running: re-entry, the retried store faulting in a fresh page, the
  *              loop, the next touch, the exit).
  *
- * Usage: convert-loop --backend attributes|memslots [--modes ioctl,hypercall,implicit]
+ * Usage: convert-loop --backend attributes|memslots [--modes ioctl,hypercall,touched,smp,implicit] [--vcpus V]
  *        [--sizes 4096,2097152] [--n N] [--warm W] [--mem BYTES] [--low GPA] [--gpa GPA]
  *        [--shared-bit B]
  * Output: one JSON line on stdout. Exit status: 0 ok, 64 usage, 69 no /dev/kvm or the backend
@@ -42,6 +50,8 @@
  */
 #define _GNU_SOURCE
 #include <cpuid.h>
+#include <pthread.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <unistd.h>
@@ -129,6 +139,14 @@ GUEST_BLOB(guest_hlt, "hlt\n")
 	"   dec %r12\n jnz 1b\n hlt\n"
 GUEST_BLOB(guest_vmmcall, HC_LOOP("vmmcall"))
 GUEST_BLOB(guest_vmcall, HC_LOOP("vmcall"))
+/* the same, with an 8-byte store to each page of the range after every conversion */
+#define TOUCH_RANGE(label) " mov %r8, %rdi\n mov %r9, %rsi\n" label ": mov %rsi, (%rdi)\n add $4096, %rdi\n dec %rsi\n jnz " label "b\n"
+#define HC_TOUCH_LOOP(insn) \
+	"1: mov $12, %eax\n mov %r8, %rbx\n mov %r9, %rcx\n mov %r10, %rdx\n" insn "\n" TOUCH_RANGE("2") \
+	"   mov $12, %eax\n mov %r8, %rbx\n mov %r9, %rcx\n mov %r11, %rdx\n" insn "\n" TOUCH_RANGE("3") \
+	"   dec %r12\n jnz 1b\n hlt\n"
+GUEST_BLOB(guest_vmmcall_touch, HC_TOUCH_LOOP("vmmcall"))
+GUEST_BLOB(guest_vmcall_touch, HC_TOUCH_LOOP("vmcall"))
 /* r8 = first address (shared view), r9 = pages: one 8-byte store per page */
 GUEST_BLOB(guest_touch, "1: mov %r9, (%r8)\n add $4096, %r8\n dec %r9\n jnz 1b\n hlt\n")
 
@@ -461,13 +479,17 @@ static int is_intel(void)
 	return b == 0x756e6547; /* "Genu" */
 }
 
-static void mode_hypercall(enum backend b, uint64_t mem, uint64_t low, uint64_t gpa, uint64_t size, unsigned n, unsigned warm)
+static void mode_hypercall(enum backend b, uint64_t mem, uint64_t low, uint64_t gpa, uint64_t size, unsigned n, unsigned warm, int touched)
 {
 	vm_create(b, mem, low, 0);
 	struct kvm_enable_cap cap = { .cap = CL_CAP_EXIT_HYPERCALL, .args = { 1ull << CL_HC_MAP_GPA_RANGE } };
 	if (ioctl(M.vm, KVM_ENABLE_CAP, &cap) < 0)
 		die(70, "KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL)");
-	if (is_intel())
+	if (touched && is_intel())
+		vcpu_create(guest_vmcall_touch, guest_vmcall_touch_end - guest_vmcall_touch);
+	else if (touched)
+		vcpu_create(guest_vmmcall_touch, guest_vmmcall_touch_end - guest_vmmcall_touch);
+	else if (is_intel())
 		vcpu_create(guest_vmcall, guest_vmcall_end - guest_vmcall);
 	else
 		vcpu_create(guest_vmmcall, guest_vmmcall_end - guest_vmmcall);
@@ -496,12 +518,148 @@ static void mode_hypercall(enum backend b, uint64_t mem, uint64_t low, uint64_t 
 		fail(70, "the guest made fewer hypercalls than asked");
 	/* the timed conversions: the last 2n; their completions span 2n - 1 intervals */
 	uint64_t span = at[total - 1] - at[total - 2 * n];
-	result_open("hypercall", size, n, warm);
+	result_open(touched ? "touched" : "hypercall", size, n, warm);
 	printf(",\"conversions\":%u,\"ns_per_conversion\":%.1f,\"method\":\"%s\"", 2 * n, (double)span / (2.0 * n - 1),
 	       is_intel() ? "vmcall" : "vmmcall");
 	result_counts(2ul * n);
 	printf("}");
 	free(at);
+	vm_destroy();
+}
+
+/* ---- smp: several vCPU threads converting at once ---- */
+
+#define MAX_VCPUS 8
+static struct {
+	pthread_mutex_t lock;     /* the run state below */
+	pthread_cond_t changed;
+	pthread_mutex_t convert;  /* one conversion at a time */
+	int pausing, in_run[MAX_VCPUS], vcpus, quiesce;
+	int fd[MAX_VCPUS];
+	struct kvm_run *run[MAX_VCPUS];
+	pthread_t thread[MAX_VCPUS];
+	uint64_t *at;
+	unsigned done, total;
+} S = { .lock = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER, .convert = PTHREAD_MUTEX_INITIALIZER };
+
+static void kick_handler(int sig) { (void)sig; }
+
+/* Stop every vCPU but `self` outside KVM_RUN (the memslots backend re-lays slots). */
+static void quiesce_others(int self)
+{
+	pthread_mutex_lock(&S.lock);
+	S.pausing = 1;
+	for (int j = 0; j < S.vcpus; j++)
+		if (j != self && S.in_run[j]) {
+			__atomic_store_n(&S.run[j]->immediate_exit, 1, __ATOMIC_SEQ_CST);
+			pthread_kill(S.thread[j], SIGUSR1);
+		}
+	for (;;) {
+		int running = 0;
+		for (int j = 0; j < S.vcpus; j++)
+			running |= j != self && S.in_run[j];
+		if (!running)
+			break;
+		pthread_cond_wait(&S.changed, &S.lock);
+	}
+	pthread_mutex_unlock(&S.lock);
+}
+
+static void release_others(void)
+{
+	pthread_mutex_lock(&S.lock);
+	S.pausing = 0;
+	pthread_cond_broadcast(&S.changed);
+	pthread_mutex_unlock(&S.lock);
+}
+
+static void *smp_vcpu(void *arg)
+{
+	int i = (int)(intptr_t)arg;
+	struct kvm_run *run = S.run[i];
+	for (;;) {
+		pthread_mutex_lock(&S.lock);
+		while (S.pausing)
+			pthread_cond_wait(&S.changed, &S.lock);
+		S.in_run[i] = 1;
+		pthread_mutex_unlock(&S.lock);
+		int rc = ioctl(S.fd[i], KVM_RUN, 0);
+		int err = errno;
+		pthread_mutex_lock(&S.lock);
+		S.in_run[i] = 0;
+		__atomic_store_n(&run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+		pthread_cond_broadcast(&S.changed);
+		pthread_mutex_unlock(&S.lock);
+		if (rc < 0 && err == EINTR)
+			continue;
+		if (rc == 0 && run->exit_reason == CL_EXIT_HYPERCALL && RUN_U64(run, 32) == CL_HC_MAP_GPA_RANGE) {
+			uint64_t g = RUN_U64(run, 40), pages = RUN_U64(run, 48), attrs = RUN_U64(run, 56);
+			pthread_mutex_lock(&S.convert);
+			if (S.quiesce)
+				quiesce_others(i);
+			convert((unsigned)(g / PAGE), (unsigned)pages, (attrs & CL_MAP_GPA_ENCRYPTED) != 0);
+			if (S.quiesce)
+				release_others();
+			if (S.done < S.total)
+				S.at[S.done++] = now_ns();
+			pthread_mutex_unlock(&S.convert);
+			RUN_U64(run, 88) = 0;
+			continue;
+		}
+		if (rc == 0 && run->exit_reason == KVM_EXIT_HLT)
+			return NULL;
+		fprintf(stderr, "convert-loop: smp vCPU %d: KVM_RUN %d (%s), exit_reason %u\n", i, rc, rc < 0 ? strerror(err) : "ok", run->exit_reason);
+		exit(70);
+	}
+}
+
+static void mode_smp(enum backend b, uint64_t mem, uint64_t low, uint64_t gpa, int vcpus, unsigned n, unsigned warm)
+{
+	if (vcpus < 2 || vcpus > MAX_VCPUS)
+		fail(64, "--vcpus must be 2 to 8");
+	vm_create(b, mem, low, 0);
+	struct kvm_enable_cap cap = { .cap = CL_CAP_EXIT_HYPERCALL, .args = { 1ull << CL_HC_MAP_GPA_RANGE } };
+	if (ioctl(M.vm, KVM_ENABLE_CAP, &cap) < 0)
+		die(70, "KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL)");
+	const uint8_t *code = is_intel() ? guest_vmcall : guest_vmmcall;
+	size_t len = is_intel() ? (size_t)(guest_vmcall_end - guest_vmcall) : (size_t)(guest_vmmcall_end - guest_vmmcall);
+	vcpu_create(code, len);
+	S.vcpus = vcpus;
+	S.quiesce = b == MEMSLOTS;
+	S.fd[0] = M.vcpu;
+	S.run[0] = M.run;
+	for (int i = 1; i < vcpus; i++) {
+		S.fd[i] = ioctl(M.vm, KVM_CREATE_VCPU, i);
+		if (S.fd[i] < 0)
+			die(70, "KVM_CREATE_VCPU");
+		S.run[i] = vcpu_long_mode(M.kvm, S.fd[i]);
+	}
+	for (int i = 0; i < vcpus; i++) {
+		uint64_t mine = gpa + 2 * PAGE * (uint64_t)i;
+		struct kvm_regs regs = { .rip = CODE_GPA, .rsp = STACK_TOP, .rflags = 2, .r8 = mine, .r9 = 1, .r10 = 0, .r11 = CL_MAP_GPA_ENCRYPTED, .r12 = warm + n };
+		if (ioctl(S.fd[i], KVM_SET_REGS, &regs) < 0)
+			die(70, "KVM_SET_REGS");
+	}
+	struct sigaction sa = { .sa_handler = kick_handler };  /* no SA_RESTART: KVM_RUN returns EINTR */
+	sigaction(SIGUSR1, &sa, NULL);
+	S.total = 2 * (warm + n) * (unsigned)vcpus;
+	S.done = 0;
+	S.at = calloc(S.total, sizeof *S.at);
+	for (int i = 0; i < vcpus; i++)
+		if (pthread_create(&S.thread[i], NULL, smp_vcpu, (void *)(intptr_t)i))
+			fail(70, "pthread_create");
+	for (int i = 0; i < vcpus; i++)
+		pthread_join(S.thread[i], NULL);
+	if (S.done != S.total)
+		fail(70, "the guests made fewer hypercalls than asked");
+	unsigned timed = 2 * n * (unsigned)vcpus;
+	uint64_t span = S.at[S.total - 1] - S.at[S.total - timed];
+	result_open("smp", PAGE, n, warm);
+	printf(",\"vcpus\":%d,\"conversions\":%u,\"ns_per_conversion\":%.1f", vcpus, timed, (double)span / (timed - 1.0));
+	printf("}");
+	free(S.at);
+	for (int i = 1; i < vcpus; i++)
+		close(S.fd[i]);
 	vm_destroy();
 }
 
@@ -565,11 +723,11 @@ int main(int argc, char **argv)
 	const char *backend = NULL, *modes = "ioctl,hypercall", *sizes = "4096,2097152";
 	unsigned long n = 100, warm = 10;
 	uint64_t mem = 64ull << 20, low = 0x200000, gpa = 0x600000;
-	int shared_bit = 0;
+	int shared_bit = 0, vcpus = 2;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!v)
-			fail(64, "usage: convert-loop --backend attributes|memslots [--modes ioctl,hypercall,implicit] [--sizes 4096,2097152] [--n N] [--warm W] [--mem B] [--low GPA] [--gpa GPA] [--shared-bit B]");
+			fail(64, "usage: convert-loop --backend attributes|memslots [--modes ioctl,hypercall,touched,smp,implicit] [--vcpus V] [--sizes 4096,2097152] [--n N] [--warm W] [--mem B] [--low GPA] [--gpa GPA] [--shared-bit B]");
 		i++;
 		if (!strcmp(a, "--backend"))
 			backend = v;
@@ -589,6 +747,8 @@ int main(int argc, char **argv)
 			gpa = strtoull(v, NULL, 0);
 		else if (!strcmp(a, "--shared-bit"))
 			shared_bit = atoi(v);
+		else if (!strcmp(a, "--vcpus"))
+			vcpus = atoi(v);
 		else
 			fail(64, "unknown option (see the comment at the top of convert-loop.c)");
 	}
@@ -615,9 +775,13 @@ int main(int argc, char **argv)
 			mode_implicit(mem, low, gpa, shared_bit, (unsigned)n, (unsigned)warm);
 			continue;
 		}
-		int ioctl_mode = !strcmp(m, "ioctl");
-		if (!ioctl_mode && strcmp(m, "hypercall"))
-			fail(64, "--modes takes ioctl, hypercall, implicit");
+		if (!strcmp(m, "smp")) {
+			mode_smp(b, mem, low, gpa, vcpus, (unsigned)n, (unsigned)warm);
+			continue;
+		}
+		int ioctl_mode = !strcmp(m, "ioctl"), touched = !strcmp(m, "touched");
+		if (!ioctl_mode && !touched && strcmp(m, "hypercall"))
+			fail(64, "--modes takes ioctl, hypercall, touched, smp, implicit");
 		char slist[64];
 		snprintf(slist, sizeof slist, "%s", sizes);
 		for (char *s2 = NULL, *s = strtok_r(slist, ",", &s2); s; s = strtok_r(NULL, ",", &s2)) {
@@ -627,7 +791,7 @@ int main(int argc, char **argv)
 			if (ioctl_mode)
 				mode_ioctl(b, mem, low, gpa, size, (unsigned)n, (unsigned)warm);
 			else
-				mode_hypercall(b, mem, low, gpa, size, (unsigned)n, (unsigned)warm);
+				mode_hypercall(b, mem, low, gpa, size, (unsigned)n, (unsigned)warm, touched);
 			fflush(stdout);
 		}
 	}

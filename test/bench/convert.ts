@@ -32,6 +32,11 @@ interface LabConvert {
       implicit?: Record<string, Spread> & { perConversion?: Record<string, number> };
       implicitGuestTicks?: Array<{ cycleMeanNs: number; guestTicksMedian: number; guestTicksTotal: number }>;
       implicitSkipped?: string;
+      tsvmmTouched?: Record<string, Spread>;
+      tsvmmSmp?: Record<string, Spread>;
+      cSmp?: Record<string, Spread>;
+      cTouched?: Record<string, Spread>;
+      firstTouch?: Record<string, Spread> & { skipped?: string };
     }
   >;
 }
@@ -217,6 +222,53 @@ export function printConvert(results: ConvertKernelResult[], o: { rounds: number
     console.log(`      lab run: ${fmt(r.seconds ?? NaN, 0)} s in all; RAM layout ${r.lab.layout ? `free_base ${r.lab.layout.low}, RAM end ${r.lab.layout.mem}, range at ${r.lab.layout.gpa}` : "unknown"}`);
   }
 
+  console.log(`\n   3b. Conversions of touched (populated) memory: as above, and after every conversion the guest stores 8 bytes to each page of the range`);
+  console.log(`   (tsvmm: convert-bench mode=convert touch=1; C: convert-loop --modes touched); the span includes the stores, the same guest work on both sides`);
+  console.log(`   3c. 2 and 4 vCPUs converting at once, each its own 4 KiB page (tsvmm: mode=smp --cpus V; C: --modes smp, one thread per vCPU, one lock, memslots`);
+  console.log(`   stops the other vCPUs per conversion as tsvmm's quiesce does); µs per conversion of all vCPUs together. The lab has 2 vCPUs and TCG runs them on one thread`);
+  console.log(`   3d. --prefault (KVM_PRE_FAULT_MEMORY after each conversion to private): per round the 2 MiB range goes shared, then private (timed), then the`);
+  console.log(`   guest stores to each of its 512 pages (timed: the first touch); guest rdtsc ticks, median per round, tsvmm without and with --prefault`);
+  console.log(`   ${pad("kernel", 14)}${pad("backend", 12)}${pad("range", 7)}${lpad("tsvmm µs", 10)}${lpad("C µs", 10)}${lpad("ratio", 8)}`);
+  const ticks = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? "-" : `${fmt(v / 1e6, 2)}M`);
+  for (const r of results) {
+    if (r.skipped || !r.lab) continue;
+    for (const [backend, b] of Object.entries(r.lab.backends)) {
+      if (b.skipped || !b.tsvmmTouched) continue;
+      for (const size of ["4096", "2097152"]) {
+        const t = med(b.tsvmmTouched[size]);
+        const c = med(b.cTouched?.[size]);
+        console.log(`   ${pad(r.kernel, 14)}${pad(backend, 12)}${pad(sizeName(size), 7)}${lpad(us(t), 10)}${lpad(us(c), 10)}${lpad(ratio(t, c), 8)}`);
+        const errs = [...b.tsvmmTouched[size].errors.map((e) => `tsvmm: ${e}`), ...(b.cTouched?.[size]?.errors ?? []).map((e) => `C: ${e}`)];
+        if (errs.length) console.log(`      ${errs.length} run(s) failed; the first: ${errs[0]}`);
+      }
+      for (const [cpus, s] of Object.entries(b.tsvmmSmp ?? {})) {
+        const t = med(s);
+        const c = med(b.cSmp?.[cpus]);
+        console.log(`   ${pad(r.kernel, 14)}${pad(backend, 12)}${pad(`${cpus} vCPUs`, 7)}${lpad(us(t), 10)}${lpad(us(c), 10)}${lpad(ratio(t, c), 8)}  (4 KiB each, all at once)`);
+        const errs = [...s.errors.map((e) => `tsvmm: ${e}`), ...(b.cSmp?.[cpus]?.errors ?? []).map((e) => `C: ${e}`)];
+        if (errs.length) console.log(`      ${errs.length} run(s) failed; the first: ${errs[0]}`);
+      }
+      const f = b.firstTouch;
+      if (!f) continue;
+      if (f.skipped) {
+        console.log(`      --prefault: not measured: ${f.skipped}`);
+        continue;
+      }
+      const [pc, pt, fc, ft] = [med(f.plainConvert), med(f.plainTouch), med(f.prefaultConvert), med(f.prefaultTouch)];
+      const sum = (a?: number, c?: number) => (a === undefined || c === undefined ? undefined : a + c);
+      // the guest's TSC rate, from the convert runs: ticks of n round trips / (2n conversions x ns each)
+      const rates = (b.guestTicks ?? []).flatMap((g) => Object.values(g)).filter((g) => g.guestTicksTotal > 0).map((g) => g.guestTicksTotal / (2 * r.lab!.n * g.ns));
+      const rate = rates.length ? median(rates) : undefined;
+      const ms = (t?: number) => (t === undefined || rate === undefined ? "" : ` ${fmt(t / rate / 1e6, 1)} ms`);
+      console.log(
+        `      --prefault, 2 MiB: conversion to private ${ticks(pc)}${ms(pc)} -> ${ticks(fc)}${ms(fc)} (${ratio(fc, pc)} more), first touch of its 512 pages ${ticks(pt)}${ms(pt)} -> ${ticks(ft)}${ms(ft)} (${ratio(pt, ft)} less),` +
+          ` both ${ticks(sum(pc, pt))}${ms(sum(pc, pt))} -> ${ticks(sum(fc, ft))}${ms(sum(fc, ft))} (${ratio(sum(pc, pt), sum(fc, ft))} less)` +
+          (rate ? `; guest TSC ${fmt(rate, 2)} GHz (calibrated on the convert runs)` : ""),
+      );
+      if (f.plainConvert.errors.length) console.log(`      ${f.plainConvert.errors.length} run(s) failed; the first: ${f.plainConvert.errors[0]}`);
+    }
+  }
+
   console.log(`\n4. Exit 39 (KVM_EXIT_MEMORY_FAULT) -> the guest running again: implicit conversions in the aliased layout (memslots, --shared-bit)`);
   console.log(
     `   the guest stores 8 bytes to ${o.touches} distinct private pages (after ${first?.warm ?? 10} untimed) through the shared view: each a real exit 39 (released guest_memfd), one page converted to shared, the store retried`,
@@ -266,7 +318,7 @@ export function printConvert(results: ConvertKernelResult[], o: { rounds: number
   console.log(`   commands:`);
   for (const r of results) console.log(`     ${r.command}`);
   console.log(
-    `   not measured: conversions of touched (populated) memory, i.e. the cost of zeroing and freeing pages; several vCPUs (quiesce kicks); the doorbell path;` +
+    `   not measured: the doorbell path;` +
       ` exit 39 on attributes (no aliased layout there); anything outside the lab (this host's KVM keeps no page private)`,
   );
 }

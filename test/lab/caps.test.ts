@@ -7,10 +7,16 @@ interface Caps {
   probe: {
     vendorModule: string;
     tdp: boolean | null;
-    system: { vmTypes: number; memoryAttributes: number; guestMemfdFlags: number; exitHypercall: number; memoryFaultInfo: number };
+    system: { vmTypes: number; memoryAttributes: number; guestMemfdFlags: number; exitHypercall: number; memoryFaultInfo: number; preFaultMemory: number };
     vmTypes: Record<string, { memoryAttributes?: number; guestMemfdFlags?: number; error?: string }>;
   };
-  verdict: { execution: string; hypercallExit: boolean; memoryFaultExit: boolean; backends: Record<string, { available: boolean; reason: string }> };
+  verdict: {
+    execution: string;
+    hypercallExit: boolean;
+    memoryFaultExit: boolean;
+    preFault: { available: boolean };
+    backends: Record<string, { available: boolean; reason: string }>;
+  };
 }
 
 let cached: Promise<Caps> | undefined;
@@ -30,6 +36,8 @@ test("caps: kvm_amd with nested paging, guests run natively", { timeout: 240_000
   assert.ok(probe.system.memoryFaultInfo > 0, "KVM_CAP_MEMORY_FAULT_INFO");
   assert.equal(verdict.memoryFaultExit, true);
   assert.equal(verdict.hypercallExit, true, "KVM_HC_MAP_GPA_RANGE reaches userspace");
+  assert.equal(probe.system.preFaultMemory, 1, "KVM_CAP_PRE_FAULT_MEMORY (6.11+, npt on)");
+  assert.equal(verdict.preFault.available, true);
 });
 
 onLabKernel("sw-protected")("caps on the sw-protected kernel: VM type 1 with KVM_MEMORY_ATTRIBUTE_PRIVATE", { timeout: 240_000 }, async () => {

@@ -8,7 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { runGuest, GuestRun, RunOptions } from "../../vmm/run";
 import { assessHost, probeHost } from "../../vmm/host/caps";
-import { sharedBit } from "./support";
+import { labCli, sharedBit } from "./support";
 
 const verdict = assessHost(probeHost());
 const backends = (["attributes", "memslots"] as const).filter((b) => verdict.backends[b].available);
@@ -76,6 +76,21 @@ for (const backend of backends) {
     assert.ok(lazy < 8 << 20, `without --prealloc ${lazy >> 20} MiB were allocated up front`);
   });
 
+  test(`convert --prefault: every conversion to private is pre-faulted, same results (${backend})`, T, async () => {
+    const r = await run({ guest: "convert", privateMemory: { backend, prefault: true } });
+    assertTapPassed(r);
+    const toPrivate = r.events.filter((e) => e.kind === "conversion" && e.source === "hypercall" && e.to === "private" && String(e.result).startsWith("ok"));
+    assert.ok(toPrivate.length > 0);
+    for (const e of toPrivate) assert.match(String(e.result), /, pre-faulted$/, `event #${e.seq}: ${e.result}`);
+    assert.equal(r.conversions!.tally["prefault-failed"], undefined, JSON.stringify(r.conversions!.tally));
+    // The summary counts what KVM_PRE_FAULT_MEMORY mapped: the sizes of those requests.
+    const kib = toPrivate.reduce((n, e) => n + (e.size as number), 0) >> 10;
+    assert.ok(r.conversions!.summary.some((l) => l.includes(`(with --prefault: ${kib} KiB pre-faulted)`)), r.conversions!.summary.join("\n"));
+    // Without it nothing says pre-faulted.
+    const plain = await run({ guest: "convert", privateMemory: { backend } });
+    assert.ok(!plain.events.some((e) => /pre-fault/.test(String(e.result))));
+  });
+
   test(`convert --convert-via doorbell: the port doorbell on a KVM that delivers hypercalls (${backend})`, T, async () => {
     const r = await run({ guest: "convert", privateMemory: { backend, convertVia: "doorbell" } });
     assertTapPassed(r);
@@ -98,11 +113,6 @@ for (const backend of backends) {
     assert.match(always.console, /^not ok 2 .*$/m);
   });
 
-  test(`smp-convert: concurrent conversions from 2 vCPUs leave the map the guest computed (${backend})`, T, async () => {
-    const r = await run({ guest: "smp-convert", cpus: 2, privateMemory: { backend } });
-    assertTapPassed(r);
-  });
-
   test(`--on-hypercall deny: every conversion is refused with EINVAL and recorded (${backend})`, T, async () => {
     const r = await run({ guest: "convert", privateMemory: { backend, onHypercall: "deny" } });
     assert.notEqual(r.status, 0, "the guest notices its conversions fail");
@@ -111,6 +121,23 @@ for (const backend of backends) {
     assert.equal(r.conversions!.tally["hypercall-to-private"] ?? 0, 0);
   });
 }
+
+// A test that is only "boot this guest on these backends, its TAP must pass" runs as one matrix
+// of `tsvmm test`: the command users run, one process, several VMs at once.
+test(`smp-convert through \`tsvmm test\`: 2 and 4 vCPUs converting at once leave the map the guest computed (${backends.join(", ")})`, { timeout: 900_000 }, async () => {
+  const args = ["test", "smp-convert", "--backend", backends.join(","), "--cpus", "2,4", "--timeout", "300", "--unsupported", "fail", "--tap"];
+  const r = await labCli(args, 880_000);
+  assert.equal(r.status, 0, `tsvmm ${args.join(" ")}: status ${r.status}\n${r.stdout}\n${r.stderr}`);
+  const entries = backends.flatMap((backend) => [2, 4].map((cpus) => `smp-convert backend=${backend} cpus=${cpus}`));
+  assert.match(r.stdout, new RegExp(`^1\\.\\.${entries.length}$`, "m"), "one test point per entry");
+  for (const name of entries) assert.match(r.stdout, new RegExp(`^ok \\d+ - ${name}$`, "m"), `${name} passed`);
+  // each entry carries the guest's own TAP as its subtest: a plan, every point ok
+  const plans = [...r.stdout.matchAll(/^ {4}1\.\.(\d+)$/gm)].map((m) => Number(m[1]));
+  assert.equal(plans.length, entries.length, "every entry reported the guest's TAP");
+  assert.ok(plans.every((n) => n > 0));
+  assert.equal((r.stdout.match(/^ {4}ok \d+/gm) ?? []).length, plans.reduce((a, b) => a + b, 0), "every planned guest check passed");
+  assert.doesNotMatch(r.stdout, /^\s*not ok/m);
+});
 
 test("implicit: each first touch of the other view is one KVM_EXIT_MEMORY_FAULT and one conversion", T, async () => {
   const r = await run({ guest: "implicit", privateMemory: { backend: "memslots", sharedBit: sharedBit() } });

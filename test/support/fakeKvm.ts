@@ -113,6 +113,7 @@ export class FakeVm implements Partial<NativeVm> {
 /** A backend over a plain buffer that records conversions and punches (and can refuse them) */
 export class RecordingBackend implements MemoryBackend {
   readonly kind = "memslots";
+  readonly needsQuiesce = true;
   readonly sharedView: Buffer;
   readonly applied: Run[][] = [];
   readonly punched: Array<[number, number]> = [];

@@ -10,11 +10,12 @@ import { TsvmmError, UsageError } from "../../vmm/errors";
 
 const layout: Layout = { ramSize: 64n << 20n, ram: [{ base: 0n, size: 64n << 20n }], cpus: 1, regions: [], freeBase: 0x106000n };
 const guest = (wantsPrivate: boolean) => ({ name: "g", entry: 0n, segments: [], wantsPrivate, symbols: [] }) as ElfImage;
-const verdict = (attributes: boolean, memslots: boolean, hypercallExit = true): Verdict => ({
+const verdict = (attributes: boolean, memslots: boolean, hypercallExit = true, preFault = true): Verdict => ({
   canRun: true, execution: "native", executionBasis: "", ramBacking: "guest_memfd", ramBackingReason: "", memoryRegion2: true,
   physicalAddressBits: 48, amd: false, debugging: { guestDebug: true, line: "" },
   backends: { attributes: { available: attributes, reason: "needs CONFIG_KVM_SW_PROTECTED_VM" }, memslots: { available: memslots, reason: "needs a native KVM" } },
   hypercallExit, memoryFaultExit: true, lines: [],
+  preFault: { available: preFault, reason: preFault ? "" : "KVM_CAP_PRE_FAULT_MEMORY is 0: KVM_PRE_FAULT_MEMORY needs Linux 6.11+" },
 });
 
 test("guests that convert get RAM above the image private on the best backend", () => {
@@ -25,6 +26,17 @@ test("guests that convert get RAM above the image private on the best backend", 
   assert.equal(pm.onFault, "convert");
   assert.equal(resolvePrivateMemory({}, guest(true), layout, verdict(false, true))!.backend, "memslots");
   assert.equal(resolvePrivateMemory({}, guest(true), layout, verdict(false, true, false))!.convertMethod, "doorbell");
+});
+
+test("--prefault is passed on where KVM can pre-fault, and refused naming the capability where not", () => {
+  assert.equal(resolvePrivateMemory({}, guest(true), layout, verdict(true, true))!.prefault, false);
+  assert.equal(resolvePrivateMemory({ prefault: true }, guest(true), layout, verdict(true, true))!.prefault, true);
+  assert.throws(
+    () => resolvePrivateMemory({ prefault: true }, guest(true), layout, verdict(true, true, true, false)),
+    (e: unknown) => e instanceof TsvmmError && e.status === 69 && /^--prefault: KVM_CAP_PRE_FAULT_MEMORY is 0/.test(e.describe(CLI_FLAGS)),
+  );
+  assert.ok(resolvePrivateMemory({ prefault: true }, guest(false), layout, verdict(true, true)), "asking for it asks for private memory");
+  assert.throws(() => resolvePrivateMemory({ prefault: true, private: "none" }, guest(true), layout, verdict(true, true)), /needs private memory/);
 });
 
 test("other guests stay shared unless asked", () => {

@@ -8,4 +8,5 @@ export const CLI_FLAGS: SettingNames = {
   private: "--private",
   backend: "--backend",
   sharedBit: "--shared-bit",
+  prefault: "--prefault",
 };

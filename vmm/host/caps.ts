@@ -70,6 +70,8 @@ export interface Verdict {
   backends: Record<Backend, { available: boolean; reason: string }>;
   hypercallExit: boolean;
   memoryFaultExit: boolean;
+  /** KVM_PRE_FAULT_MEMORY (--prefault): the reason when it is missing */
+  preFault: { available: boolean; reason: string };
   /** What the debugger (--monitor, --gdb, addr= breakpoints) can use here */
   debugging: { guestDebug: boolean; line: string; refusal?: string; watchRefusal?: string };
   lines: string[];
@@ -250,6 +252,11 @@ export function assessHost(p: HostProbe): Verdict {
       ? "Multiboot kernels (tsvmm run FILE) and Linux (tsvmm run --kernel bzImage) run natively on the PC platform (in-kernel irqchip and PIT)."
       : "Multiboot kernels run here (the multiboot test kernel in well under a second), but Linux (--kernel) is impractical: every instruction is emulated (a boot takes minutes) and KVM's emulator has no protected-mode iret, so interrupt handlers cannot return. Boot Linux on a real KVM or in `tsvmm lab`.",
   );
+  const preFault = p.system.preFaultMemory
+    ? { available: true, reason: "KVM_PRE_FAULT_MEMORY maps a range into KVM's page tables ahead of the guest (--prefault)" }
+    : { available: false, reason: "KVM_CAP_PRE_FAULT_MEMORY is 0: KVM_PRE_FAULT_MEMORY needs Linux 6.11+ with two-dimensional paging (ept/npt)" };
+  if (attributes.available || memslots.available)
+    lines.push(preFault.available ? "--prefault can map converted-to-private ranges ahead of the guest (KVM_PRE_FAULT_MEMORY)." : `--prefault is not available: ${preFault.reason}.`);
   const debugging = assessDebugging(p);
   lines.push(debugging.line);
   return {
@@ -264,6 +271,7 @@ export function assessHost(p: HostProbe): Verdict {
     backends: { attributes, memslots },
     hypercallExit,
     memoryFaultExit,
+    preFault,
     debugging,
     lines,
   };

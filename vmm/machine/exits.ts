@@ -151,24 +151,24 @@ async function memoryFault(m: ExitContext, v: VcpuState, errno: number): Promise
   const f = v.kvmRun.memoryFault;
   const index = v.index;
   const name = loadAddon().errnoName(errno);
-  const describe = `KVM_EXIT_MEMORY_FAULT gpa=0x${f.gpa.toString(16)} size=0x${f.size.toString(16)} flags=0x${f.flags.toString(16)} (${name})`;
+  const describe = () => `KVM_EXIT_MEMORY_FAULT gpa=0x${f.gpa.toString(16)} size=0x${f.size.toString(16)} flags=0x${f.flags.toString(16)} (${name})`;
   if (!m.conversions) {
     m.trace(index, "memory-fault", { gpa: "0x" + f.gpa.toString(16), size: Number(f.size), flags: Number(f.flags), errno: name });
-    m.finish(ExitStatus.MEMORY_FAULT, `vCPU ${index}: ${describe}; this VM has no private memory to convert`, v.registerReport());
+    m.finish(ExitStatus.MEMORY_FAULT, `vCPU ${index}: ${describe()}; this VM has no private memory to convert`, v.registerReport());
     return "stay";
   }
   const outcome = await m.conversions.engine.fault(index, f, name, m.conversions.options.onFault);
   if (outcome.action === "retry") return "resume";
   if (outcome.action === "deny") {
     // --on-fault deny: this vCPU stops with a report; the others go on.
-    m.log(`vCPU ${index} stopped: ${describe}: ${outcome.reason}\n${v.registerReport()}`);
+    m.log(`vCPU ${index} stopped: ${describe()}: ${outcome.reason}\n${v.registerReport()}`);
     v.halted = true;
-    if (m.vcpus.every((x) => x.halted)) m.finish(ExitStatus.MEMORY_FAULT, `every vCPU stopped; the last: ${describe}: ${outcome.reason}`);
+    if (m.vcpus.every((x) => x.halted)) m.finish(ExitStatus.MEMORY_FAULT, `every vCPU stopped; the last: ${describe()}: ${outcome.reason}`);
     return "stay";
   }
   // With a debugger attached the VM pauses here; continuing re-runs the access (after, say, a
   // `convert` from the monitor).
-  if (m.pauseInsteadOfEnding(v, `vCPU ${index}: ${describe}: ${outcome.reason}`)) return "stay";
-  m.finish(ExitStatus.MEMORY_FAULT, `vCPU ${index}: ${describe}: ${outcome.reason}`, v.registerReport());
+  if (m.pauseInsteadOfEnding(v, `vCPU ${index}: ${describe()}: ${outcome.reason}`)) return "stay";
+  m.finish(ExitStatus.MEMORY_FAULT, `vCPU ${index}: ${describe()}: ${outcome.reason}`, v.registerReport());
   return "stay";
 }

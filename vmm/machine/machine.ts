@@ -65,6 +65,8 @@ export interface MachineOptions {
   log?: (line: string) => void;
   /** Structured events (NDJSON with --trace) */
   trace?: (event: Record<string, unknown>) => void;
+  /** Every conversion-engine event, as it happens (programs that time or count conversions) */
+  onConversion?: (e: ConversionEvent) => void;
 }
 
 export interface TsvmmBoot {
@@ -258,9 +260,11 @@ export class Machine {
       sharedBit: pm.sharedBit,
       quiesce: (work) => this.quiesce(work),
       emit: (e) => this.conversionEvent(e),
+      listening: () => this.opts.log !== undefined || this.opts.trace !== undefined || this.opts.onConversion !== undefined || this.observer !== undefined,
       now: () => monotonicMs() - this.startTime,
       testSlot: () => this.testSlot,
       discard: pm.discard,
+      preFault: pm.prefault ? (vcpu, gpa, size) => this.vcpus[vcpu].native.preFaultMemory(gpa, size) : undefined,
     });
     this.engine = engine;
     this.conversions = {
@@ -271,7 +275,8 @@ export class Machine {
   }
 
   private conversionEvent(e: ConversionEvent): void {
-    this.log(formatEvent(e));
+    if (this.opts.log) this.log(formatEvent(e));
+    this.opts.onConversion?.(e);
     this.observer?.conversion(e);
     this.opts.trace?.({ ...e, kind: "conversion", seq: this.seq++, conversion: e.seq });
   }

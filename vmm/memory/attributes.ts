@@ -18,6 +18,9 @@ export function setPrivate(vm: NativeVm, gpa: bigint, size: bigint, isPrivate: b
 
 export class AttributesBackend implements MemoryBackend {
   readonly kind = "attributes";
+  // KVM_SET_MEMORY_ATTRIBUTES and the punches are safe with vCPUs running: KVM zaps the range
+  // and a vCPU touching it faults it in again (QEMU converts without pausing vCPUs either).
+  readonly needsQuiesce = false;
   readonly sharedView: Buffer;
   private readonly vm: NativeVm;
   private readonly gmem: NativeGuestMemfd;

@@ -16,6 +16,8 @@ export type DiscardPolicy = "always" | "never";
 
 export interface MemoryBackend {
   readonly kind: BackendKind;
+  /** apply() needs every vCPU out of KVM_RUN (memslots: a GPA is briefly in no slot) */
+  readonly needsQuiesce: boolean;
   /** The shared backing of all RAM, indexed by GPA: images, the boot page, host requests. */
   readonly sharedView: Buffer;
   /** Make the state of these changed runs real in KVM (the map is already updated) and discard

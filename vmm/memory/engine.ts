@@ -1,7 +1,7 @@
 // The conversion engine: one path for every source (hypercall, port doorbell, memory-fault exit,
 // API), requests validated against the page-state map, conversions serialised, every conversion
 // and every memory-fault exit recorded as an event.
-import type { DiscardPolicy, MemoryBackend } from "./backend";
+import type { ApplyResult, DiscardPolicy, MemoryBackend } from "./backend";
 import { ConversionRequest, MAP_GPA_RANGE_ENCRYPTED, PAGE_SHIFT, PageState, PageStateMap, Run, validateRequest } from "./pageState";
 import { Errno, MEMORY_EXIT_FLAG_PRIVATE } from "../kvm/uapi";
 import { hex } from "../format";
@@ -44,11 +44,26 @@ export interface EngineOptions {
   /** The backend needs every vCPU out of KVM_RUN while it re-lays memslots */
   quiesce: <T>(work: () => T) => Promise<T>;
   emit: (event: ConversionEvent) => void;
+  /** Whether anyone consumes events now (a run log, a trace, a debugger): without one the engine
+   *  builds none, and a conversion costs no string formatting and no per-request objects. */
+  listening?: () => boolean;
+  /** ms since the VM started */
   now: () => number;
   /** The exit scenarios' test slot, if the guest made one */
   testSlot: () => TestSlot | undefined;
   /** What the backend does with the side a page left (it acts on it; the engine reports it) */
   discard: DiscardPolicy;
+  /** --prefault: map [gpa, gpa + size) in KVM's page tables through this vCPU (paused in the
+   *  exit that asked); throws what KVM said */
+  preFault?: (vcpu: number, gpa: bigint, size: bigint) => void;
+}
+
+/** The tally's keys of each source, made once (no string building per conversion) */
+const OUTCOME_KEYS = new Map<Source, { private: string; shared: string; refused: string; denied: string }>();
+function outcomeKeys(source: Source) {
+  let keys = OUTCOME_KEYS.get(source);
+  if (!keys) OUTCOME_KEYS.set(source, (keys = { private: `${source}-to-private`, shared: `${source}-to-shared`, refused: `${source}-refused`, denied: `${source}-denied` }));
+  return keys;
 }
 
 /** What one conversion did: refused (nothing changed), or the pages that changed state */
@@ -67,7 +82,13 @@ export class ConversionEngine {
   private conversions = 0;
   private readonly counts = new Map<string, number>();
   private discarded = 0n;
-  private busyNs = 0n;
+  /** ms, from performance.now() */
+  private busyMs = 0;
+  /** pages mapped by --prefault */
+  private prefaulted = 0n;
+  /** seq and duration of the outcome counted last (for its event) */
+  private lastSeq = 0;
+  private lastNs = 0;
   private faults = 0;
   private readonly aliasBit: bigint;
 
@@ -85,34 +106,40 @@ export class ConversionEngine {
   /** A guest (or API) request; resolves to the value for the guest: 0 or a positive errno. */
   request(source: Source, vcpu: number, r: ConversionRequest, policy: HypercallPolicy = "convert"): Promise<number> {
     return this.serialize(async () => {
-      const start = process.hrtime.bigint();
-      const base = { vcpu, source, gpa: hex(r.gpa), size: Number(r.pages << PAGE_SHIFT) };
+      const start = performance.now();
       const to: PageState = r.attrs & MAP_GPA_RANGE_ENCRYPTED ? "private" : "shared";
+      const keys = outcomeKeys(source);
+      const event = (from: ConversionEvent["from"], result: string, before?: Run[], after?: Run[], discard = 0): ConversionEvent => ({
+        seq: 0, time: 0, vcpu, source, gpa: hex(r.gpa), size: Number(r.pages << PAGE_SHIFT), from, to, discard, result, ns: 0, before, after,
+      });
       const v = validateRequest(this.o.map, r);
       if (!v.ok) {
-        this.record({ ...base, from: "-", to, discard: 0, result: `EINVAL: ${v.reason}` }, start, `${source}-refused`);
+        if (this.counted(start, keys.refused)) this.emit(event("-", `EINVAL: ${v.reason}`));
         return Errno.EINVAL;
       }
       if (r.gpa < this.o.sharedLimit && to === "private") {
         const reason = `[${hex(r.gpa)}, ...) reaches into the always-shared RAM below ${hex(this.o.sharedLimit)} (firmware, page tables, stacks, guest image)`;
-        this.record({ ...base, from: "shared", to, discard: 0, result: `EINVAL: ${reason}` }, start, `${source}-refused`);
+        if (this.counted(start, keys.refused)) this.emit(event("shared", `EINVAL: ${reason}`));
         return Errno.EINVAL;
       }
-      const before = this.o.map.runs(v.first, v.count);
-      const from = before.length === 1 ? before[0].state : "mixed";
+      // The page states before, for the event: looked at only when someone listens.
+      const before = this.listening() ? this.o.map.runs(v.first, v.count) : undefined;
+      const from = before ? (before.length === 1 ? before[0].state : "mixed") : "-";
       if (policy === "deny") {
-        this.record({ ...base, from, to, discard: 0, result: "denied (--on-hypercall deny)", before, after: before }, start, `${source}-denied`);
+        if (this.counted(start, keys.denied)) this.emit(event(from, "denied (--on-hypercall deny)", before, before));
         return Errno.EINVAL;
       }
-      const done = await this.convert(v.first, v.count, to);
+      const converting = this.convert(v.first, v.count, to);
+      const done = converting instanceof Promise ? await converting : converting;
       if (done.refused !== undefined) {
         // KVM_HC_MAP_GPA_RANGE has one refusal: the SNP and TDX paths accept only 0, EINVAL and
         // EAGAIN, and EAGAIN would make the guest retry a request that cannot succeed.
-        this.record({ ...base, from, to, discard: 0, result: `ENOSPC, EINVAL to the guest: ${done.refused}`, before, after: before }, start, `${source}-refused`);
+        if (this.counted(start, keys.refused)) this.emit(event(from, `ENOSPC, EINVAL to the guest: ${done.refused}`, before, before));
         return Errno.EINVAL;
       }
-      const after = [{ first: v.first, count: v.count, state: to }];
-      this.record({ ...base, from, to, discard: Number(done.discarded), result: this.outcome(done, to), before, after }, start, `${source}-to-${to}`);
+      const prefault = to === "private" && (source === "hypercall" || source === "doorbell") ? this.preFault(vcpu, r) : "";
+      if (this.counted(start, keys[to]))
+        this.emit(event(from, this.outcome(done, to) + prefault, before, [{ first: v.first, count: v.count, state: to }], Number(done.discarded)));
       return 0;
     });
   }
@@ -125,35 +152,42 @@ export class ConversionEngine {
    */
   fault(vcpu: number, f: { flags: bigint; gpa: bigint; size: bigint }, errno: string, policy: FaultPolicy): Promise<FaultOutcome> {
     return this.serialize(async () => {
-      const start = process.hrtime.bigint();
+      const start = performance.now();
       this.faults++;
-      const base = { vcpu, source: "fault" as const, gpa: hex(f.gpa), size: Number(f.size), flags: hex(f.flags) };
+      const event = (from: ConversionEvent["from"], to: ConversionEvent["to"], result: string, discard = 0, before?: Run[], after?: Run[]): ConversionEvent => ({
+        seq: 0, time: 0, vcpu, source: "fault", gpa: hex(f.gpa), size: Number(f.size), from, to, discard, result, ns: 0, flags: hex(f.flags), before, after,
+      });
       const accessPrivate = (f.flags & MEMORY_EXIT_FLAG_PRIVATE) !== 0n;
       const stop = (result: string, action: "deny" | "stop" = "stop"): FaultOutcome => {
-        this.record({ ...base, from: "-", to: "-", discard: 0, result }, start, "fault-stopped");
+        if (this.counted(start, "fault-stopped")) this.emit(event("-", "-", result));
         return { action, reason: result };
       };
       if (f.flags & ~KNOWN_FAULT_FLAGS) return stop(`unknown KVM_EXIT_MEMORY_FAULT flags ${hex(f.flags & ~KNOWN_FAULT_FLAGS)}`);
       if (errno !== "EFAULT") return stop(`memory fault with ${errno} (a poisoned or unallocatable page, not a conversion)`);
 
-      const last = this.lastFault.get(vcpu);
-      const again = last && last.gpa === f.gpa && last.flags === f.flags && last.conversions === this.conversions;
+      let last = this.lastFault.get(vcpu);
+      if (!last) this.lastFault.set(vcpu, (last = { gpa: -1n, flags: 0n, repeats: 0, conversions: -1 }));
+      const again = last.gpa === f.gpa && last.flags === f.flags && last.conversions === this.conversions;
       const repeats = again ? last.repeats + 1 : 0;
-      this.lastFault.set(vcpu, { gpa: f.gpa, flags: f.flags, repeats, conversions: this.conversions });
+      last.gpa = f.gpa;
+      last.flags = f.flags;
+      last.repeats = repeats;
+      last.conversions = this.conversions;
       if (repeats >= 3) return stop(`the same memory fault repeated ${repeats + 1} times with no conversion in between`);
 
       const slot = this.o.testSlot();
       if (slot?.contains(f.gpa)) {
         const what = `${accessPrivate ? "private" : "shared"} access to the test slot (${slot.stateText})`;
         if (policy !== "convert") return stop(`${what}; refused (--on-fault ${policy})`, policy);
-        this.record({ ...base, from: "-", to: "-", discard: 0, result: `${what}: ${slot.repair()}` }, start, "fault-repaired");
+        const repaired = slot.repair();
+        if (this.counted(start, "fault-repaired")) this.emit(event("-", "-", `${what}: ${repaired}`));
         return { action: "retry" };
       }
       const page = this.aliasBit ? f.gpa & ~this.aliasBit : f.gpa;
       const inside = page >= this.o.sharedLimit && page < this.o.map.base + this.o.map.size;
       if (!this.aliasBit) {
         if (inside && this.o.map.stateOf(page) === (accessPrivate ? "private" : "shared")) {
-          this.record({ ...base, from: this.o.map.stateOf(page), to: "-", discard: 0, result: "race: state already matches, re-run" }, start, "fault-race");
+          if (this.counted(start, "fault-race")) this.emit(event(this.o.map.stateOf(page), "-", "race: state already matches, re-run"));
           return { action: "retry" };
         }
         return stop(
@@ -164,40 +198,71 @@ export class ConversionEngine {
       const wanted: PageState = f.gpa & this.aliasBit ? "shared" : "private";
       const current = this.o.map.stateOf(page);
       if (current === wanted) {
-        this.record({ ...base, from: current, to: wanted, discard: 0, result: "race: already converted, re-run" }, start, "fault-race");
+        if (this.counted(start, "fault-race")) this.emit(event(current, wanted, "race: already converted, re-run"));
         return { action: "retry" };
       }
       if (policy !== "convert") return stop(`implicit conversion ${current}→${wanted} refused (--on-fault ${policy})`, policy);
       const first = this.o.map.pageOf(page);
-      const done = await this.convert(first, 1, wanted);
+      const converting = this.convert(first, 1, wanted);
+      const done = converting instanceof Promise ? await converting : converting;
       if (done.refused !== undefined) return stop(`implicit conversion ${current}→${wanted} impossible: ${done.refused}`);
-      const before = [{ first, count: 1, state: current }];
-      const after = [{ first, count: 1, state: wanted }];
-      this.record({ ...base, from: current, to: wanted, discard: Number(done.discarded), result: this.outcome(done, wanted), before, after }, start, `fault-to-${wanted}`);
+      if (this.counted(start, outcomeKeys("fault")[wanted]))
+        this.emit(event(current, wanted, this.outcome(done, wanted), Number(done.discarded), [{ first, count: 1, state: current }], [{ first, count: 1, state: wanted }]));
       return { action: "retry" };
     });
   }
 
-  /** Set pages [first, first + count) to `to` in the map and in KVM; a refusal restores the map. */
-  private async convert(first: number, count: number, to: PageState): Promise<Converted> {
+  /** Set pages [first, first + count) to `to` in the map and in KVM; a refusal restores the map.
+   *  Synchronous unless the backend needs the vCPUs quiesced (no promise hop per conversion). */
+  private convert(first: number, count: number, to: PageState): Converted | Promise<Converted> {
     const changes = this.o.map.set(first, count, to);
     if (!changes.length) return { changed: 0, discarded: 0n };
-    const restore = () => {
-      const back: PageState = to === "private" ? "shared" : "private";
-      for (const run of changes) this.o.map.set(run.first, run.count, back);
-    };
+    const apply = () => this.o.backend.apply(changes);
     // An ioctl failure ends the run (70); the summary then shows the map as it was.
-    const applied = await this.o.quiesce(() => this.o.backend.apply(changes)).catch((err: unknown) => {
-      restore();
+    const failed = (err: unknown): never => {
+      this.restore(changes, to);
       throw err;
-    });
+    };
+    if (!this.o.backend.needsQuiesce) {
+      let applied: ApplyResult;
+      try {
+        applied = apply();
+      } catch (err) {
+        return failed(err);
+      }
+      return this.applied(changes, to, applied);
+    }
+    return this.o.quiesce(apply).then((applied) => this.applied(changes, to, applied), failed);
+  }
+
+  private applied(changes: Run[], to: PageState, applied: ApplyResult): Converted {
     if (applied.refused !== undefined) {
-      restore();
+      this.restore(changes, to);
       return { refused: applied.refused };
     }
     this.conversions++;
     this.discarded += applied.discarded;
     return { changed: changes.reduce((n, run) => n + run.count, 0), discarded: applied.discarded };
+  }
+
+  private restore(changes: Run[], to: PageState): void {
+    const back: PageState = to === "private" ? "shared" : "private";
+    for (const run of changes) this.o.map.set(run.first, run.count, back);
+  }
+
+  /** After a guest's conversion to private, as QEMU does after KVM_HC_MAP_GPA_RANGE: a failure
+   *  changes nothing for the guest (its first touch faults the page in as without it), so it is
+   *  counted and reported, not fatal. */
+  private preFault(vcpu: number, r: ConversionRequest): string {
+    if (!this.o.preFault) return "";
+    try {
+      this.o.preFault(vcpu, r.gpa, r.pages << PAGE_SHIFT);
+      this.prefaulted += r.pages;
+      return ", pre-faulted";
+    } catch (err) {
+      this.counts.set("prefault-failed", (this.counts.get("prefault-failed") ?? 0) + 1);
+      return `; pre-fault failed: ${(err as Error).message}`;
+    }
   }
 
   private outcome(done: Extract<Converted, { changed: number }>, to: PageState): string {
@@ -210,11 +275,27 @@ export class ConversionEngine {
     return this.serialize(async () => work());
   }
 
-  private record(e: Omit<ConversionEvent, "seq" | "time" | "ns">, start: bigint, key: string): void {
-    const ns = process.hrtime.bigint() - start;
-    this.busyNs += ns;
+  private listening(): boolean {
+    return this.o.listening?.() ?? true;
+  }
+
+  /** Count one outcome (since `start`); true when someone listens, and the caller then builds
+   *  the event (and its strings) for emit(). */
+  private counted(start: number, key: string): boolean {
+    const end = performance.now();
+    this.busyMs += end - start;
+    this.lastNs = Math.round((end - start) * 1e6);
+    this.lastSeq = this.seq++;
     this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
-    this.o.emit({ seq: this.seq++, time: +this.o.now().toFixed(3), ...e, ns: Number(ns) });
+    return this.listening();
+  }
+
+  /** Stamp the event of the outcome just counted and hand it on */
+  private emit(e: ConversionEvent): void {
+    e.seq = this.lastSeq;
+    e.time = Math.round(this.o.now() * 1000) / 1000;
+    e.ns = this.lastNs;
+    this.o.emit(e);
   }
 
   /** Counts by source and outcome, e.g. {"hypercall-to-private": 3, "fault-race": 1} */
@@ -233,7 +314,7 @@ export class ConversionEngine {
     return [
       `conversions: ${tally}`,
       `pages now: ${map.privatePages} private, ${map.sharedPages} shared (${map.pages} in all); memory-fault exits: ${this.faults}`,
-      `${discard}; ${(Number(this.busyNs) / 1e6).toFixed(3)} ms spent converting`,
+      `${discard}; ${this.busyMs.toFixed(3)} ms spent converting${this.o.preFault ? ` (with --prefault: ${this.prefaulted << 2n} KiB pre-faulted)` : ""}`,
       `in use now: private ${kib(used.private)}, shared ${kib(used.shared)} (pages touched, from mincore)`,
       ...(usage ? [usage] : []),
     ];

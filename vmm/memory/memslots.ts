@@ -44,6 +44,7 @@ interface Plan {
 
 export class MemslotsBackend implements MemoryBackend {
   readonly kind = "memslots";
+  readonly needsQuiesce = true;
   readonly sharedView: Buffer;
   private readonly vm: NativeVm;
   private readonly map: PageStateMap;

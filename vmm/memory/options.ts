@@ -13,6 +13,9 @@ export interface PrivateMemoryOptions {
   onFault: FaultPolicy;
   onHypercall: HypercallPolicy;
   prealloc: boolean;
+  /** After a guest's conversion to private, map the range in KVM's page tables
+   *  (KVM_PRE_FAULT_MEMORY) so the guest's first touch of each page does not fault */
+  prefault: boolean;
   /** always: punch the side a page left (as QEMU, SNP/TDX); never: keep it (as the kernel's private_mem_conversions_test) */
   discard: DiscardPolicy;
   /** How the guest asks for conversions: a hypercall KVM delivers (vmcall or vmmcall by CPU

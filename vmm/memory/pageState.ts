@@ -19,6 +19,10 @@ export class PageStateMap {
   /** 1 = private, 0 = shared */
   private readonly bits: Uint8Array;
   private privateCount = 0;
+  /** base + size, and both as numbers (RAM ends far below 2^53): the requests' fast path */
+  readonly end: bigint;
+  readonly baseNumber: number;
+  readonly endNumber: number;
 
   constructor(
     readonly base: bigint,
@@ -27,6 +31,9 @@ export class PageStateMap {
   ) {
     if (base % PAGE !== 0n || size % PAGE !== 0n || size <= 0n) throw new RangeError("RAM must be whole pages");
     this.bits = new Uint8Array(Number(size >> PAGE_SHIFT));
+    this.end = base + size;
+    this.baseNumber = Number(base);
+    this.endNumber = Number(this.end);
     if (initial === "private") {
       this.bits.fill(1);
       this.privateCount = this.bits.length;
@@ -102,8 +109,24 @@ export type Validated =
   | { ok: false; errno: "EINVAL"; reason: string };
 
 
+const PAGE_BYTES = Number(PAGE);
+const ENCRYPTED_BIT = Number(MAP_GPA_RANGE_ENCRYPTED);
+
 /** Check a guest's request against the RAM the map covers; a refusal says why. */
 export function validateRequest(map: PageStateMap, r: ConversionRequest): Validated {
+  // The common case in numbers, with no BigInt arithmetic: a request inside RAM, where every value
+  // is exact. Anything else takes the exact BigInt checks below, which say what is wrong.
+  if (r.attrs <= VALID_ATTRS && r.pages !== 0n && r.pages <= map.pages && r.gpa < map.end) {
+    const gpa = Number(r.gpa);
+    const pages = Number(r.pages);
+    const attrs = Number(r.attrs);
+    if ((attrs & 0xf) <= 2 && gpa % PAGE_BYTES === 0 && gpa >= map.baseNumber && gpa + pages * PAGE_BYTES <= map.endNumber)
+      return { ok: true, first: (gpa - map.baseNumber) / PAGE_BYTES, count: pages, to: attrs & ENCRYPTED_BIT ? "private" : "shared" };
+  }
+  return validateExactly(map, r);
+}
+
+function validateExactly(map: PageStateMap, r: ConversionRequest): Validated {
   const refuse = (reason: string): Validated => ({ ok: false, errno: "EINVAL", reason });
   if (r.attrs & ~VALID_ATTRS) return refuse(`reserved attribute bits ${hex(r.attrs & ~VALID_ATTRS)} are set`);
   if ((r.attrs & PAGE_SIZE_FIELD) > 2n) return refuse(`page-size field ${r.attrs & PAGE_SIZE_FIELD} is not 0 (4K), 1 (2M) or 2 (1G)`);

@@ -18,6 +18,8 @@ export interface PrivateRequest {
   onFault?: FaultPolicy;
   onHypercall?: HypercallPolicy;
   prealloc?: boolean;
+  /** KVM_PRE_FAULT_MEMORY after each guest conversion to private */
+  prefault?: boolean;
   discard?: DiscardPolicy;
   /** How the guest asks for conversions; default: the hypercall where KVM delivers it */
   convertVia?: "hypercall" | "doorbell";
@@ -38,7 +40,7 @@ export interface RamFacts {
 /** What --private means for this guest before any host check: explicit, or the guest's default
  *  ("all" for guests that convert, or when another private-memory option was given). */
 export function requestedPrivate(req: PrivateRequest, guest: GuestFacts): "all" | "none" | Range[] {
-  const asked = (req.backend !== undefined && req.backend !== "auto") || !!req.sharedBit;
+  const asked = (req.backend !== undefined && req.backend !== "auto") || !!req.sharedBit || !!req.prefault;
   return req.private ?? (asked || guest.wantsPrivate ? "all" : "none");
 }
 
@@ -47,6 +49,7 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: GuestFacts, lay
   const want = requestedPrivate(req, guest);
   if (want === "none") {
     if (req.sharedBit) throw new UsageError("{sharedBit} needs private memory, but {private} is none");
+    if (req.prefault) throw new UsageError("{prefault} needs private memory, but {private} is none");
     return undefined;
   }
   const ranges = want === "all" ? [{ start: layout.freeBase, end: layout.ramSize }] : want;
@@ -83,6 +86,8 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: GuestFacts, lay
       ExitStatus.HOST_UNSUPPORTED,
       "use --convert-via doorbell, or leave it out to get the doorbell where the hypercall cannot exit",
     );
+  if (req.prefault && !verdict.preFault.available)
+    throw new TsvmmError(`{prefault}: ${verdict.preFault.reason}`, ExitStatus.HOST_UNSUPPORTED, "leave out {prefault}: the guest then faults each page in on its first touch");
   return {
     backend,
     ranges,
@@ -90,6 +95,7 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: GuestFacts, lay
     onFault: req.onFault ?? "convert",
     onHypercall: req.onHypercall ?? "convert",
     prealloc: req.prealloc ?? false,
+    prefault: req.prefault ?? false,
     discard: req.discard ?? "always",
     convertMethod: req.convertVia ?? (verdict.hypercallExit ? "hypercall" : "doorbell"),
   };

@@ -21,6 +21,7 @@ const MAX_FILE = 3n << 30n;
 
 export class SharedRam implements MemoryBackend {
   readonly kind = "shared";
+  readonly needsQuiesce = false;
   /** The first file: RAM from GPA 0 (loaders write below the 32-bit hole only) */
   readonly sharedView: Buffer;
 

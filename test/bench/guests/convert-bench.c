@@ -6,6 +6,15 @@
  *       per size: W untimed, then N timed round trips private -> shared -> private of one range
  *       through tsvmm_map_gpa_range (KVM_HC_MAP_GPA_RANGE; the 2 MiB range with the 2M page-size
  *       hint). The range is never touched: this is the cost of the conversion itself.
+ *       touch=1: after every conversion the guest stores 8 bytes to each page of the range, so
+ *       every conversion discards populated (and mapped) memory.
+ *   mode=first-touch size=4k|2m n=N [warm=W]
+ *       per round: the range to shared, back to private (timed: the conversion), then one 8-byte
+ *       store to each page (timed: the first touch of freshly private pages). With the VMM's
+ *       --prefault the conversion maps the range and the touches do not fault.
+ *   mode=smp n=N [warm=W]   (the VMM's --cpus 2 or more)
+ *       every vCPU at once (after a barrier): W + N round trips private -> shared -> private of
+ *       its own 4 KiB page (the range + 2 pages x its index), as mode=convert does for one.
  *   mode=implicit n=N [warm=W]   (needs --shared-bit N, memslots backend)
  *       W + N distinct pages, one after the other, each touched once (an 8-byte store) through
  *       the shared view while private: each is a KVM_EXIT_MEMORY_FAULT, a conversion to shared
@@ -22,6 +31,8 @@
  * Output (one line each, parseable; `key=value` words):
  *   convert-bench: setup mode=... backend=... free_base=0x... ram_end=0x... gpa=0x... shared_bit=N
  *   convert-bench: result mode=convert size=4096 n=N warm=W conversions=2N ticks_total=T ticks_min=T ticks_median=T
+ *   convert-bench: result mode=first-touch size=S n=N warm=W conversions=2N convert_ticks_median=T touch_ticks_median=T
+ *   convert-bench: result mode=smp size=4096 n=N warm=W vcpus=V conversions=2NV failures=F
  *   convert-bench: result mode=implicit size=4096 n=N warm=W conversions=N ticks_total=T ticks_min=T ticks_median=T
  *   convert-bench: skip <reason>          (status 0: nothing to measure here)
  *   convert-bench: error <what>           (status 1)
@@ -30,7 +41,7 @@
  */
 #include <tsvmm/tsvmm.h>
 
-TSVMM_GUEST_DESCRIPTION("bench: conversion round trips (mode=convert size=4k|2m n=N) or implicit conversions (mode=implicit n=N) (npm run bench)");
+TSVMM_GUEST_DESCRIPTION("bench: conversion round trips (mode=convert size=4k|2m n=N [touch=1]), first touches after a conversion (mode=first-touch) or implicit conversions (mode=implicit n=N) (npm run bench)");
 TSVMM_GUEST_WANTS_PRIVATE();
 
 #define PAGE   0x1000ULL
@@ -80,21 +91,59 @@ static int error(const char *what, ull a, ull b)
 	return 1;
 }
 
-static int convert_round_trips(uint64_t gpa, uint64_t size, unsigned n, unsigned warm)
+/* one 8-byte store to each page of [gpa, gpa + pages * PAGE) */
+static void touch(uint64_t gpa, uint64_t pages, unsigned value)
+{
+	for (uint64_t p = 0; p < pages; p++)
+		*(volatile uint64_t *)(uintptr_t)(gpa + p * PAGE) = value;
+}
+
+static int convert_round_trips(uint64_t gpa, uint64_t size, unsigned n, unsigned warm, int touched)
 {
 	uint64_t pages = size / PAGE;
 	uint64_t hint = size == HUGE ? TSVMM_MAP_GPA_PAGE_SZ_2M : TSVMM_MAP_GPA_PAGE_SZ_4K;
 	for (unsigned i = 0; i < warm + n; i++) {
 		uint64_t t0 = rdtsc();
 		long r1 = tsvmm_map_gpa_range(gpa, pages, TSVMM_MAP_GPA_SHARED | hint);
+		if (touched)
+			touch(gpa, pages, i);
 		long r2 = tsvmm_map_gpa_range(gpa, pages, TSVMM_MAP_GPA_PRIVATE | hint);
+		if (touched)
+			touch(gpa, pages, i);
 		uint64_t t1 = rdtsc();
 		if (r1 || r2)
 			return error("tsvmm_map_gpa_range failed (gpa, ret)", gpa, r1 ? r1 : r2);
 		if (i >= warm)
 			ticks[i - warm] = t1 - t0;
 	}
-	report("convert", size, n, warm, 2 * n);
+	report(touched ? "convert-touched" : "convert", size, n, warm, 2 * n);
+	return 0;
+}
+
+static uint64_t touch_ticks[MAX_N];
+
+static int first_touch(uint64_t gpa, uint64_t size, unsigned n, unsigned warm)
+{
+	uint64_t pages = size / PAGE;
+	uint64_t hint = size == HUGE ? TSVMM_MAP_GPA_PAGE_SZ_2M : TSVMM_MAP_GPA_PAGE_SZ_4K;
+	for (unsigned i = 0; i < warm + n; i++) {
+		long r1 = tsvmm_map_gpa_range(gpa, pages, TSVMM_MAP_GPA_SHARED | hint);
+		uint64_t t0 = rdtsc();
+		long r2 = tsvmm_map_gpa_range(gpa, pages, TSVMM_MAP_GPA_PRIVATE | hint);
+		uint64_t t1 = rdtsc();
+		touch(gpa, pages, i);
+		uint64_t t2 = rdtsc();
+		if (r1 || r2)
+			return error("tsvmm_map_gpa_range failed (gpa, ret)", gpa, r1 ? r1 : r2);
+		if (i >= warm) {
+			ticks[i - warm] = t1 - t0;
+			touch_ticks[i - warm] = t2 - t1;
+		}
+	}
+	sort(ticks, n);
+	sort(touch_ticks, n);
+	tsvmm_printf("convert-bench: result mode=first-touch size=%llu n=%u warm=%u conversions=%u convert_ticks_median=%llu touch_ticks_median=%llu\n",
+		     (ull)size, n, warm, 2 * n, (ull)ticks[n / 2], (ull)touch_ticks[n / 2]);
 	return 0;
 }
 
@@ -136,19 +185,54 @@ static int alternate(uint64_t gpa, unsigned n)
 	return 0;
 }
 
+static uint32_t smp_arrived, smp_finished, smp_failures;
+static uint64_t smp_gpa;
+
+/* every vCPU: its own page, round trips as fast as the VMM answers; vCPU 0 reports */
+static int smp_round_trips(uint32_t cpu, uint32_t ncpu, unsigned n, unsigned warm)
+{
+	__atomic_add_fetch(&smp_arrived, 1, __ATOMIC_ACQ_REL);
+	while (__atomic_load_n(&smp_arrived, __ATOMIC_ACQUIRE) < ncpu)
+		tsvmm_pause();
+	uint64_t mine = smp_gpa + 2 * PAGE * cpu;
+	for (unsigned i = 0; i < warm + n; i++) {
+		long r1 = tsvmm_map_gpa_range(mine, 1, TSVMM_MAP_GPA_SHARED);
+		long r2 = tsvmm_map_gpa_range(mine, 1, TSVMM_MAP_GPA_PRIVATE);
+		if (r1 || r2)
+			__atomic_add_fetch(&smp_failures, 1, __ATOMIC_RELAXED);
+	}
+	__atomic_add_fetch(&smp_finished, 1, __ATOMIC_ACQ_REL);
+	if (cpu != 0)
+		tsvmm_halt();
+	while (__atomic_load_n(&smp_finished, __ATOMIC_ACQUIRE) < ncpu)
+		tsvmm_pause();
+	if (smp_failures)
+		return error("smp: conversions failed (failures, vcpus)", smp_failures, ncpu);
+	tsvmm_printf("convert-bench: result mode=smp size=4096 n=%u warm=%u vcpus=%u conversions=%u failures=0\n", n, warm, ncpu, 2 * n * ncpu);
+	return 0;
+}
+
 int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 {
+	char mode[16] = "";
+	tsvmm_cmdline_get("mode", mode, sizeof(mode));
+	if (!strcmp(mode, "smp") && cpu != 0) {
+		/* vCPU 0 sets the range up and opens the barrier */
+		while (!__atomic_load_n(&smp_gpa, __ATOMIC_ACQUIRE))
+			tsvmm_pause();
+		return smp_round_trips(cpu, boot->cpu_count, (unsigned)tsvmm_cmdline_uint("n", 100), (unsigned)tsvmm_cmdline_uint("warm", 10));
+	}
 	if (cpu != 0)
 		tsvmm_halt();
 
-	char mode[16] = "", sizes[32] = "4k";
-	tsvmm_cmdline_get("mode", mode, sizeof(mode));
+	char sizes[32] = "4k";
 	tsvmm_cmdline_get("size", sizes, sizeof(sizes));
 	unsigned n = (unsigned)tsvmm_cmdline_uint("n", 100);
 	unsigned warm = (unsigned)tsvmm_cmdline_uint("warm", 10);
 	int implicit = !strcmp(mode, "implicit"), alternating = !strcmp(mode, "alternate");
-	if (!implicit && !alternating && strcmp(mode, "convert"))
-		return error("mode= must be convert, implicit or alternate", 0, 0);
+	int first = !strcmp(mode, "first-touch"), touched = (int)tsvmm_cmdline_uint("touch", 0), smp = !strcmp(mode, "smp");
+	if (!implicit && !alternating && !first && !smp && strcmp(mode, "convert"))
+		return error("mode= must be convert, first-touch, smp, implicit or alternate", 0, 0);
 	if (n < 2 || n > (alternating ? 4 * MAX_N : MAX_N))
 		return error("n= out of range [2, MAX_N]", n, MAX_N);
 
@@ -193,12 +277,18 @@ int tsvmm_main(const struct tsvmm_boot_info *boot, uint32_t cpu)
 	}
 	if (alternating)
 		return alternate(gpa, n);
+	if (smp) {
+		if (boot->cpu_count < 2)
+			return error("mode=smp needs --cpus 2 or more (cpus, 0)", boot->cpu_count, 0);
+		__atomic_store_n(&smp_gpa, gpa, __ATOMIC_RELEASE);
+		return smp_round_trips(0, boot->cpu_count, n, warm);
+	}
 	/* "4k", "2m" or "4k,2m": in that order */
 	for (const char *s = sizes; *s;) {
 		uint64_t size = !strncmp(s, "4k", 2) ? PAGE : !strncmp(s, "2m", 2) ? HUGE : 0;
 		if (!size)
 			return error("size= must be 4k, 2m or 4k,2m", 0, 0);
-		int rc = convert_round_trips(gpa, size, n, warm);
+		int rc = first ? first_touch(gpa, size, n, warm) : convert_round_trips(gpa, size, n, warm, touched);
 		if (rc)
 			return rc;
 		s += 2;

@@ -49,6 +49,7 @@ export const capsCommand: CommandModule<object, CapsArgs> = {
       `SYNC_REGS         ${s.syncRegs}`,
       `NR_MEMSLOTS       ${s.nrMemslots}`,
       `IMMEDIATE_EXIT    ${s.immediateExit}`,
+      `PRE_FAULT_MEMORY  ${s.preFaultMemory}`,
       `per VM type:`,
       ...Object.entries(probe.vmTypes).map(([name, v]) =>
         "error" in v

@@ -29,6 +29,7 @@ export interface RunArgs {
   "on-fault": "convert" | "deny" | "stop";
   "on-hypercall": "convert" | "deny";
   prealloc: boolean;
+  prefault: boolean;
   discard: "always" | "never";
   "convert-via"?: "hypercall" | "doorbell";
   break?: string[];
@@ -136,6 +137,13 @@ export const runCommand: CommandModule<object, RunArgs> = {
         group: "Private memory:",
       })
       .option("prealloc", { type: "boolean", default: false, describe: "fallocate all private memory up front instead of on demand", group: "Private memory:" })
+      .option("prefault", {
+        type: "boolean",
+        default: false,
+        describe:
+          "after each guest conversion to private, map the range in KVM's page tables (KVM_PRE_FAULT_MEMORY, as QEMU does after KVM_HC_MAP_GPA_RANGE): the conversion takes longer, the guest's first touch of each page does not fault. Needs KVM_CAP_PRE_FAULT_MEMORY (`tsvmm caps`)",
+        group: "Private memory:",
+      })
       .option("discard", {
         choices: ["always", "never"] as const,
         default: "always" as const,
@@ -247,6 +255,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
           onFault: args["on-fault"],
           onHypercall: args["on-hypercall"],
           prealloc: args.prealloc,
+          prefault: args.prefault,
           discard: args.discard,
           convertVia: args["convert-via"],
         },
