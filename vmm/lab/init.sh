@@ -2,7 +2,7 @@
 # /init of the tsvmm nested lab (packed into the lab's initramfs by vmm/lab/initramfs.ts).
 #
 # Runs inside QEMU (TCG, -cpu EPYC,+svm,+npt) as PID 1, with busybox only:
-#   1. mounts proc, sys, devtmpfs; loads the modules listed in /lab/modules (stock kernel only)
+#   1. mounts proc, sys, devtmpfs; brings up lo; loads the modules listed in /lab/modules (stock kernel only)
 #   2. mounts the host's root over 9p (tag hostroot, read-only) at /newroot and the run's
 #      exchange directory (tag labio, writable) at /labio
 #   3. mounts a tmpfs on /tmp without hiding the paths in /labio/keep (the checkout may live
@@ -23,6 +23,8 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 exec </dev/null >/dev/console 2>&1
+# loopback, so that servers on 127.0.0.1 (tsvmm run --gdb tcp:PORT) can be reached inside the lab
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 
 stage() { echo "TSVMM-LAB-STAGE $*"; }
 fail() {
