@@ -142,6 +142,8 @@ export class Machine {
   private resolveRun?: (r: MachineResult) => void;
   private timer?: LongTimer;
   private haltCheck?: NodeJS.Timeout;
+  /** Consecutive halt checks that found every vCPU halted with interrupts off */
+  private haltedChecks = 0;
   /** A PC guest printed its power-down message / a panic */
   private poweringOff = false;
   private panicked = false;
@@ -418,8 +420,15 @@ export class Machine {
         const r = v.native.getRegs();
         return mp === MpState.HALTED && (decodeRegs(new DataView(r.buffer, r.byteOffset, r.byteLength)).rflags & IF) === 0n;
       });
-      if (!stuck || this.result) return;
+      if (!stuck || this.result) {
+        this.haltedChecks = 0;
+        return;
+      }
+      // The power-down message may still be on its way (the native console pump, a vCPU thread's
+      // message): take what is buffered, and report a stuck guest only when the next check agrees.
+      this.drainConsole();
       if (this.poweringOff) return this.finish(ExitStatus.OK, "guest powered off (every vCPU halted after the kernel's power-down message)");
+      if (++this.haltedChecks < 2) return;
       this.finish(
         ExitStatus.UNHANDLED_EXIT,
         "every vCPU halted with interrupts off (or never started): nothing can wake them",
@@ -613,6 +622,12 @@ export class Machine {
     setTimeout(() => this.finish(ExitStatus.GUEST_PANIC, `guest panic: ${line.trim()}`), PANIC_GRACE_MS).unref();
   }
 
+  /** Deliver the console bytes the native fast path holds now (in order with the pump's). */
+  private drainConsole(): void {
+    const rest = this.vm?.drainConsole();
+    if (rest?.length) this.console(rest);
+  }
+
   /** The last non-empty line the guest printed */
   get lastConsoleLine(): string {
     return this.currentLine.trim() ? this.currentLine : this.lastLine;
@@ -649,10 +664,7 @@ export class Machine {
       exits.total += s.runs;
       exits.typescript += s.exits;
     }
-    if (this.vm) {
-      const rest = this.vm.drainConsole();
-      if (rest.length) this.console(rest);
-    }
+    this.drainConsole();
     this.timer?.clear();
     if (this.haltCheck) clearInterval(this.haltCheck);
     this.stopListening?.();
