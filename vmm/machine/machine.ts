@@ -446,7 +446,6 @@ export class Machine {
 
   /** A vCPU thread handed us an exit (the vCPU is paused until we answer) or said something. */
   private onThreadMessage(v: VcpuState, m: VcpuThreadMessage): void {
-    if ("console" in m) return this.console(m.console);
     Atomics.sub(this.exitsInFlight, v.index, 1);
     if (this.result) return;
     if ("error" in m) return this.finish(ExitStatus.KVM_INTERNAL_ERROR, `vCPU ${v.index}: ${m.error}`, v.registerReport());
