@@ -10,9 +10,8 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { describeFailure, fmt, QEMU, runTimed, TimedProcess, TSVMM } from "./common";
-import { INIT_MARK, linuxGuestFiles } from "../support/linuxGuest";
+import { INIT_MARK, LINUX_GUEST_APPEND as APPEND, linuxGuestFiles } from "../support/linuxGuest";
 
-const APPEND = "console=ttyS0 panic=-1";
 /** Per run; tsvmm's own --timeout is a minute shorter, so that it reports where the guest was */
 const LIMIT_MS = 300_000;
 

@@ -8,7 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as os from "node:os";
 import { labCli, labKernel } from "./support";
-import { INIT_MARK, linuxGuestFiles } from "../support/linuxGuest";
+import { INIT_MARK, LINUX_GUEST_APPEND, linuxGuestFiles } from "../support/linuxGuest";
 
 const linuxLab = labKernel() === "sw-protected" && os.cpus().length === 1;
 const linuxTest = linuxLab ? test : ((() => undefined) as unknown as typeof test);
@@ -16,8 +16,7 @@ const linuxTest = linuxLab ? test : ((() => undefined) as unknown as typeof test
 function bootLinux(cpus: number) {
   const files = linuxGuestFiles();
   if ("missing" in files) assert.fail(files.missing);
-  // console=ttyS0: the console on COM1; panic=-1: a panic resets at once (tsvmm reports it)
-  const args = ["run", "--kernel", files.kernel, "--initrd", files.initrd, "--append", "console=ttyS0 panic=-1"];
+  const args = ["run", "--kernel", files.kernel, "--initrd", files.initrd, "--append", LINUX_GUEST_APPEND];
   return labCli([...args, "--mem", "256M", "--cpus", String(cpus), "--timeout", "240"], 280_000);
 }
 

@@ -7,6 +7,14 @@ import { labCacheDir } from "../../vmm/lab/paths";
 import { cachedKernelImage } from "../../vmm/lab/kernel";
 import { localBusybox, writeCpio } from "../../vmm/lab/initramfs";
 
+/**
+ * The guest's command line: the console on COM1, a panic resets at once (the VMM reports it), and
+ * the LAPIC timer in one-shot mode instead of TSC-deadline: in the lab the nested TSC is unstable
+ * (Linux's clocksource watchdog marks it so), and with TSC-deadline timers guests under tsvmm and
+ * under QEMU alike now and then slept forever (a `sleep 1` never returned; docs/exit-path.md).
+ */
+export const LINUX_GUEST_APPEND = "console=ttyS0 panic=-1 lapic=notscdeadline";
+
 /** The first line /init prints: the time to it is "time to init" */
 export const INIT_MARK = "TSVMM-GUEST init";
 
