@@ -232,7 +232,7 @@ export class Machine {
       if (hypercall) vm.enableCap(Cap.EXIT_HYPERCALL, [EXIT_HYPERCALL_MAP_GPA_RANGE]);
       for (let i = 0; i < this.cpus; i++) this.vcpus.push(this.createVcpu(i, cpuid, hypercall));
       vm.setFastPorts(this.serial.fastPorts());
-      this.serial.onFastPortsChanged = () => this.vm?.setFastPorts(this.serial.fastPorts());
+      this.serial.onFastPortsChanged = () => this.serial.publishFastPorts((ports) => this.vm?.setFastPorts(ports));
       vm.onConsole((bytes) => this.console(bytes));
       // The threads boot while the caller finishes its set-up; the vCPUs wait paused for run().
       for (const v of this.vcpus) this.startThread(v);

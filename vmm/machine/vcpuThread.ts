@@ -54,7 +54,7 @@ function main(data: VcpuThreadData): void {
     // turn (the guest orders them), one posted message per thread would arrive interleaved.
     const output = (bytes: Uint8Array) => vcpu.console(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
     const serial = new Serial8250(CONSOLE_PORT, output, setIrq, data.serial);
-    serial.onFastPortsChanged = () => vcpu.setFastPorts(serial.fastPorts());
+    serial.onFastPortsChanged = () => serial.publishFastPorts((ports) => vcpu.setFastPorts(ports));
     bus.register(CONSOLE_PORT, 8, serial);
   }
   try {
