@@ -1,13 +1,15 @@
 // Linux as a guest on the lab's real KVM: the lab's own kernel with a busybox initramfs under
-// `tsvmm run --kernel`, 1 and 2 vCPUs, all RAM shared (guest_memfd with MMAP|INIT_SHARED: Linux guests have no
-// private-memory backend, `--backend` is refused for them). These run in a lab with one CPU
-// (`npm test`'s lab:linux tier): in the two-CPU lab the nested SVM now and then delivers the
-// guest's LAPIC timer interrupt with IF=0 and the guest deadlocks, under QEMU as under tsvmm
-// (docs/exit-path.md), so they are registered only there.
+// `tsvmm run --kernel`, 1 and 2 vCPUs, and a line typed on tsvmm's terminal; all RAM shared
+// (guest_memfd with MMAP|INIT_SHARED: Linux guests have no private-memory backend, `--backend` is
+// refused for them). These run in a lab with one CPU (`npm test`'s lab:linux tier): in the two-CPU
+// lab the nested SVM now and then delivers the guest's LAPIC timer interrupt with IF=0 and the
+// guest deadlocks, under QEMU as under tsvmm (docs/exit-path.md), so they are registered only there.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as os from "node:os";
+import { spawn } from "node:child_process";
 import { labCli, labKernel } from "./support";
+import { TSVMM } from "../support/cli";
 import { INIT_MARK, LINUX_GUEST_APPEND, linuxGuestFiles } from "../support/linuxGuest";
 
 const linuxLab = labKernel() === "sw-protected" && os.cpus().length === 1;
@@ -41,3 +43,41 @@ for (const cpus of [1, 2]) {
     process.stderr.write(`# tsvmm run --kernel (Linux, ${cpus} vCPUs) in the lab: ${ms} ms to power-off (including Node start)\n`);
   });
 }
+
+/** `script` gives tsvmm a terminal (typed input reaches COM1 only from one); `typed` is sent once `prompt` shows. */
+function bootOnTerminal(args: string[], prompt: RegExp, typed: string, limitMs: number): Promise<{ status: number | null; output: string }> {
+  const quote = (a: string) => `'${a.replace(/'/g, "'\\''")}'`;
+  const child = spawn("script", ["-qfec", [process.execPath, TSVMM, ...args].map(quote).join(" "), "/dev/null"], { stdio: ["pipe", "pipe", "pipe"] });
+  let output = "";
+  let sent = false;
+  const onData = (d: Buffer) => {
+    output += d.toString();
+    if (!sent && prompt.test(output)) {
+      sent = true;
+      child.stdin.write(typed);
+    }
+  };
+  child.stdout.on("data", onData);
+  child.stderr.on("data", onData);
+  return new Promise((resolve, reject) => {
+    const limit = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`no end within ${limitMs} ms\n${output.slice(-3000)}`));
+    }, limitMs);
+    child.on("error", reject);
+    child.on("close", (status) => {
+      clearTimeout(limit);
+      resolve({ status, output });
+    });
+  });
+}
+
+linuxTest("Linux, 1 vCPU: a line typed on tsvmm's terminal reaches the guest's shell through COM1", { timeout: 300_000 }, async () => {
+  const files = linuxGuestFiles();
+  if ("missing" in files) assert.fail(files.missing);
+  const args = ["run", "--kernel", files.kernel, "--initrd", files.initrd, "--append", `${LINUX_GUEST_APPEND} tsvmm_typed=1`, "--mem", "256M", "--timeout", "200"];
+  const r = await bootOnTerminal(args, /TSVMM-GUEST waiting for a line/, "hello from the host\r", 250_000);
+  assert.equal(r.status, 0, r.output.slice(-4000));
+  assert.match(r.output, /TSVMM-GUEST typed: hello from the host/);
+  assert.match(r.output, /guest powered off/);
+});

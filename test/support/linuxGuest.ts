@@ -19,7 +19,8 @@ export const LINUX_GUEST_APPEND = "console=ttyS0 panic=-1 lapic=notscdeadline";
 export const INIT_MARK = "TSVMM-GUEST init";
 
 /**
- * /init: facts on the console, then power-off. Without ACPI (tsvmm's PC) Linux turns `poweroff -f`
+ * /init: facts on the console, a line read from the console when the command line has
+ * `tsvmm_typed=1` (the kernel hands it to init as a variable), then power-off. Without ACPI (tsvmm's PC) Linux turns `poweroff -f`
  * into a halt whose path (kernel_halt) does not flush the console; straight after the init's
  * output, 3 of 6 runs halted before "Power off not available" reached the UART (tsvmm then
  * reports 74), and `reboot -f` even stayed idle for 200 s without restarting. After a `sleep 1`
@@ -33,6 +34,11 @@ echo "${INIT_MARK} $(cut -d' ' -f1 /proc/uptime)"
 grep MemTotal /proc/meminfo
 echo "TSVMM-GUEST online CPUs: $(cat /sys/devices/system/cpu/online)"
 grep ttyS0 /proc/interrupts
+if [ -n "$tsvmm_typed" ]; then
+  echo "TSVMM-GUEST waiting for a line"
+  read -r line
+  echo "TSVMM-GUEST typed: $line"
+fi
 echo "TSVMM-GUEST done"
 sleep 1
 poweroff -f
