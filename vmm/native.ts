@@ -193,6 +193,9 @@ export interface NativeVcpu {
   /** NativeVm.irqLine on this vCPU's VM, from any thread (a device answered on the vCPU thread
    *  raises its interrupt with it) */
   irqLine(irq: number, level: number): void;
+  /** Append console output to the VM's console buffer, the one the native fast path fills: from
+   *  any thread, in the order of the calls (onConsole delivers it) */
+  console(bytes: Buffer): void;
   /** Replace the VM's fast-port table (NativeVm.setFastPorts, reachable from the runner's thread) */
   setFastPorts(ports: FastPorts): void;
   /**

@@ -256,6 +256,7 @@ Napi::Function Vcpu::DefineClass(Napi::Env env) {
           InstanceMethod("setMsrs", &Vcpu::SetMsrs),
           InstanceMethod("setFastPorts", &Vcpu::SetFastPorts),
           InstanceMethod("irqLine", &Vcpu::IrqLine),
+          InstanceMethod("console", &Vcpu::Console),
           InstanceMethod("runUntilExit", &Vcpu::Run),
           InstanceMethod("pause", &Vcpu::Pause),
           InstanceMethod("unpause", &Vcpu::Unpause),
@@ -481,6 +482,12 @@ Napi::Value Vcpu::SetFastPorts(const Napi::CallbackInfo& info) {
 
 Napi::Value Vcpu::IrqLine(const Napi::CallbackInfo& info) {
   IrqLineOf(info, Require(info.Env(), "irqLine").vm());
+  return info.Env().Undefined();
+}
+
+Napi::Value Vcpu::Console(const Napi::CallbackInfo& info) {
+  Napi::Buffer<uint8_t> bytes = ArgBuffer(info, 0, "bytes");
+  Require(info.Env(), "console").vm().AppendConsole(bytes.Data(), bytes.Length());
   return info.Env().Undefined();
 }
 

@@ -25,20 +25,24 @@
 //     --repeat N` process (several VMs at once) against N QEMU microvm processes (one at a time,
 //     and as many at once as tsvmm runs VMs) and N `tsvmm run hello` processes.
 //
+//  6. Linux in the nested lab (a lab with one CPU): the lab's kernel with a busybox initramfs booted
+//     by `tsvmm run --kernel` and by QEMU (-accel kvm, -M pc) in the same lab boot, time from spawn
+//     to the init's first line and to the process's end, as a ratio (the lab side is linux-lab.ts).
+//
 // A benchmark, not a test: missing pieces (QEMU, /dev/kvm, an unbuilt tsvmm) skip their rows with
 // the reason, and nothing passes or fails on time. Every child has a time limit.
 //
 // Options (after `npm run bench --`): --runs N (boot runs per row, default 20), --warmup N (2),
 // --exits N (large-N exit count, 100000), --small N (small-N, 1000), --reps N (5),
 // --conversions N (round trips per range size per run, 50), --touches N (implicit conversions per
-// run, 100), --lab-rounds N (3), --lab-kernels sw-protected,stock,
+// run, 100), --lab-rounds N (3, also the Linux boots per VMM of section 6), --lab-kernels sw-protected,stock,
 // --boots N (boots per row of section 5, 40), --jobs N (VMs at once in section 5, this machine's CPUs),
-// --matrix-rounds N (3), --only boot|exits|convert|matrix, --quick (runs 10, exits 20000, reps 3,
+// --matrix-rounds N (3), --only boot|exits|convert|matrix|linux, --quick (runs 10, exits 20000, reps 3,
 // conversions 20, touches 40, lab rounds 2, matrix rounds 1), --json FILE (results as JSON).
 //
 // This file is the driver (options, the host line, the order of the sections); common.ts holds
 // what the sections share, and each section has its own file: boot.ts, exits.ts, convert.ts
-// (sections 3 and 4, with convert-lab.ts inside the lab) and matrix.ts.
+// (sections 3 and 4, with convert-lab.ts inside the lab), matrix.ts and linux.ts (with linux-lab.ts).
 import * as fs from "node:fs";
 import * as os from "node:os";
 import { parseArgs } from "node:util";
@@ -46,6 +50,7 @@ import { benchBoot, printBoot } from "./boot";
 import { fmt, lastLine, make, probeEnv } from "./common";
 import { benchConvert, printConvert } from "./convert";
 import { benchExits, printExits } from "./exits";
+import { benchLinux, printLinux } from "./linux";
 import { benchMatrix, printMatrix } from "./matrix";
 
 async function main(): Promise<void> {
@@ -87,7 +92,7 @@ async function main(): Promise<void> {
   const labKernels = (values["lab-kernels"] ?? "sw-protected,stock").split(",").filter(Boolean);
   for (const k of labKernels) if (k !== "sw-protected" && k !== "stock") throw new Error(`bench: --lab-kernels takes sw-protected and stock, not ${k}`);
   const only = values.only;
-  if (only && only !== "boot" && only !== "exits" && only !== "convert" && only !== "matrix") throw new Error("bench: --only boot|exits|convert|matrix");
+  if (only && !["boot", "exits", "convert", "matrix", "linux"].includes(only)) throw new Error("bench: --only boot|exits|convert|matrix|linux");
   const boots = Math.max(1, int(values.boots, 40));
   const jobs = Math.max(1, int(values.jobs, os.availableParallelism()));
   const matrixRounds = Math.max(1, int(values["matrix-rounds"], quick ? 1 : 3));
@@ -135,6 +140,11 @@ async function main(): Promise<void> {
     const matrix = await benchMatrix(env, boots, jobs, matrixRounds);
     printMatrix(matrix, boots, matrixRounds);
     results.matrix = matrix;
+  }
+  if (!only || only === "linux") {
+    const linux = await benchLinux(env, labRounds);
+    printLinux(linux);
+    results.linux = linux;
   }
   console.log(`\nload average at the end: ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}; bench took ${fmt((Date.now() - started) / 1000, 0)} s`);
   if (values.json) fs.writeFileSync(values.json, JSON.stringify(results, null, 2) + "\n");

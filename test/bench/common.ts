@@ -10,6 +10,7 @@ const BENCH_SRC = path.join(ROOT, "test", "bench");
 export const TSVMM = path.join(ROOT, "bin", "tsvmm.js");
 export const QEMU = "qemu-system-x86_64";
 export const CONVERT_LAB = path.join(ROOT, "dist", "test", "bench", "convert-lab.js");
+export const LINUX_LAB = path.join(ROOT, "dist", "test", "bench", "linux-lab.js");
 
 // ---------------------------------------------------------------------------------------------
 // small helpers
@@ -22,10 +23,13 @@ export interface TimedProcess {
   stderr: Buffer;
   timedOut: boolean;
   error?: Error;
+  /** ms from spawn to the first stdout that completed `marker` (runTimed's optional argument) */
+  markMs?: number;
 }
 
-/** Spawn, time from just before spawn() to the 'exit' event, kill (this child only) on timeout. */
-export function runTimed(cmd: string, args: string[], timeoutMs: number): Promise<TimedProcess> {
+/** Spawn, time from just before spawn() to the 'exit' event (and to `marker` on stdout), kill
+ *  (this child only) on timeout. */
+export function runTimed(cmd: string, args: string[], timeoutMs: number, marker?: string): Promise<TimedProcess> {
   return new Promise((resolve) => {
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -39,7 +43,14 @@ export function runTimed(cmd: string, args: string[], timeoutMs: number): Promis
       timedOut = true;
       child.kill("SIGKILL");
     }, timeoutMs);
-    child.stdout.on("data", (b: Buffer) => out.push(b));
+    let markMs: number | undefined;
+    let seen = "";
+    child.stdout.on("data", (b: Buffer) => {
+      out.push(b);
+      if (marker === undefined || markMs !== undefined) return;
+      seen = (seen + b.toString("latin1")).slice(-(marker.length + b.length));
+      if (seen.includes(marker)) markMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    });
     child.stderr.on("data", (b: Buffer) => err.push(b));
     child.on("exit", (code, sig) => {
       exitAt = process.hrtime.bigint();
@@ -57,6 +68,7 @@ export function runTimed(cmd: string, args: string[], timeoutMs: number): Promis
         stderr: Buffer.concat(err),
         timedOut,
         error,
+        markMs,
       });
     };
     child.on("error", (e) => finish(e));
@@ -169,3 +181,85 @@ export const QEMU_MACHINES: Array<[string, string]> = [
 // isa-debug-exit turns our 0 into status (0 << 1) | 1 = 1
 export const qemuOk = (r: TimedProcess) => r.status === 1 && r.stdout.includes("ok 3 - ");
 export const qemuCommand = (args: string[]) => `${QEMU} ${args.join(" ").replace(QEMU_HELLO, "build/bench/qemu-hello.bin")}`;
+
+// ---------------------------------------------------------------------------------------------
+// the nested lab (sections 3, 4 and 6)
+
+const LAB_STATUS_WHY: Record<number, string> = {
+  80: "QEMU is missing",
+  81: "Debian's archive is unreachable and no lab kernel is cached",
+  82: "kernel build tools are missing",
+  83: "the lab kernel build failed",
+  84: "the lab initramfs could not be built",
+  85: "the lab kernel panicked",
+  86: "the lab did not reach the command",
+  87: "QEMU ended without a status",
+  124: "the lab command ran out of time",
+};
+
+/** `tsvmm lab LABOPTIONS -- node SCRIPT ARGS...`; its progress goes to stderr as it comes, tagged. */
+export function runLab(labOptions: string[], script: string, scriptArgs: string[], limitMs: number, tag: string): Promise<TimedProcess> {
+  return new Promise((resolve) => {
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let timedOut = false;
+    const t0 = process.hrtime.bigint();
+    const args = [TSVMM, "lab", ...labOptions, "--timeout", String(Math.ceil(limitMs / 1000)), "--", process.execPath, script, ...scriptArgs];
+    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    // the lab's own limits cover a kernel build; this one covers everything
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill("SIGTERM"); // tsvmm lab kills QEMU (or a build) on SIGTERM
+      setTimeout(() => child.kill("SIGKILL"), 10_000).unref();
+    }, limitMs + 3_600_000);
+    child.stdout.on("data", (b: Buffer) => out.push(b));
+    let partial = "";
+    child.stderr.on("data", (b: Buffer) => {
+      err.push(b);
+      partial += b.toString();
+      const lines = partial.split("\n");
+      partial = lines.pop() ?? "";
+      for (const l of lines) if (l.trim()) process.stderr.write(`   [lab ${tag}] ${l}\n`);
+    });
+    let status: number | null = null;
+    let signal: NodeJS.Signals | null = null;
+    child.on("exit", (code, sig) => {
+      status = code;
+      signal = sig;
+    });
+    const finish = (error?: Error) => {
+      clearTimeout(timer);
+      resolve({ ms: Number(process.hrtime.bigint() - t0) / 1e6, status, signal, stdout: Buffer.concat(out), stderr: Buffer.concat(err), timedOut, error });
+    };
+    child.on("error", (e) => finish(e));
+    child.on("close", () => finish());
+  });
+}
+
+/** Why a lab run gave no result: its status, what that status means, and the lab's last word. */
+export function labDidNotRun(run: TimedProcess): string {
+  const labSays = run.stderr
+    .toString()
+    .split("\n")
+    .filter((l) => l.startsWith("tsvmm: "))
+    .slice(-1)[0];
+  const known = run.status !== null ? LAB_STATUS_WHY[run.status] : undefined;
+  const how = run.status !== null && !run.timedOut && !run.error ? `status ${run.status}` : describeFailure(run);
+  return `the lab did not run (${how}${known ? `, ${known}` : ""})${labSays ? `: ${labSays.replace(/^tsvmm: /, "")}` : ""}`;
+}
+
+/** The JSON a lab-side script prints on its one "TAG <json>" line, with its own skip reason, or why
+ *  there is none. */
+export function labResult<T extends { skipped?: string }>(run: TimedProcess, tag: string): { lab?: T; skipped?: string } {
+  const line = run.stdout
+    .toString()
+    .split("\n")
+    .find((l) => l.startsWith(`${tag} `));
+  if (!line) return { skipped: labDidNotRun(run) };
+  try {
+    const lab = JSON.parse(line.slice(tag.length + 1)) as T;
+    return { lab, skipped: lab.skipped };
+  } catch {
+    return { skipped: `unparsable lab result: ${line.slice(0, 200)}` };
+  }
+}

@@ -1,9 +1,8 @@
 // Sections 3 and 4 of `npm run bench`: private-memory conversions in the nested lab (see bench.ts;
 // the lab side is convert-lab.ts).
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { CONVERT_LAB, describeFailure, Env, fmt, lastLine, lpad, make, median, pad, ROOT, TimedProcess, TSVMM } from "./common";
+import { CONVERT_LAB, Env, fmt, labResult, lastLine, lpad, make, median, pad, ROOT, runLab } from "./common";
 
 interface Spread {
   values: number[];
@@ -48,57 +47,6 @@ export interface ConvertKernelResult {
   lab?: LabConvert;
 }
 
-const LAB_STATUS_WHY: Record<number, string> = {
-  80: "QEMU is missing",
-  81: "Debian's archive is unreachable and no lab kernel is cached",
-  82: "kernel build tools are missing",
-  83: "the lab kernel build failed",
-  84: "the lab initramfs could not be built",
-  85: "the lab kernel panicked",
-  86: "the lab did not reach the command",
-  87: "QEMU ended without a status",
-  124: "the lab command ran out of time",
-};
-
-/** `tsvmm lab --kernel K -- node convert-lab.js ...`; its progress goes to stderr as it comes. */
-function runLab(kernel: string, labArgs: string[], limitMs: number): Promise<TimedProcess> {
-  return new Promise((resolve) => {
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let timedOut = false;
-    const t0 = process.hrtime.bigint();
-    const args = [TSVMM, "lab", "--kernel", kernel, "--timeout", String(Math.ceil(limitMs / 1000)), "--", process.execPath, CONVERT_LAB, ...labArgs];
-    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
-    // the lab's own limits cover a kernel build; this one covers everything
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill("SIGTERM"); // tsvmm lab kills QEMU (or a build) on SIGTERM
-      setTimeout(() => child.kill("SIGKILL"), 10_000).unref();
-    }, limitMs + 3_600_000);
-    child.stdout.on("data", (b: Buffer) => out.push(b));
-    let partial = "";
-    child.stderr.on("data", (b: Buffer) => {
-      err.push(b);
-      partial += b.toString();
-      const lines = partial.split("\n");
-      partial = lines.pop() ?? "";
-      for (const l of lines) if (l.trim()) process.stderr.write(`   [lab ${kernel}] ${l}\n`);
-    });
-    let status: number | null = null;
-    let signal: NodeJS.Signals | null = null;
-    child.on("exit", (code, sig) => {
-      status = code;
-      signal = sig;
-    });
-    const finish = (error?: Error) => {
-      clearTimeout(timer);
-      resolve({ ms: Number(process.hrtime.bigint() - t0) / 1e6, status, signal, stdout: Buffer.concat(out), stderr: Buffer.concat(err), timedOut, error });
-    };
-    child.on("error", (e) => finish(e));
-    child.on("close", () => finish());
-  });
-}
-
 export async function benchConvert(
   env: Env,
   kernels: string[],
@@ -124,30 +72,9 @@ export async function benchConvert(
     }
     // a generous limit for the command in the lab: every run is slow under TCG
     const limitMs = 1_800_000;
-    const run = await runLab(kernel, labArgs, limitMs);
+    const run = await runLab(["--kernel", kernel], CONVERT_LAB, labArgs, limitMs, kernel);
     r.seconds = run.ms / 1000;
-    const line = run.stdout
-      .toString()
-      .split("\n")
-      .find((l) => l.startsWith("CONVERT-LAB-RESULT "));
-    if (line) {
-      try {
-        r.lab = JSON.parse(line.slice("CONVERT-LAB-RESULT ".length)) as LabConvert;
-        if (r.lab.skipped) r.skipped = r.lab.skipped;
-      } catch {
-        r.skipped = `unparsable lab result: ${line.slice(0, 200)}`;
-      }
-    }
-    if (!r.lab && !r.skipped) {
-      const labSays = run.stderr
-        .toString()
-        .split("\n")
-        .filter((l) => l.startsWith("tsvmm: "))
-        .slice(-1)[0];
-      const known = run.status !== null ? LAB_STATUS_WHY[run.status] : undefined;
-      const how = run.status !== null && !run.timedOut && !run.error ? `status ${run.status}` : describeFailure(run);
-      r.skipped = `the lab did not run (${how}${known ? `, ${known}` : ""})${labSays ? `: ${labSays.replace(/^tsvmm: /, "")}` : ""}`;
-    }
+    Object.assign(r, labResult<LabConvert>(run, "CONVERT-LAB-RESULT"));
   }
   return results;
 }

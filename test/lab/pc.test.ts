@@ -1,6 +1,5 @@
-// PC guests on the lab's real KVM: the project's multiboot test kernel. (A Linux boot test, the
-// lab's own kernel with a busybox initramfs under `tsvmm run --kernel`, was taken out: it reached
-// /init in about 11 s in some runs and stalled after "cpuidle: using governor menu" in others.)
+// PC guests on the lab's real KVM: the project's multiboot test kernel. Linux as a guest is in
+// linux.test.ts: it runs in a lab of its own with one CPU (npm test's lab:linux tier).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { labCli } from "./support";

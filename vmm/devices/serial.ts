@@ -8,6 +8,7 @@
 // a lock word keeps each access whole, including the IRQ line change it causes (so the last level
 // set is the level of the last state).
 import type { PortDevice } from "./bus";
+import type { FastPorts } from "../native";
 
 const THR = 0; // also RBR (read), DLL (DLAB)
 const IER = 1; // also DLM (DLAB)
@@ -124,15 +125,28 @@ export class Serial8250 implements PortDevice {
 
   /** Which ports a vCPU thread may answer without asking: THR output (unless transmit interrupts
    *  are on), and LSR reads. */
-  fastPorts(): { consoleOut: number; reads: Array<{ port: number; value: number }> } {
-    return this.locked(() => {
-      const r = this.regs;
-      const transmitting = !(r[REG_LCR] & LCR_DLAB) && !(r[REG_MCR] & MCR_LOOP) && !(this.setIrq && r[REG_IER] & IER_THRI);
-      return {
-        consoleOut: transmitting ? this.base + THR : -1,
-        reads: [{ port: this.base + LSR, value: this.lsr() }],
-      };
-    });
+  fastPorts(): FastPorts {
+    return this.locked(() => this.fastPortsNow());
+  }
+
+  /**
+   * Hand fastPorts() to `store` with the state's lock held: two threads that change the state
+   * (typed input on the main thread, the guest reading it on a vCPU thread) then publish in the
+   * order of their changes. Computed and stored outside the lock, a stale answer (LSR with data
+   * ready after the guest had read it all) could land last, and the guest read the empty
+   * receiver forever.
+   */
+  publishFastPorts(store: (ports: FastPorts) => void): void {
+    this.locked(() => store(this.fastPortsNow()));
+  }
+
+  private fastPortsNow(): FastPorts {
+    const r = this.regs;
+    const transmitting = !(r[REG_LCR] & LCR_DLAB) && !(r[REG_MCR] & MCR_LOOP) && !(this.setIrq && r[REG_IER] & IER_THRI);
+    return {
+      consoleOut: transmitting ? this.base + THR : -1,
+      reads: [{ port: this.base + LSR, value: this.lsr() }],
+    };
   }
 
   read(port: number): number {

@@ -250,7 +250,7 @@ export function assessHost(p: HostProbe): Verdict {
   lines.push(
     real
       ? "Multiboot kernels (tsvmm run FILE) and Linux (tsvmm run --kernel bzImage) run natively on the PC platform (in-kernel irqchip and PIT)."
-      : "Multiboot kernels run here (the multiboot test kernel in well under a second), but Linux (--kernel) is impractical: every instruction is emulated (a boot takes minutes) and KVM's emulator has no protected-mode iret, so interrupt handlers cannot return. Boot Linux on a real KVM or in `tsvmm lab`.",
+      : "Multiboot kernels run here (the multiboot test kernel in well under a second), but Linux (--kernel) is impractical: every instruction is emulated (a boot takes minutes) and KVM's emulator has no protected-mode iret, so interrupt handlers cannot return. Boot Linux on a real KVM or in `tsvmm lab --cpus 1` (the two-CPU lab stalls Linux guests now and then, under QEMU too).",
   );
   const preFault = p.system.preFaultMemory
     ? { available: true, reason: "KVM_PRE_FAULT_MEMORY maps a range into KVM's page tables ahead of the guest (--prefault)" }

@@ -79,6 +79,8 @@ mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup 2>/dev/null
 mount -t tracefs tracefs /newroot/sys/kernel/tracing 2>/dev/null
 mount -t devtmpfs devtmpfs /newroot/dev || fail "mount /dev"
 mkdir -p /dev/shm /dev/pts && mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
+# pseudo-terminals (`script`: a terminal for tsvmm's typed input in the Linux guest test)
+mkdir -p /newroot/dev/pts && mount -t devpts -o ptmxmode=0666 devpts /newroot/dev/pts 2>/dev/null
 mount -t tmpfs -o mode=755 tmpfs /newroot/run || fail "mount /run"
 mkdir -p /newroot/run/tsvmm-lab && mount --bind /labio /newroot/run/tsvmm-lab || fail "bind labio"
 

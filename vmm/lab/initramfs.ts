@@ -61,7 +61,7 @@ export function writeCpio(entries: CpioEntry[]): Buffer {
 
 /** The host's static busybox (busybox-static), else Debian's from the private apt, cached by version. */
 export async function prepareBusybox(apt: PrivateApt, cacheDir: string, progress: Progress, downloadTimeoutMs: number): Promise<{ path: string; version: string }> {
-  const host = HOST_BUSYBOX.find((p) => fs.existsSync(p) && isStatic(p));
+  const host = hostBusybox();
   if (host) return { path: host, version: `host-${createHash("sha256").update(fs.readFileSync(host)).digest("hex").slice(0, 12)}` };
   const kindDir = mkdirp(path.join(cacheDir, "busybox"));
   try {
@@ -89,7 +89,7 @@ export async function prepareBusybox(apt: PrivateApt, cacheDir: string, progress
     for (const n of fs.readdirSync(kindDir)) if (path.join(kindDir, n) !== entry) fs.rmSync(path.join(kindDir, n), { recursive: true, force: true });
     return { path: bin, version: pkg.version };
   } catch (err) {
-    const cached = fs.readdirSync(kindDir).map((n) => path.join(kindDir, n, "busybox")).find((p) => fs.existsSync(p));
+    const cached = cachedBusybox(cacheDir);
     if (cached && err instanceof LabError && err.status === LabStatus.NO_APT) {
       progress.warn(`${err.message.replace(/^lab: /, "")}; using ${cached}`);
       return { path: cached, version: path.basename(path.dirname(cached)) };
@@ -103,6 +103,17 @@ export async function prepareBusybox(apt: PrivateApt, cacheDir: string, progress
 }
 
 const HOST_BUSYBOX = ["/usr/bin/busybox", "/bin/busybox"];
+
+const hostBusybox = () => HOST_BUSYBOX.find((p) => fs.existsSync(p) && isStatic(p));
+
+function cachedBusybox(cacheDir: string): string | undefined {
+  const kindDir = path.join(cacheDir, "busybox");
+  if (!fs.existsSync(kindDir)) return undefined;
+  return fs.readdirSync(kindDir).map((n) => path.join(kindDir, n, "busybox")).find((p) => fs.existsSync(p));
+}
+
+/** The static busybox a prepared lab already has (the host's, else the cached Debian one): no download. */
+export const localBusybox = (cacheDir: string): string | undefined => hostBusybox() ?? cachedBusybox(cacheDir);
 
 function isStatic(file: string): boolean {
   // A static ELF has no PT_INTERP program header: look for the interpreter path instead.

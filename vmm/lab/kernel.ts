@@ -96,6 +96,12 @@ function newestEntry(kindDir: string): string | undefined {
  * Remove older entries of a kind, keeping `keep` and the newest other complete one: two
  * checkouts on different config fragments (branches) then do not rebuild each other's kernel.
  */
+/** The bzImage of the newest complete cache entry of a kind (the kernel a lab of that kind boots), if any. */
+export function cachedKernelImage(kind: LabKernelKind, cacheDir: string): string | undefined {
+  const entry = newestEntry(path.join(cacheDir, kind));
+  return entry && fs.existsSync(path.join(entry, "bzImage")) ? path.join(entry, "bzImage") : undefined;
+}
+
 function removeOtherEntries(kindDir: string, keep: string): void {
   const others = fs.readdirSync(kindDir).map((n) => path.join(kindDir, n)).filter((p) => p !== keep && !p.endsWith(".build.log"));
   const spare = others.filter(ready).sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs)[0];

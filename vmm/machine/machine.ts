@@ -144,6 +144,8 @@ export class Machine {
   private resolveRun?: (r: MachineResult) => void;
   private timer?: LongTimer;
   private haltCheck?: NodeJS.Timeout;
+  /** Consecutive halt checks that found every vCPU halted with interrupts off */
+  private haltedChecks = 0;
   /** A PC guest printed its power-down message / a panic */
   private poweringOff = false;
   private panicked = false;
@@ -232,7 +234,7 @@ export class Machine {
       if (hypercall) vm.enableCap(Cap.EXIT_HYPERCALL, [EXIT_HYPERCALL_MAP_GPA_RANGE]);
       for (let i = 0; i < this.cpus; i++) this.vcpus.push(this.createVcpu(i, cpuid, hypercall));
       vm.setFastPorts(this.serial.fastPorts());
-      this.serial.onFastPortsChanged = () => this.vm?.setFastPorts(this.serial.fastPorts());
+      this.serial.onFastPortsChanged = () => this.serial.publishFastPorts((ports) => this.vm?.setFastPorts(ports));
       vm.onConsole((bytes) => this.console(bytes));
       // The threads boot while the caller finishes its set-up; the vCPUs wait paused for run().
       for (const v of this.vcpus) this.startThread(v);
@@ -423,8 +425,15 @@ export class Machine {
         const r = v.native.getRegs();
         return mp === MpState.HALTED && (decodeRegs(new DataView(r.buffer, r.byteOffset, r.byteLength)).rflags & IF) === 0n;
       });
-      if (!stuck || this.result) return;
+      if (!stuck || this.result) {
+        this.haltedChecks = 0;
+        return;
+      }
+      // The power-down message may still be on its way (the native console pump, a vCPU thread's
+      // message): take what is buffered, and report a stuck guest only when the next check agrees.
+      this.drainConsole();
       if (this.poweringOff) return this.finish(ExitStatus.OK, "guest powered off (every vCPU halted after the kernel's power-down message)");
+      if (++this.haltedChecks < 2) return;
       this.finish(
         ExitStatus.UNHANDLED_EXIT,
         "every vCPU halted with interrupts off (or never started): nothing can wake them",
@@ -442,7 +451,6 @@ export class Machine {
 
   /** A vCPU thread handed us an exit (the vCPU is paused until we answer) or said something. */
   private onThreadMessage(v: VcpuState, m: VcpuThreadMessage): void {
-    if ("console" in m) return this.console(m.console);
     Atomics.sub(this.exitsInFlight, v.index, 1);
     if (this.result) return;
     if ("error" in m) return this.finish(ExitStatus.KVM_INTERNAL_ERROR, `vCPU ${v.index}: ${m.error}`, v.registerReport());
@@ -618,6 +626,12 @@ export class Machine {
     setTimeout(() => this.finish(ExitStatus.GUEST_PANIC, `guest panic: ${line.trim()}`), PANIC_GRACE_MS).unref();
   }
 
+  /** Deliver the console bytes the native fast path holds now (in order with the pump's). */
+  private drainConsole(): void {
+    const rest = this.vm?.drainConsole();
+    if (rest?.length) this.console(rest);
+  }
+
   /** The last non-empty line the guest printed */
   get lastConsoleLine(): string {
     return this.currentLine.trim() ? this.currentLine : this.lastLine;
@@ -654,10 +668,7 @@ export class Machine {
       exits.total += s.runs;
       exits.typescript += s.exits;
     }
-    if (this.vm) {
-      const rest = this.vm.drainConsole();
-      if (rest.length) this.console(rest);
-    }
+    this.drainConsole();
     this.timer?.clear();
     if (this.haltCheck) clearInterval(this.haltCheck);
     this.stopListening?.();

@@ -29,14 +29,12 @@ export type VcpuThreadMessage =
   /** An exit for the machine (errno as NativeVcpu.runUntilExit() returned it); the vCPU is paused */
   | { exit: number }
   /** KVM_RUN failed; the vCPU is paused */
-  | { error: string }
-  /** UART output that did not take the native console path */
-  | { console: Uint8Array };
+  | { error: string };
 
 function main(data: VcpuThreadData): void {
   const inFlight = data.inFlight && new Int32Array(data.inFlight);
   const post = (message: VcpuThreadMessage) => {
-    if (inFlight && !("console" in message)) Atomics.add(inFlight, vcpu.index, 1);
+    if (inFlight) Atomics.add(inFlight, vcpu.index, 1);
     parentPort!.postMessage(message);
   };
   let vcpu: NativeVcpu;
@@ -52,8 +50,11 @@ function main(data: VcpuThreadData): void {
   if (data.serial) {
     const irq = data.serialIrq;
     const setIrq = irq === undefined ? undefined : (level: number) => vcpu.irqLine(irq, level);
-    const serial = new Serial8250(CONSOLE_PORT, (bytes) => post({ console: bytes }), setIrq, data.serial);
-    serial.onFastPortsChanged = () => vcpu.setFastPorts(serial.fastPorts());
+    // Output joins the fast path's bytes in one native buffer: with several vCPUs transmitting in
+    // turn (the guest orders them), one posted message per thread would arrive interleaved.
+    const output = (bytes: Uint8Array) => vcpu.console(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    const serial = new Serial8250(CONSOLE_PORT, output, setIrq, data.serial);
+    serial.onFastPortsChanged = () => serial.publishFastPorts((ports) => vcpu.setFastPorts(ports));
     bus.register(CONSOLE_PORT, 8, serial);
   }
   try {
