@@ -15,7 +15,7 @@ import { xsaveConsistent } from "./arch/x86/xsave";
 import { decodeCpuid } from "./kvm/structs";
 import { openTrace, TraceSink } from "./trace/writer";
 import { KernelTracing, startKernelEvents } from "./trace/kernel";
-import { PrivateRequest, resolvePrivateMemory } from "./memory/policy";
+import { PrivateRequest, resolvePcMemory, resolvePrivateMemory } from "./memory/policy";
 import { assessHost, openKvm, probeHost, Verdict } from "./host/caps";
 import type { DebuggerOptions, DebuggerSession } from "./control/session";
 
@@ -121,7 +121,7 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
       if (xsave.inconclusive) opts.log?.(xsave.detail);
       if (hideXsave) opts.log?.(`XSAVE hidden from the guest: this KVM does not keep CPUID leaf 0xD consistent with XCR0 (${xsave.detail})`);
     }
-    const privateMemory = boot.kind === "tsvmm" ? resolvePrivateMemory(opts.privateMemory ?? {}, boot.guest, layout, verdict) : refusePrivate(opts.privateMemory);
+    const privateMemory = boot.kind === "tsvmm" ? resolvePrivateMemory(opts.privateMemory ?? {}, boot.guest, layout, verdict) : resolvePcMemory(opts.privateMemory ?? {}, layout, verdict);
     const mode = opts.console ?? "capture";
     // xterm costs ~10 ms to load: only the screen mode pays for it.
     if (mode === "screen") screen = new (await import("./console/screen")).ConsoleScreen();
@@ -192,12 +192,4 @@ export async function runGuest(opts: RunOptions): Promise<GuestRun> {
     kernel?.stop(0n);
     trace?.close();
   }
-}
-
-/** Multiboot and Linux guests run with all RAM shared: private memory is for tsvmm's own guests. */
-function refusePrivate(req: PrivateRequest = {}): undefined {
-  const asked = req.private !== undefined || req.sharedBit !== undefined || (req.backend !== undefined && req.backend !== "auto");
-  if (asked && req.private !== "none")
-    throw new UsageError("private memory (--private, --backend, --shared-bit) is for tsvmm's own test guests", "multiboot and Linux guests run with all RAM shared (guest_memfd with MMAP|INIT_SHARED where the host has it)");
-  return undefined;
 }

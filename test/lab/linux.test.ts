@@ -1,7 +1,7 @@
 // Linux as a guest on the lab's real KVM: the lab's own kernel with a busybox initramfs under
 // `tsvmm run --kernel`, 1 and 2 vCPUs, and a line typed on tsvmm's terminal; all RAM shared
-// (guest_memfd with MMAP|INIT_SHARED: Linux guests have no private-memory backend, `--backend` is
-// refused for them). These run in a lab with one CPU (`npm test`'s lab:linux tier): in the two-CPU
+// (guest_memfd with MMAP|INIT_SHARED by default; with `--backend attributes|memslots` the same
+// all-shared RAM on that backend's VM and slots). These run in a lab with one CPU (the lab:linux tier, `npm run test:linux`): in the two-CPU
 // lab the nested SVM now and then delivers the guest's LAPIC timer interrupt with IF=0 and the
 // guest deadlocks, under QEMU as under tsvmm (docs/exit-path.md), so they are registered only there.
 import { test } from "node:test";
@@ -15,17 +15,25 @@ import { INIT_MARK, LINUX_GUEST_APPEND, linuxGuestFiles } from "../support/linux
 const linuxLab = labKernel() === "sw-protected" && os.cpus().length === 1;
 const linuxTest = linuxLab ? test : ((() => undefined) as unknown as typeof test);
 
-function bootLinux(cpus: number) {
+function bootLinux(cpus: number, backend: string | undefined) {
   const files = linuxGuestFiles();
   if ("missing" in files) assert.fail(files.missing);
   const args = ["run", "--kernel", files.kernel, "--initrd", files.initrd, "--append", LINUX_GUEST_APPEND];
-  return labCli([...args, "--mem", "256M", "--cpus", String(cpus), "--timeout", "240"], 280_000);
+  return labCli([...args, "--mem", "256M", "--cpus", String(cpus), "--timeout", "240", ...(backend ? ["--backend", backend] : [])], 280_000);
 }
 
-for (const cpus of [1, 2]) {
-  linuxTest(`Linux (the lab's kernel, busybox initramfs), ${cpus} vCPU${cpus > 1 ? "s" : ""}: /init reports its facts and powers off (0)`, { timeout: 300_000 }, async () => {
+/** How the run log names the RAM of each backend */
+const RAM_LINE: Record<string, RegExp> = {
+  default: /RAM 256 MiB: guest_memfd \(MMAP\|INIT_SHARED/,
+  attributes: /RAM 256 MiB: attributes backend: KVM_X86_SW_PROTECTED_VM/,
+  memslots: /RAM 256 MiB: memslots backend: guest_memfd/,
+};
+
+for (const [cpus, backend] of [[1, undefined], [2, undefined], [1, "attributes"], [1, "memslots"]] as const) {
+  const on = backend ? `, --backend ${backend}` : "";
+  linuxTest(`Linux (the lab's kernel, busybox initramfs), ${cpus} vCPU${cpus > 1 ? "s" : ""}${on}: /init reports its facts and powers off (0)`, { timeout: 300_000 }, async () => {
     const t0 = Date.now();
-    const r = await bootLinux(cpus);
+    const r = await bootLinux(cpus, backend);
     const ms = Date.now() - t0;
     const out = `status ${r.status}\nstdout:\n${r.stdout.slice(-4000)}\nstderr:\n${r.stderr}`;
     assert.equal(r.status, 0, out);
@@ -39,8 +47,9 @@ for (const cpus of [1, 2]) {
     assert.match(r.stdout, /TSVMM-GUEST done/);
     assert.match(r.stdout, /reboot: Power off not available: System halted instead/);
     assert.match(r.stderr, /guest powered off/);
-    assert.match(r.stderr, /RAM 256 MiB: guest_memfd \(MMAP\|INIT_SHARED/);
-    process.stderr.write(`# tsvmm run --kernel (Linux, ${cpus} vCPUs) in the lab: ${ms} ms to power-off (including Node start)\n`);
+    assert.match(r.stderr, RAM_LINE[backend ?? "default"]);
+    if (backend) assert.match(r.stderr, /pages now: 0 private, 65536 shared/);
+    process.stderr.write(`# tsvmm run --kernel (Linux, ${cpus} vCPUs${on}) in the lab: ${ms} ms to power-off (including Node start)\n`);
   });
 }
 

@@ -1,5 +1,5 @@
 // PC guests on the lab's real KVM: the project's multiboot test kernel. Linux as a guest is in
-// linux.test.ts: it runs in a lab of its own with one CPU (npm test's lab:linux tier).
+// linux.test.ts: it runs in a lab of its own with one CPU (the lab:linux tier, `npm run test:linux`).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { labCli } from "./support";
@@ -13,3 +13,14 @@ test("the multiboot test kernel with 2 vCPUs: INIT/SIPI, fw_cfg, PIT and UART in
   assert.match(r.stdout, /# AP up: local APIC id 1, CPUID\.1 APIC id 1/);
   process.stderr.write(`# tsvmm run multiboot --cpus 2 in the lab: ${Date.now() - t0} ms (including Node start)\n`);
 });
+
+for (const backend of ["attributes", "memslots"]) {
+  test(`the multiboot test kernel, 2 vCPUs, on the ${backend} backend: all RAM shared there, the same results`, { timeout: 300_000 }, async () => {
+    const r = await labCli(["run", "multiboot", "--cpus", "2", "--backend", backend], 280_000);
+    assert.equal(r.status, 0, `status ${r.status}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+    assert.doesNotMatch(r.stdout, /^not ok/m);
+    assert.match(r.stdout, /^1\.\.11\r?$/m);
+    assert.match(r.stderr, new RegExp(`RAM 64 MiB: ${backend} backend`));
+    assert.match(r.stderr, /pages now: 0 private, 16384 shared/);
+  });
+}

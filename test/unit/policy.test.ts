@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { resolvePrivateMemory } from "../../vmm/memory/policy";
+import { resolvePcMemory, resolvePrivateMemory } from "../../vmm/memory/policy";
 import { parseRanges } from "../../vmm/cli/parse";
 import { CLI_FLAGS } from "../../vmm/cli/flags";
 import type { Verdict } from "../../vmm/host/caps";
@@ -91,4 +91,22 @@ test("--convert-via picks the doorbell on a KVM with hypercalls, and refuses the
 test("--discard defaults to always (today's behaviour) and passes never through", () => {
   assert.equal(resolvePrivateMemory({}, guest(true), layout, verdict(true, true))!.discard, "always");
   assert.equal(resolvePrivateMemory({ discard: "never" }, guest(true), layout, verdict(true, true))!.discard, "never");
+});
+
+test("multiboot and Linux guests: plain shared RAM unless --backend names one, then all of RAM shared on it", () => {
+  const pc: Layout = { ramSize: 256n << 20n, ram: [{ base: 0n, size: 256n << 20n }], cpus: 1, regions: [], freeBase: 0n };
+  assert.equal(resolvePcMemory({}, pc, verdict(true, true)), undefined);
+  assert.equal(resolvePcMemory({ backend: "auto", private: "none" }, pc, verdict(true, true)), undefined);
+  for (const backend of ["attributes", "memslots"] as const) {
+    const pm = resolvePcMemory({ backend }, pc, verdict(true, true))!;
+    assert.equal(pm.backend, backend);
+    assert.deepEqual(pm.ranges, [], "nothing private at the start");
+    assert.equal(pm.sharedBit, 0);
+  }
+  const describe = (e: unknown) => (e instanceof TsvmmError ? `${e.status} ${e.describe(CLI_FLAGS)}` : String(e));
+  assert.throws(() => resolvePcMemory({ backend: "memslots" }, pc, verdict(true, false)), (e: unknown) => /^69 private memory is not available here: --backend memslots: needs a native KVM/.test(describe(e)));
+  for (const req of [{ private: "all" as const }, { sharedBit: 40 }, { prefault: true }])
+    assert.throws(() => resolvePcMemory(req, pc, verdict(true, true)), (e: unknown) => e instanceof UsageError && /is for tsvmm's own test guests/.test(describe(e)));
+  const above4G: Layout = { ...pc, ramSize: 4n << 30n, ram: [{ base: 0n, size: 3n << 30n }, { base: 4n << 30n, size: 1n << 30n }] };
+  assert.throws(() => resolvePcMemory({ backend: "attributes" }, above4G, verdict(true, true)), (e: unknown) => e instanceof UsageError && /--mem 4096 MiB needs RAM above 4 GiB/.test(describe(e)));
 });

@@ -63,23 +63,61 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: GuestFacts, lay
       );
   }
 
-  const { attributes, memslots } = verdict.backends;
-  const refuse = (reason: string) =>
-    new TsvmmError(`private memory is not available here: ${reason}`, ExitStatus.HOST_UNSUPPORTED, privateMemoryHint());
-  let backend: "attributes" | "memslots";
-  if (!req.backend || req.backend === "auto") {
-    if (attributes.available && !req.sharedBit) backend = "attributes";
-    else if (memslots.available) backend = "memslots";
-    else throw refuse(req.sharedBit ? memslots.reason : `${attributes.reason}; ${memslots.reason}`);
-  } else {
-    backend = req.backend;
-    if (!verdict.backends[backend].available) throw refuse(`{backend} ${backend}: ${verdict.backends[backend].reason}`);
-  }
+  const backend = chooseBackend(req, verdict);
   if (req.sharedBit && backend === "attributes")
     throw new UsageError(
       "{sharedBit} works with {backend} memslots only",
       "on a KVM_X86_SW_PROTECTED_VM KVM derives private/shared from the memory attributes, and a guest_memfd-only slot ignores them, so the wrong view cannot fault",
     );
+  return machineOptions(req, verdict, backend, ranges);
+}
+
+/** The aliased layout's bit: above the firmware's 4 GiB identity map, below the CPU's physical address width. */
+function checkSharedBit(bit: number, physicalAddressBits: number): void {
+  if (bit < 32 || bit >= physicalAddressBits)
+    throw new UsageError(
+      `{sharedBit} ${bit} is out of range`,
+      `use 32 to ${physicalAddressBits - 1}: above the 4 GiB identity map and below this CPU's ${physicalAddressBits} physical address bits`,
+    );
+}
+
+/** The backend asked for, or the best one this host offers ("auto": attributes unless the aliased layout is wanted). */
+function chooseBackend(req: PrivateRequest, verdict: Verdict): "attributes" | "memslots" {
+  const { attributes, memslots } = verdict.backends;
+  const refuse = (reason: string) =>
+    new TsvmmError(`private memory is not available here: ${reason}`, ExitStatus.HOST_UNSUPPORTED, privateMemoryHint());
+  if (!req.backend || req.backend === "auto") {
+    if (attributes.available && !req.sharedBit) return "attributes";
+    if (memslots.available) return "memslots";
+    throw refuse(req.sharedBit ? memslots.reason : `${attributes.reason}; ${memslots.reason}`);
+  }
+  if (!verdict.backends[req.backend].available) throw refuse(`{backend} ${req.backend}: ${verdict.backends[req.backend].reason}`);
+  return req.backend;
+}
+
+/**
+ * Multiboot and Linux guests: all RAM shared. By default plain shared RAM (guest_memfd with
+ * MMAP|INIT_SHARED where the host has it); `{backend} attributes|memslots` runs the same all-shared
+ * RAM on that backend's VM and memory slots (a KVM_X86_SW_PROTECTED_VM with attributes, or
+ * guest_memfd slots laid out by the memslots engine), so a guest that asks for a conversion
+ * (KVM_HC_MAP_GPA_RANGE) gets one. Private ranges, the aliased layout and pre-faulting are for
+ * tsvmm's own guests, which say what they convert.
+ */
+export function resolvePcMemory(req: PrivateRequest, layout: RamFacts & { ram: readonly unknown[] }, verdict: Verdict): PrivateMemoryOptions | undefined {
+  if ((req.private !== undefined && req.private !== "none") || req.sharedBit || req.prefault)
+    throw new UsageError(
+      "private memory ({private}, {sharedBit}, {prefault}) is for tsvmm's own test guests",
+      "multiboot and Linux guests run with all RAM shared; {backend} attributes|memslots picks the backend that holds it",
+    );
+  if (!req.backend || req.backend === "auto") return undefined;
+  const backend = chooseBackend(req, verdict);
+  if (layout.ram.length > 1)
+    throw new UsageError(`{backend} ${backend} holds RAM as one range below the 3 GiB hole; {memSize} ${layout.ramSize >> 20n} MiB needs RAM above 4 GiB`, "give {memSize} 3G or less, or leave out {backend}");
+  return machineOptions(req, verdict, backend, []);
+}
+
+/** The machine's options once the backend and the private ranges are settled (shared by both guest kinds). */
+function machineOptions(req: PrivateRequest, verdict: Verdict, backend: "attributes" | "memslots", ranges: Range[]): PrivateMemoryOptions {
   if (req.convertVia === "hypercall" && !verdict.hypercallExit)
     throw new TsvmmError(
       "--convert-via hypercall: this KVM does not deliver KVM_HC_MAP_GPA_RANGE to userspace (KVM_CAP_EXIT_HYPERCALL)",
@@ -99,13 +137,4 @@ export function resolvePrivateMemory(req: PrivateRequest, guest: GuestFacts, lay
     discard: req.discard ?? "always",
     convertMethod: req.convertVia ?? (verdict.hypercallExit ? "hypercall" : "doorbell"),
   };
-}
-
-/** The aliased layout's bit: above the firmware's 4 GiB identity map, below the CPU's physical address width. */
-function checkSharedBit(bit: number, physicalAddressBits: number): void {
-  if (bit < 32 || bit >= physicalAddressBits)
-    throw new UsageError(
-      `{sharedBit} ${bit} is out of range`,
-      `use 32 to ${physicalAddressBits - 1}: above the 4 GiB identity map and below this CPU's ${physicalAddressBits} physical address bits`,
-    );
 }

@@ -116,7 +116,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
       .option("backend", {
         choices: ["auto", "attributes", "memslots"] as const,
         default: "auto" as const,
-        describe: "attributes: KVM_X86_SW_PROTECTED_VM + KVM_SET_MEMORY_ATTRIBUTES; memslots: default VM, private and shared guest_memfd slots rebuilt per conversion; auto: attributes where the host has it, else memslots",
+        describe: "attributes: KVM_X86_SW_PROTECTED_VM + KVM_SET_MEMORY_ATTRIBUTES; memslots: default VM, private and shared guest_memfd slots rebuilt per conversion; auto: attributes where the host has it, else memslots. Multiboot and Linux guests: all RAM shared, on plain shared RAM unless attributes or memslots is named",
         group: "Private memory:",
       })
       .option("shared-bit", {
