@@ -14,6 +14,8 @@ const tsvmm = path.join(root, "bin", "tsvmm.js");
 const ci = process.env.CI === "true";
 const runner = [process.execPath, "--test", "--test-reporter=tap"];
 const labRunner = path.join(dist, "test", "lab", "tier.js");
+/** tsvmm lab's status when its lab froze (vmm/lab/errors.ts) */
+const LAB_FROZEN = 89;
 const LAB_KERNELS = ["sw-protected", "stock"];
 
 /** name -> { needs: Need[] (vmm/lab/packages.ts), limitS: the whole tier, args: the command, prepare?: a step before it with its own limit } */
@@ -39,7 +41,9 @@ const TIERS = {
   ),
   // Linux as a guest, in a lab of its own with one CPU: with two, the lab's nested SVM (QEMU TCG
   // under kvm_amd) now and then delivers a LAPIC timer interrupt with IF=0 and the guest
-  // deadlocks, under QEMU as under tsvmm (docs/exit-path.md).
+  // deadlocks, under QEMU as under tsvmm (docs/exit-path.md). Not part of `npm test` yet: the
+  // one-CPU lab itself froze (QEMU idle, or busy with the lab's clock stopped) in 3 of its last 6
+  // runs, so the tier is run by name (`npm run test:linux`) until that is fixed.
   "lab:linux": {
     needs: ["lab", "lab kernel build"],
     limitS: 1200,
@@ -64,7 +68,7 @@ function chosenTiers(names) {
   const wanted = names.length ? names : ["unit", "browser", "host", "lab-command", "lab"];
   const out = [];
   for (const n of wanted) {
-    if (n === "lab") out.push(...(hostProvesPrivateMemory() ? ["lab:host"] : [...LAB_KERNELS.map((k) => `lab:${k}`), "lab:linux"]));
+    if (n === "lab") out.push(...(hostProvesPrivateMemory() ? ["lab:host"] : LAB_KERNELS.map((k) => `lab:${k}`)));
     else if (TIERS[n]) out.push(n);
     else {
       process.stderr.write(`npm test: no tier ${n}; tiers: ${[...Object.keys(TIERS), "lab"].join(", ")}\n`);
@@ -144,7 +148,13 @@ async function runTier(name) {
       return;
     }
   }
-  const r = await runStreaming(args, limitS);
+  let r = await runStreaming(args, limitS);
+  // A lab that froze (tsvmm lab's status 89: QEMU idle for a minute, below tsvmm) is not a verdict
+  // on the tests: the tier runs once more, and says so.
+  if (name.startsWith("lab:") && r.failure === `exit status ${LAB_FROZEN}`) {
+    process.stdout.write(`=== ${name}: the lab froze (tsvmm lab status ${LAB_FROZEN}) after ${seconds()} s; running the tier once more\n`);
+    r = await runStreaming(args, limitS);
+  }
   const count = (key) => {
     const m = [...r.stdout.matchAll(new RegExp(`^# ${key} (\\d+)$`, "gm"))];
     return m.length ? Number(m[m.length - 1][1]) : 0;

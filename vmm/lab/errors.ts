@@ -1,6 +1,6 @@
 // Exit statuses of `tsvmm lab` itself. The command run inside the lab owns every other status:
 // its exit status becomes tsvmm lab's. Every lab failure is also printed as "tsvmm: lab: ..." on
-// stderr, so a clash with a command that exits 80..87 on its own can be told apart.
+// stderr, so a clash with a command that exits 80..87 or 89 on its own can be told apart.
 import { ExitStatus, TsvmmError } from "../errors";
 
 export const LabStatus = {
@@ -20,6 +20,8 @@ export const LabStatus = {
   BOOT_TIMEOUT: 86,
   /** QEMU ended without the lab reporting a status (QEMU error or crash) */
   NO_STATUS: 87,
+  /** QEMU used no CPU for a minute while the command ran: the lab stopped waking up; QEMU was killed */
+  FROZEN: 89,
   /** the command ran longer than --timeout; QEMU was killed */
   TIMEOUT: ExitStatus.TIMEOUT,
   /** SIGINT/SIGTERM: QEMU was killed */

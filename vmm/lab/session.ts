@@ -8,7 +8,7 @@ import { LabError, LabStatus } from "./errors";
 import { findQemu, labAccel, LabRunResult, LabRunSpec, qemuArgs, startQemu } from "./qemu";
 import { seconds } from "./proc";
 import { isKept, keepRunDir, removeRunDir, removeStaleRunDirs, stageRun, StagedRun } from "./stage";
-import { KillReason, LabWatcher } from "./watch";
+import { FROZEN_MS, KillReason, LabWatcher } from "./watch";
 
 const NOISE = [/TCG doesn't support requested feature/];
 
@@ -76,8 +76,14 @@ async function watchQemu(qemu: string, args: string[], watcher: LabWatcher, spec
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   process.on("exit", onExit);
+  let nextCpuRead = 0;
   const timer = setInterval(() => {
-    const why = watcher.poll();
+    const now = Date.now();
+    if (now >= nextCpuRead && child.pid) {
+      nextCpuRead = now + 1000;
+      watcher.noteQemuCpu(processCpuTicks(child.pid), now);
+    }
+    const why = watcher.poll(now);
     if (why) kill(why);
   }, 50);
   const exit = await new Promise<QemuExit>((resolve) => {
@@ -111,6 +117,13 @@ function judge(spec: LabRunSpec, run: StagedRun, w: LabWatcher, exit: QemuExit, 
   const kept = `(console and files kept in ${run.dir})`;
   if (killedFor === "timeout") {
     return fail(`the command ran longer than --timeout ${spec.timeoutMs / 1000} s; the lab (QEMU pid ${exit.pid}) was killed ${kept}`, LabStatus.TIMEOUT);
+  }
+  if (killedFor === "frozen") {
+    return fail(
+      `the lab froze: QEMU used no CPU for ${FROZEN_MS / 1000} s while the command ran (its kernel stopped waking up; seen in one-CPU labs under TCG, not a failure of the command); QEMU pid ${exit.pid} was killed ${kept}. Last console lines:\n${w.tail(10) || "    (nothing on the console)"}`,
+      LabStatus.FROZEN,
+      "run it again; `npm test` reruns a lab tier once when its lab froze",
+    );
   }
   if (killedFor === "boot") {
     return fail(
@@ -150,6 +163,17 @@ function readStatus(run: StagedRun): number | undefined {
   try {
     const s = fs.readFileSync(path.join(run.labio, "status"), "utf8").trim();
     return /^\d+$/.test(s) ? Number(s) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat, after the command name). */
+function processCpuTicks(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[11]) + Number(fields[12]);
   } catch {
     return undefined;
   }

@@ -37,7 +37,7 @@ class Follower {
 }
 
 
-export type KillReason = "boot" | "timeout" | "interrupt" | "linger";
+export type KillReason = "boot" | "timeout" | "interrupt" | "linger" | "frozen";
 
 export interface WatchSpec {
   consoleLog: string;
@@ -53,6 +53,10 @@ export interface WatchSpec {
 
 /** How long the lab may take after its command ended before QEMU is killed. */
 const LINGER_MS = 30_000;
+/** QEMU using no CPU at all this long while the command runs means the lab froze: TCG keeps
+ *  QEMU busy while anything in the lab runs, and a lab kernel waits for timers that then never
+ *  fire (seen in one-CPU labs: the guest's console stops and QEMU sleeps for good). */
+export const FROZEN_MS = 60_000;
 /** While booting, say how long it has taken so far this often. */
 const BOOT_TICK_MS = 10_000;
 
@@ -67,6 +71,8 @@ export class LabWatcher {
   panic = false;
   private partial = "";
   private nextBootTick = this.started + BOOT_TICK_MS;
+  private cpuTicks = -1;
+  private cpuChangedAt = this.started;
   private readonly console: Follower;
   private readonly stdout: Follower;
   private readonly stderr: Follower;
@@ -99,8 +105,16 @@ export class LabWatcher {
       }
     }
     if (this.commandAt && this.exitMarker === undefined && now - this.commandAt > this.spec.timeoutMs) return "timeout";
+    if (this.commandAt && this.exitMarker === undefined && now - Math.max(this.cpuChangedAt, this.commandAt) > FROZEN_MS) return "frozen";
     if (this.exitMarker !== undefined && now - this.endAt > LINGER_MS) return "linger";
     return undefined;
+  }
+
+  /** QEMU's CPU time so far (clock ticks of /proc/PID/stat; undefined when unreadable). */
+  noteQemuCpu(ticks: number | undefined, now = Date.now()): void {
+    if (ticks === undefined || ticks === this.cpuTicks) return;
+    this.cpuTicks = ticks;
+    this.cpuChangedAt = now;
   }
 
   /** The last read, once QEMU has ended. */

@@ -46,6 +46,7 @@ const DESCRIPTION = [
   `* ${LabStatus.LAB_PANIC}: the lab kernel panicked or its init failed (last console lines printed)`,
   `* ${LabStatus.BOOT_TIMEOUT}: the lab did not boot in time (QEMU killed)`,
   `* ${LabStatus.NO_STATUS}: QEMU ended without the lab reporting a status`,
+  `* ${LabStatus.FROZEN}: the lab froze (QEMU used no CPU for a minute while the command ran; QEMU killed)`,
   `* ${LabStatus.TIMEOUT}: the command ran longer than --timeout (QEMU killed)`,
   `* ${LabStatus.INTERRUPTED}: interrupted by SIGINT or SIGTERM (QEMU killed, the run directory removed)`,
   "QEMU dies with tsvmm lab even when tsvmm lab is killed (SIGKILL); the run directory such a run leaves in the temporary directory is removed by the next tsvmm lab.",
