@@ -2,6 +2,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { buildElf } from "../support/elfBuilder";
+import { procStatFields } from "../../vmm/lab/proc";
 import { describeFailure, Env, failedNote, fmt, lpad, median, OUT, pad, QEMU, QEMU_HELLO, QEMU_MACHINES, qemuArgs, qemuCommand, qemuOk, quantile, runTimed, TimedProcess, TSVMM } from "./common";
 
 export interface MatrixRow {
@@ -22,10 +23,9 @@ export interface MatrixRow {
 /** CPU time (user + system, ms) of this process's children that have been waited for: Linux adds
  *  each reaped child's time to cutime/cstime (/proc/self/stat fields 16 and 17, in clock ticks). */
 function childrenCpuMs(): number {
-  const fields = fs.readFileSync("/proc/self/stat", "utf8").replace(/^.*\) /, "").split(" ");
-  // after "pid (comm) " the fields start at 3 (state): cutime is field 16, cstime 17
+  const [cutime, cstime] = procStatFields("self", 16, 17)!;
   const ticksPerSecond = 100; // USER_HZ on Linux
-  return ((Number(fields[16 - 3]) + Number(fields[17 - 3])) * 1000) / ticksPerSecond;
+  return ((cutime + cstime) * 1000) / ticksPerSecond;
 }
 
 /** `count` runs of one command, `jobs` at a time: the wall time and the CPU time of all of them. */

@@ -182,3 +182,17 @@ export function pidAlive(pid: number): boolean {
     return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
+
+/** Field n (1-based, as proc(5) numbers them) of /proc/PID/stat, read after the command name
+ *  (which may hold spaces and parentheses); undefined when the process is gone. */
+export function procStatFields(pid: number | "self", ...fields: number[]): number[] | undefined {
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return undefined;
+  }
+  // after "pid (comm) " the fields start at 3 (state)
+  const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return fields.map((n) => Number(rest[n - 3]));
+}

@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { LabError, LabStatus } from "./errors";
 import { findQemu, labAccel, LabRunResult, LabRunSpec, qemuArgs, startQemu } from "./qemu";
-import { seconds } from "./proc";
+import { procStatFields, seconds } from "./proc";
 import { isKept, keepRunDir, removeRunDir, removeStaleRunDirs, stageRun, StagedRun } from "./stage";
 import { FROZEN_MS, KillReason, LabWatcher } from "./watch";
 
@@ -168,13 +168,8 @@ function readStatus(run: StagedRun): number | undefined {
   }
 }
 
-/** utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat, after the command name). */
+/** utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat). */
 function processCpuTicks(pid: number): number | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return Number(fields[11]) + Number(fields[12]);
-  } catch {
-    return undefined;
-  }
+  const t = procStatFields(pid, 14, 15);
+  return t && t[0] + t[1];
 }
