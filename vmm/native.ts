@@ -89,6 +89,9 @@ export interface NativeVm {
   setUserMemoryRegion(region: MemoryRegion): void;
   /** KVM_SET_MEMORY_ATTRIBUTES */
   setMemoryAttributes(gpa: bigint, size: bigint, attributes: bigint): void;
+  /** Let the vCPU threads convert (NativeVcpu.setMemoryAttributes, discard): the VM keeps dups of
+   *  the guest_memfd (private side) and the memfd (shared side) until its last vCPU is gone. Once. */
+  shareMemoryFiles(privateFd: number, sharedFd: number): void;
   /** KVM_CREATE_VCPU(index) */
   createVcpu(index: number): NativeVcpu;
   /** Replace the fast-port table (atomically with respect to running vCPUs). */
@@ -193,6 +196,11 @@ export interface NativeVcpu {
   /** NativeVm.irqLine on this vCPU's VM, from any thread (a device answered on the vCPU thread
    *  raises its interrupt with it) */
   irqLine(irq: number, level: number): void;
+  /** NativeVm.setMemoryAttributes on this vCPU's VM, from any thread */
+  setMemoryAttributes(gpa: bigint, size: bigint, attributes: bigint): void;
+  /** fallocate(PUNCH_HOLE) of [offset, offset + length) of the file NativeVm.shareMemoryFiles gave
+   *  for that side, from any thread */
+  discard(side: "private" | "shared", offset: bigint, length: bigint): void;
   /** Append console output to the VM's console buffer, the one the native fast path fills: from
    *  any thread, in the order of the calls (onConsole delivers it) */
   console(bytes: Buffer): void;

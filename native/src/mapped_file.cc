@@ -82,28 +82,26 @@ void MappedFileCore::Unmap(Napi::Env env) {
 
 void MappedFileCore::Fallocate(Napi::Env env, const std::string& mode, uint64_t offset,
                                uint64_t length) {
-  int flags;
-  const char* flag_names;
-  if (mode == "allocate") {
-    flags = FALLOC_FL_KEEP_SIZE;
-    flag_names = "KEEP_SIZE";
-  } else if (mode == "punch") {
-    flags = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
-    flag_names = "PUNCH_HOLE|KEEP_SIZE";
-  } else {
+  if (mode != "allocate" && mode != "punch") {
     ThrowTypeError(env, "fallocate mode must be \"allocate\" or \"punch\", not \"" + mode + "\"");
   }
   RequireOpen(env, "fallocate");
+  FallocateFd(env, fd_, kind_, mode == "punch", offset, length);
+}
+
+void FallocateFd(Napi::Env env, int fd, const std::string& kind, bool punch, uint64_t offset,
+                 uint64_t length) {
+  const int flags = punch ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_KEEP_SIZE;
   int rc;
   // guest_memfd returns EINTR when a signal is pending while it allocates; QEMU once treated that
   // as fatal. Retry instead.
   do {
-    rc = ::fallocate(fd_, flags, static_cast<off_t>(offset), static_cast<off_t>(length));
+    rc = ::fallocate(fd, flags, static_cast<off_t>(offset), static_cast<off_t>(length));
   } while (rc != 0 && errno == EINTR);
   if (rc != 0) {
-    ThrowSyscallError(env, "fallocate", "fallocate " + kind_, errno,
-                      {ErrorArg::Num("fd", fd_, "fd"), ErrorArg::Str("mode", mode),
-                       ErrorArg::Str("flags", flag_names, "mode"),
+    ThrowSyscallError(env, "fallocate", "fallocate " + kind, errno,
+                      {ErrorArg::Num("fd", fd, "fd"), ErrorArg::Str("mode", punch ? "punch" : "allocate"),
+                       ErrorArg::Str("flags", punch ? "PUNCH_HOLE|KEEP_SIZE" : "KEEP_SIZE", "mode"),
                        ErrorArg::Big("offset", offset, "offset"),
                        ErrorArg::Big("length", length, "length")});
   }

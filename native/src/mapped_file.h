@@ -34,6 +34,11 @@ class ExternalBuffer {
   Napi::Reference<Napi::ArrayBuffer> ref_;
 };
 
+// fallocate(KEEP_SIZE), or with `punch` fallocate(PUNCH_HOLE|KEEP_SIZE), retried on EINTR;
+// throws a syscall error naming `kind` ("guest_memfd", "memfd"). Any thread with a JS env.
+void FallocateFd(Napi::Env env, int fd, const std::string& kind, bool punch, uint64_t offset,
+                 uint64_t length);
+
 // The non-JS part of a mapped file: fd, size, mapping. JS thread only.
 class MappedFileCore {
  public:

@@ -256,6 +256,8 @@ Napi::Function Vcpu::DefineClass(Napi::Env env) {
           InstanceMethod("setMsrs", &Vcpu::SetMsrs),
           InstanceMethod("setFastPorts", &Vcpu::SetFastPorts),
           InstanceMethod("irqLine", &Vcpu::IrqLine),
+          InstanceMethod("setMemoryAttributes", &Vcpu::SetMemoryAttributes),
+          InstanceMethod("discard", &Vcpu::Discard),
           InstanceMethod("console", &Vcpu::Console),
           InstanceMethod("runUntilExit", &Vcpu::Run),
           InstanceMethod("pause", &Vcpu::Pause),
@@ -483,6 +485,24 @@ Napi::Value Vcpu::SetFastPorts(const Napi::CallbackInfo& info) {
 Napi::Value Vcpu::IrqLine(const Napi::CallbackInfo& info) {
   IrqLineOf(info, Require(info.Env(), "irqLine").vm());
   return info.Env().Undefined();
+}
+
+Napi::Value Vcpu::SetMemoryAttributes(const Napi::CallbackInfo& info) {
+  SetMemoryAttributesOf(info, Require(info.Env(), "setMemoryAttributes").vm().vm_fd());
+  return info.Env().Undefined();
+}
+
+Napi::Value Vcpu::Discard(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  VmShared& vm = Require(env, "discard").vm();
+  std::string side = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (side != "private" && side != "shared") ThrowTypeError(env, "discard: side must be \"private\" or \"shared\"");
+  const bool private_side = side == "private";
+  int fd = vm.memory_file(private_side);
+  if (fd < 0) ThrowStateError(env, "ERR_TSVMM_CLOSED", "discard: this VM shared no memory files (Vm.shareMemoryFiles)");
+  FallocateFd(env, fd, private_side ? "guest_memfd" : "memfd", true, ArgBigUint64(info, 1, "offset"),
+              ArgBigUint64(info, 2, "length"));
+  return env.Undefined();
 }
 
 Napi::Value Vcpu::Console(const Napi::CallbackInfo& info) {

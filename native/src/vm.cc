@@ -23,6 +23,29 @@ VmShared::VmShared(int vm_fd) : vm_fd_(fcntl(vm_fd, F_DUPFD_CLOEXEC, 0)) {}
 
 VmShared::~VmShared() {
   if (vm_fd_ >= 0) ::close(vm_fd_);
+  for (int fd : {private_fd_.load(), shared_fd_.load()}) {
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+int VmShared::ShareMemoryFiles(int private_fd, int shared_fd) {
+  int p = fcntl(private_fd, F_DUPFD_CLOEXEC, 0);
+  if (p < 0) return errno;
+  int s = fcntl(shared_fd, F_DUPFD_CLOEXEC, 0);
+  if (s < 0) {
+    int err = errno;
+    ::close(p);
+    return err;
+  }
+  // Once only (a second call keeps the first files): a vCPU thread may be using them.
+  int none = -1;
+  if (!private_fd_.compare_exchange_strong(none, p, std::memory_order_acq_rel)) {
+    ::close(p);
+    ::close(s);
+    return EBUSY;
+  }
+  shared_fd_.store(s, std::memory_order_release);
+  return 0;
 }
 
 int VmShared::IrqLine(uint32_t irq, uint32_t level) const {
@@ -169,6 +192,7 @@ Napi::Function Vm::DefineClass(Napi::Env env) {
           InstanceMethod("setUserMemoryRegion2", &Vm::SetUserMemoryRegion2),
           InstanceMethod("setUserMemoryRegion", &Vm::SetUserMemoryRegion),
           InstanceMethod("setMemoryAttributes", &Vm::SetMemoryAttributes),
+          InstanceMethod("shareMemoryFiles", &Vm::ShareMemoryFiles),
           InstanceMethod("createVcpu", &Vm::CreateVcpu),
           InstanceMethod("setFastPorts", &Vm::SetFastPorts),
           InstanceMethod("onConsole", &Vm::OnConsole),
@@ -397,8 +421,24 @@ Napi::Value Vm::SetUserMemoryRegion(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Vm::SetMemoryAttributes(const Napi::CallbackInfo& info) {
+  SetMemoryAttributesOf(info, RequireOpen(info.Env(), "setMemoryAttributes"));
+  return info.Env().Undefined();
+}
+
+Napi::Value Vm::ShareMemoryFiles(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = RequireOpen(env, "setMemoryAttributes");
+  RequireOpen(env, "shareMemoryFiles");
+  int64_t private_fd = ArgInt(info, 0, "privateFd");
+  int64_t shared_fd = ArgInt(info, 1, "sharedFd");
+  if (int err = shared_->ShareMemoryFiles(static_cast<int>(private_fd), static_cast<int>(shared_fd))) {
+    ThrowSyscallError(env, "fcntl", "F_DUPFD_CLOEXEC (shareMemoryFiles)", err,
+                      {ErrorArg::Num("privateFd", private_fd, "privateFd"), ErrorArg::Num("sharedFd", shared_fd, "sharedFd")});
+  }
+  return env.Undefined();
+}
+
+void SetMemoryAttributesOf(const Napi::CallbackInfo& info, int fd) {
+  Napi::Env env = info.Env();
   kvm_memory_attributes req;
   std::memset(&req, 0, sizeof req);
   req.address = ArgBigUint64(info, 0, "gpa");
@@ -410,7 +450,6 @@ Napi::Value Vm::SetMemoryAttributes(const Napi::CallbackInfo& info) {
                        ErrorArg::Big("attributes", req.attributes, "attributes"),
                        ErrorArg::Big("flags", req.flags)});
   }
-  return env.Undefined();
 }
 
 Napi::Value Vm::CreateVcpu(const Napi::CallbackInfo& info) {

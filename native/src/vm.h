@@ -58,6 +58,17 @@ class VmShared : public std::enable_shared_from_this<VmShared> {
   // ---- interrupts (any thread) ----
   // KVM_IRQ_LINE; returns 0 or the errno.
   int IrqLine(uint32_t irq, uint32_t level) const;
+  int vm_fd() const { return vm_fd_; }
+
+  // ---- conversions on vCPU threads (the attributes backend) ----
+  // JS thread, before the vCPUs run: keep dups of the guest_memfd (private side) and the memfd
+  // (shared side), closed with the last owner, so a vCPU thread can discard the side pages left.
+  // Returns 0 or the errno of the dup.
+  int ShareMemoryFiles(int private_fd, int shared_fd);
+  // The dup of one side's file, or -1 before ShareMemoryFiles.
+  int memory_file(bool private_side) const {
+    return (private_side ? private_fd_ : shared_fd_).load(std::memory_order_acquire);
+  }
 
   // ---- fast ports (any thread) ----
   // The table and its version. A vCPU thread keeps its copy and compares versions on each fast
@@ -91,6 +102,8 @@ class VmShared : public std::enable_shared_from_this<VmShared> {
 
  private:
   const int vm_fd_;  // a dup, or -1 if dup failed (IrqLine then returns EBADF)
+  std::atomic<int> private_fd_{-1};
+  std::atomic<int> shared_fd_{-1};
   mutable std::mutex ports_mu_;
   std::shared_ptr<const FastPortTable> fast_ports_ = std::make_shared<FastPortTable>();
   std::atomic<uint64_t> fast_ports_version_{1};
@@ -107,6 +120,9 @@ class VmShared : public std::enable_shared_from_this<VmShared> {
 
 // Vm.irqLine and Vcpu.irqLine: KVM_IRQ_LINE(irq, level) from the JS arguments; throws on failure.
 void IrqLineOf(const Napi::CallbackInfo& info, const VmShared& vm);
+// Vm.setMemoryAttributes and Vcpu.setMemoryAttributes: KVM_SET_MEMORY_ATTRIBUTES(gpa, size,
+// attributes) from the JS arguments on `vm_fd`; throws on failure.
+void SetMemoryAttributesOf(const Napi::CallbackInfo& info, int vm_fd);
 
 class Vm : public Napi::ObjectWrap<Vm> {
  public:
@@ -134,6 +150,7 @@ class Vm : public Napi::ObjectWrap<Vm> {
   Napi::Value SetUserMemoryRegion2(const Napi::CallbackInfo& info);
   Napi::Value SetUserMemoryRegion(const Napi::CallbackInfo& info);
   Napi::Value SetMemoryAttributes(const Napi::CallbackInfo& info);
+  Napi::Value ShareMemoryFiles(const Napi::CallbackInfo& info);
   Napi::Value CreateVcpu(const Napi::CallbackInfo& info);
   Napi::Value SetFastPorts(const Napi::CallbackInfo& info);
   Napi::Value OnConsole(const Napi::CallbackInfo& info);

@@ -3,7 +3,8 @@
 import { loadAddon } from "../native";
 import { Exit, exitName, HC_MAP_GPA_RANGE, InternalError, IoDirection, KVM_ENOSYS, SystemEvent } from "../kvm/uapi";
 import { ExitStatus } from "../errors";
-import { CONVERT_PORT, HOST_PORT } from "./abi";
+import { HOST_PORT } from "./abi";
+import { answerRequest, RequestExit, requestExit, requestOf } from "./conversionExit";
 import type { PortBus, UnclaimedAccesses } from "../devices/bus";
 import { portIo } from "./portIo";
 import type { ConversionEngine } from "../memory/engine";
@@ -49,15 +50,15 @@ export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome
   switch (reason) {
     case Exit.IO: {
       const io = run.io;
-      if (m.conversions && io.direction === IoDirection.OUT && io.size === 4 && io.count === 1) {
-        if (io.port === CONVERT_PORT) return doorbell(m, v);
-        if (io.port === HOST_PORT) return hostRequest(m, v);
+      if (m.conversions) {
+        if (requestExit(run) === "doorbell") return conversionRequest(m, v, "doorbell");
+        if (io.port === HOST_PORT && io.direction === IoDirection.OUT && io.size === 4 && io.count === 1) return hostRequest(m, v);
       }
       portIo(m.bus, run, () => m.ended);
       return m.ended ? "stay" : "resume";
     }
     case Exit.HYPERCALL:
-      return hypercall(m, v);
+      return conversionRequest(m, v, "hypercall");
     case Exit.HLT:
       v.halted = true;
       m.trace(v.index, "halt", {});
@@ -108,31 +109,22 @@ export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome
   }
 }
 
-/** KVM_EXIT_HYPERCALL: only KVM_HC_MAP_GPA_RANGE is enabled; hypercall.ret is always set. */
-async function hypercall(m: ExitContext, v: VcpuState): Promise<Outcome> {
-  const { nr, args } = v.kvmRun.hypercall;
+/** KVM_HC_MAP_GPA_RANGE by hypercall (the only one enabled) or by the port doorbell; the answer
+ *  (hypercall.ret or RAX) is always set. */
+async function conversionRequest(m: ExitContext, v: VcpuState, via: RequestExit): Promise<Outcome> {
+  const { nr, request } = requestOf(v.kvmRun, via);
   if (nr !== BigInt(HC_MAP_GPA_RANGE) || !m.conversions) {
-    v.kvmRun.hypercallRet = BigInt(-KVM_ENOSYS);
-    m.finish(ExitStatus.BAD_HYPERCALL, `vCPU ${v.index}: unexpected hypercall nr ${nr} (only KVM_HC_MAP_GPA_RANGE = ${HC_MAP_GPA_RANGE} is enabled)`, v.registerReport());
+    const what =
+      via === "hypercall"
+        ? `unexpected hypercall nr ${nr} (only KVM_HC_MAP_GPA_RANGE = ${HC_MAP_GPA_RANGE} is enabled)`
+        : `doorbell with RAX=${nr} (only KVM_HC_MAP_GPA_RANGE = ${HC_MAP_GPA_RANGE} exists)`;
+    answerRequest(v.kvmRun, via, BigInt(via === "hypercall" ? -KVM_ENOSYS : KVM_ENOSYS));
+    m.finish(ExitStatus.BAD_HYPERCALL, `vCPU ${v.index}: ${what}`, v.registerReport());
     return "stay";
   }
   const { engine, options } = m.conversions;
-  const ret = await engine.request("hypercall", v.index, { gpa: args[0], pages: args[1], attrs: args[2] }, options.onHypercall);
-  v.kvmRun.hypercallRet = BigInt(ret);
-  return "resume";
-}
-
-/** The port doorbell: the hypercall's registers through a 32-bit `out` to CONVERT_PORT. */
-async function doorbell(m: ExitContext, v: VcpuState): Promise<Outcome> {
-  const r = v.kvmRun.syncRegs;
-  if (r.rax !== BigInt(HC_MAP_GPA_RANGE)) {
-    v.kvmRun.setSyncReg("rax", BigInt(KVM_ENOSYS));
-    m.finish(ExitStatus.BAD_HYPERCALL, `vCPU ${v.index}: doorbell with RAX=${r.rax} (only KVM_HC_MAP_GPA_RANGE = ${HC_MAP_GPA_RANGE} exists)`, v.registerReport());
-    return "stay";
-  }
-  const { engine, options } = m.conversions!;
-  const ret = await engine.request("doorbell", v.index, { gpa: r.rbx, pages: r.rcx, attrs: r.rdx }, options.onHypercall);
-  v.kvmRun.setSyncReg("rax", BigInt(ret));
+  const ret = await engine.request(via, v.index, request, options.onHypercall);
+  answerRequest(v.kvmRun, via, BigInt(ret));
   return "resume";
 }
 

@@ -25,6 +25,8 @@ import { MemslotsBackend } from "../memory/memslots";
 import { AttributesBackend } from "../memory/attributes";
 import { MAP_GPA_RANGE_ENCRYPTED, PAGE, PAGE_SHIFT, PageStateMap } from "../memory/pageState";
 import { ConversionEngine, ConversionEvent, formatEvent } from "../memory/engine";
+import { ConversionCounters } from "../memory/counters";
+import type { VcpuConversionsData } from "./vcpuConversions";
 import type { PrivateMemoryOptions } from "../memory/options";
 import { TestSlot } from "../memory/testSlot";
 import { PortBus, UnclaimedAccesses } from "../devices/bus";
@@ -98,8 +100,9 @@ export interface MachineResult {
   seconds: number;
   exits: { total: number; native: number; typescript: number };
   ramBacking: RamBacking | "attributes" | "memslots";
-  /** Conversion counts by source and outcome, and the summary lines (private memory only) */
-  conversions?: { tally: Record<string, number>; summary: string[] };
+  /** Conversion counts by source and outcome, and the summary lines (private memory only);
+   *  onVcpuThreads: how many of them the vCPU threads answered themselves */
+  conversions?: { tally: Record<string, number>; summary: string[]; onVcpuThreads: number };
 }
 
 /** What a debugger front end (vmm/control) hears from the machine. */
@@ -132,7 +135,9 @@ export class Machine {
   private pauseRequested = false;
   /** run() let the vCPUs go */
   private running = false;
-  observer?: MachineObserver;
+  private debugObserver?: MachineObserver;
+  /** What the vCPU threads need to answer conversions themselves (attributes backend) */
+  private threadConversions?: VcpuConversionsData;
   private endWaiters: Array<() => void> = [];
   /** per vCPU: exits its thread posted that onThreadMessage has not received (vcpuThread.ts) */
   private readonly exitsInFlight: Int32Array;
@@ -195,6 +200,25 @@ export class Machine {
     };
   }
 
+  /** A debugger front end (vmm/control) that hears every exit and conversion */
+  get observer(): MachineObserver | undefined {
+    return this.debugObserver;
+  }
+
+  set observer(o: MachineObserver | undefined) {
+    this.debugObserver = o;
+    this.allowThreadConversions();
+  }
+
+  /** Let the vCPU threads answer conversions themselves while nobody needs to see each one (the
+   *  engine would answer them quietly too); else they go to the engine here. */
+  private allowThreadConversions(): void {
+    const share = this.threadConversions;
+    if (!share || !this.engine) return;
+    const quiet = this.engine.answersQuietly("hypercall", this.opts.privateMemory!.onHypercall);
+    Atomics.store(new Int32Array(share.allowed), 0, quiet ? 1 : 0);
+  }
+
   /** The PC guest, or undefined for tsvmm's own guests */
   private get pc(): PcGuest | undefined {
     return this.opts.boot.kind === "tsvmm" ? undefined : this.opts.boot;
@@ -255,7 +279,9 @@ export class Machine {
     this.map = map;
     const memory = pm.backend === "attributes" ? new AttributesBackend(ctx) : new MemslotsBackend(ctx);
     this.memory = memory;
+    const counters = new ConversionCounters(this.cpus + 1);
     const engine = new ConversionEngine({
+      counters,
       map,
       backend: memory,
       sharedLimit: this.layout.freeBase,
@@ -269,6 +295,17 @@ export class Machine {
       preFault: pm.prefault ? (vcpu, gpa, size) => this.vcpus[vcpu].native.preFaultMemory(gpa, size) : undefined,
     });
     this.engine = engine;
+    if (memory instanceof AttributesBackend)
+      this.threadConversions = {
+        map: map.buffer,
+        base: map.base,
+        size: map.size,
+        sharedLimit: this.layout.freeBase,
+        discard: pm.discard === "always",
+        counters: counters.buffer,
+        allowed: new SharedArrayBuffer(4),
+      };
+    this.allowThreadConversions();
     this.conversions = {
       engine,
       options: pm,
@@ -357,6 +394,7 @@ export class Machine {
       serial: this.serial.state,
       serialIrq: this.pc ? COM1_IRQ : undefined,
       inFlight: this.exitsInFlight.buffer as SharedArrayBuffer,
+      conversions: this.threadConversions,
     };
     const thread = vcpuThread();
     thread.postMessage(data);
@@ -679,7 +717,7 @@ export class Machine {
       seconds,
       exits,
       ramBacking: this.memory ? this.ramBacking : "memfd",
-      conversions: this.engine ? { tally: this.engine.tally, summary: this.engine.summary() } : undefined,
+      conversions: this.engine ? { tally: this.engine.tally, summary: this.engine.summary(), onVcpuThreads: this.engine.counters.onVcpuThreads } : undefined,
     };
     for (const ended of this.endWaiters.splice(0)) ended();
     this.traceEvent(-1, "end", { status, reason });

@@ -1,6 +1,7 @@
 // The body of a vCPU's worker thread: it runs KVM_RUN itself (NativeVcpu.runUntilExit() blocks here, never
 // on the main thread) and answers the exits it can alone, with no thread crossing: the fast ports
-// natively, the UART's other registers here (its state is shared memory). Every other exit goes
+// natively, the UART's other registers here (its state is shared memory), and on the attributes
+// backend the guest's conversion requests (vcpuConversions.ts). Every other exit goes
 // to the machine on the main thread, and the vCPU stays paused until the machine answers it
 // (Machine.onThreadMessage). See docs/exit-path.md.
 import { parentPort } from "node:worker_threads";
@@ -11,6 +12,7 @@ import { PortBus } from "../devices/bus";
 import { Serial8250 } from "../devices/serial";
 import { CONSOLE_PORT } from "./abi";
 import { portIo } from "./portIo";
+import { VcpuConversions, VcpuConversionsData } from "./vcpuConversions";
 
 export interface VcpuThreadData {
   /** NativeVcpu.handle */
@@ -22,6 +24,8 @@ export interface VcpuThreadData {
   /** Int32 per vCPU, counted up here for each exit or error posted and down by the machine as it
    *  receives them: a debugger's pause waits for the exits already on their way */
   inFlight?: SharedArrayBuffer;
+  /** The attributes backend's conversions, answered on this thread while the machine allows it */
+  conversions?: VcpuConversionsData;
 }
 
 /** What a vCPU thread tells the machine */
@@ -57,6 +61,7 @@ function main(data: VcpuThreadData): void {
     serial.onFastPortsChanged = () => serial.publishFastPorts((ports) => vcpu.setFastPorts(ports));
     bus.register(CONSOLE_PORT, 8, serial);
   }
+  const conversions = data.conversions && new VcpuConversions(data.conversions, vcpu);
   try {
     for (;;) {
       let result: number;
@@ -72,6 +77,7 @@ function main(data: VcpuThreadData): void {
         portIo(bus, run, () => false);
         continue;
       }
+      if (result === 0 && conversions?.answer(run)) continue;
       vcpu.pause(); // out of KVM_RUN until the machine has answered (it unpauses)
       post({ exit: result });
     }

@@ -5,15 +5,37 @@
 import { loadAddon, NativeGuestMemfd, NativeMemfd, NativeVm } from "../native";
 import { MEMORY_ATTRIBUTE_PRIVATE } from "../kvm/uapi";
 import { ApplyResult, BackendContext, MemoryBackend, slotRegion } from "./backend";
-import { PAGE_SHIFT, Run } from "./pageState";
+import { PAGE_SHIFT, PageState, Run } from "./pageState";
 
 /**
  * The one place that tells KVM a range's private/shared state. Linux-next moves this onto the
  * guest_memfd (KVM_SET_MEMORY_ATTRIBUTES2 on the gmem fd, EAGAIN + error_offset); that variant
  * belongs here too.
  */
-export function setPrivate(vm: NativeVm, gpa: bigint, size: bigint, isPrivate: boolean): void {
+export function setPrivate(vm: Pick<NativeVm, "setMemoryAttributes">, gpa: bigint, size: bigint, isPrivate: boolean): void {
   vm.setMemoryAttributes(gpa, size, isPrivate ? MEMORY_ATTRIBUTE_PRIVATE : 0n);
+}
+
+/** What a conversion does to KVM and the files, from the main thread (the VM and the files) or a
+ *  vCPU thread (its NativeVcpu, after NativeVm.shareMemoryFiles) */
+export interface AttributeOps {
+  setMemoryAttributes(gpa: bigint, size: bigint, attributes: bigint): void;
+  /** Punch [offset, offset + length) of the file holding `side` */
+  discard(side: PageState, offset: bigint, length: bigint): void;
+}
+
+/** The attributes backend's apply on any thread: the attribute, then the side the pages left. */
+export function applyAttributes(ops: AttributeOps, base: bigint, discard: boolean, changes: Run[]): ApplyResult {
+  let discarded = 0n;
+  for (const run of changes) {
+    const offset = BigInt(run.first) << PAGE_SHIFT;
+    const size = BigInt(run.count) << PAGE_SHIFT;
+    setPrivate(ops, base + offset, size, run.state === "private");
+    if (!discard) continue;
+    ops.discard(run.state === "private" ? "shared" : "private", offset, size);
+    discarded += size;
+  }
+  return { discarded };
 }
 
 export class AttributesBackend implements MemoryBackend {
@@ -22,19 +44,25 @@ export class AttributesBackend implements MemoryBackend {
   // and a vCPU touching it faults it in again (QEMU converts without pausing vCPUs either).
   readonly needsQuiesce = false;
   readonly sharedView: Buffer;
-  private readonly vm: NativeVm;
   private readonly gmem: NativeGuestMemfd;
   private readonly memfd: NativeMemfd;
   private readonly base: bigint;
   private readonly discard: boolean;
+  private readonly ops: AttributeOps;
 
   constructor(ctx: BackendContext) {
-    this.vm = ctx.vm;
     this.base = ctx.map.base;
     this.discard = ctx.discard === "always";
     this.gmem = ctx.vm.createGuestMemfd(ctx.map.size, 0n);
     this.memfd = new (loadAddon().Memfd)("tsvmm-shared", ctx.map.size);
     this.sharedView = Buffer.from(this.memfd.map());
+    const vm = ctx.vm;
+    this.ops = {
+      setMemoryAttributes: (gpa, size, attributes) => vm.setMemoryAttributes(gpa, size, attributes),
+      discard: (side, offset, length) => (side === "private" ? this.gmem : this.memfd).fallocate("punch", offset, length),
+    };
+    // The vCPU threads convert too (vcpuConversions.ts): they need these files.
+    ctx.vm.shareMemoryFiles(this.gmem.fd, this.memfd.fd);
     ctx.vm.setUserMemoryRegion2(slotRegion(0, this.base, ctx.map.size, this.memfd.address, this.gmem, 0n));
     for (const run of ctx.map.runs()) {
       if (run.state === "private") setPrivate(ctx.vm, this.gpa(run.first), BigInt(run.count) << PAGE_SHIFT, true);
@@ -51,16 +79,7 @@ export class AttributesBackend implements MemoryBackend {
   }
 
   apply(changes: Run[]): ApplyResult {
-    let discarded = 0n;
-    for (const run of changes) {
-      const offset = BigInt(run.first) << PAGE_SHIFT;
-      const size = BigInt(run.count) << PAGE_SHIFT;
-      setPrivate(this.vm, this.base + offset, size, run.state === "private");
-      if (!this.discard) continue;
-      (run.state === "private" ? this.memfd : this.gmem).fallocate("punch", offset, size);
-      discarded += size;
-    }
-    return { discarded };
+    return applyAttributes(this.ops, this.base, this.discard, changes);
   }
 
   populated(): { shared: bigint } {

@@ -1,14 +1,16 @@
 // The conversion engine: one path for every source (hypercall, port doorbell, memory-fault exit,
 // API), requests validated against the page-state map, conversions serialised, every conversion
 // and every memory-fault exit recorded as an event.
-import type { ApplyResult, DiscardPolicy, MemoryBackend } from "./backend";
-import { ConversionRequest, MAP_GPA_RANGE_ENCRYPTED, PAGE_SHIFT, PageState, PageStateMap, Run, validateRequest } from "./pageState";
+import type { DiscardPolicy, MemoryBackend } from "./backend";
+import { ConversionRequest, MAP_GPA_RANGE_ENCRYPTED, PAGE_SHIFT, PageState, PageStateMap, Run } from "./pageState";
 import { Errno, MEMORY_EXIT_FLAG_PRIVATE } from "../kvm/uapi";
 import { hex } from "../format";
 import type { TestSlot } from "./testSlot";
+import { ConversionCounters } from "./counters";
+import { answerRequest, checkRequest, Converted, Converter, convertLocked, outcomeKeys, restore, settle, Source } from "./convertNow";
 
 /** cli: Machine.convert() from code; monitor and api: the debugger front ends (vmm/control) */
-export type Source = "hypercall" | "doorbell" | "fault" | "cli" | "monitor" | "api";
+export type { Source };
 export type FaultPolicy = "convert" | "deny" | "stop";
 export type HypercallPolicy = "convert" | "deny";
 
@@ -49,6 +51,8 @@ export interface EngineOptions {
   listening?: () => boolean;
   /** ms since the VM started */
   now: () => number;
+  /** The tally, shared with the vCPU threads that convert (row 0 is the engine's); default: the engine's own */
+  counters?: ConversionCounters;
   /** The exit scenarios' test slot, if the guest made one */
   testSlot: () => TestSlot | undefined;
   /** What the backend does with the side a page left (it acts on it; the engine reports it) */
@@ -58,17 +62,6 @@ export interface EngineOptions {
   preFault?: (vcpu: number, gpa: bigint, size: bigint) => void;
 }
 
-/** The tally's keys of each source, made once (no string building per conversion) */
-const OUTCOME_KEYS = new Map<Source, { private: string; shared: string; refused: string; denied: string }>();
-function outcomeKeys(source: Source) {
-  let keys = OUTCOME_KEYS.get(source);
-  if (!keys) OUTCOME_KEYS.set(source, (keys = { private: `${source}-to-private`, shared: `${source}-to-shared`, refused: `${source}-refused`, denied: `${source}-denied` }));
-  return keys;
-}
-
-/** What one conversion did: refused (nothing changed), or the pages that changed state */
-type Converted = { refused: string } | { refused?: undefined; changed: number; discarded: bigint };
-
 export type FaultOutcome = { action: "retry" } | { action: "deny" | "stop"; reason: string };
 
 const KNOWN_FAULT_FLAGS = MEMORY_EXIT_FLAG_PRIVATE;
@@ -76,14 +69,13 @@ const KNOWN_FAULT_FLAGS = MEMORY_EXIT_FLAG_PRIVATE;
 export class ConversionEngine {
   private seq = 0;
   private chain: Promise<unknown> = Promise.resolve();
-  /** Per vCPU, its last memory fault and how many conversions had been done by then */
+  /** Per vCPU, its last memory fault and how many conversions had been done by then (a fault
+   *  that recurs after a conversion is progress, not a repeat) */
   private readonly lastFault = new Map<number, { gpa: bigint; flags: bigint; repeats: number; conversions: number }>();
-  /** Conversions that changed the map: a fault that recurs after one is progress, not a repeat */
-  private conversions = 0;
-  private readonly counts = new Map<string, number>();
-  private discarded = 0n;
-  /** ms, from performance.now() */
-  private busyMs = 0;
+  /** The tally of every thread that converts */
+  readonly counters: ConversionCounters;
+  /** The engine's own conversions (its row of the tally) */
+  private readonly converter: Converter;
   /** pages mapped by --prefault */
   private prefaulted = 0n;
   /** seq and duration of the outcome counted last (for its event) */
@@ -94,6 +86,9 @@ export class ConversionEngine {
 
   constructor(private readonly o: EngineOptions) {
     this.aliasBit = o.sharedBit ? 1n << BigInt(o.sharedBit) : 0n;
+    this.counters = o.counters ?? new ConversionCounters(1);
+    const backend = o.backend;
+    this.converter = { map: o.map, sharedLimit: o.sharedLimit, apply: (changes) => backend.apply(changes), counters: this.counters.row(0) };
   }
 
   /** Run conversions one at a time, in arrival order, so no request is lost or interleaved. */
@@ -105,6 +100,7 @@ export class ConversionEngine {
 
   /** A guest (or API) request; resolves to the value for the guest: 0 or a positive errno. */
   request(source: Source, vcpu: number, r: ConversionRequest, policy: HypercallPolicy = "convert"): Promise<number> {
+    if (this.answersQuietly(source, policy)) return this.serialize(async () => answerRequest(this.converter, source, r));
     return this.serialize(async () => {
       const start = performance.now();
       const to: PageState = r.attrs & MAP_GPA_RANGE_ENCRYPTED ? "private" : "shared";
@@ -112,14 +108,9 @@ export class ConversionEngine {
       const event = (from: ConversionEvent["from"], result: string, before?: Run[], after?: Run[], discard = 0): ConversionEvent => ({
         seq: 0, time: 0, vcpu, source, gpa: hex(r.gpa), size: Number(r.pages << PAGE_SHIFT), from, to, discard, result, ns: 0, before, after,
       });
-      const v = validateRequest(this.o.map, r);
+      const v = checkRequest(this.o.map, this.o.sharedLimit, r);
       if (!v.ok) {
-        if (this.counted(start, keys.refused)) this.emit(event("-", `EINVAL: ${v.reason}`));
-        return Errno.EINVAL;
-      }
-      if (r.gpa < this.o.sharedLimit && to === "private") {
-        const reason = `[${hex(r.gpa)}, ...) reaches into the always-shared RAM below ${hex(this.o.sharedLimit)} (firmware, page tables, stacks, guest image)`;
-        if (this.counted(start, keys.refused)) this.emit(event("shared", `EINVAL: ${reason}`));
+        if (this.counted(start, keys.refused)) this.emit(event("alwaysShared" in v ? "shared" : "-", `EINVAL: ${v.reason}`));
         return Errno.EINVAL;
       }
       // The page states before, for the event: looked at only when someone listens.
@@ -167,12 +158,13 @@ export class ConversionEngine {
 
       let last = this.lastFault.get(vcpu);
       if (!last) this.lastFault.set(vcpu, (last = { gpa: -1n, flags: 0n, repeats: 0, conversions: -1 }));
-      const again = last.gpa === f.gpa && last.flags === f.flags && last.conversions === this.conversions;
+      const conversions = this.counters.conversions;
+      const again = last.gpa === f.gpa && last.flags === f.flags && last.conversions === conversions;
       const repeats = again ? last.repeats + 1 : 0;
       last.gpa = f.gpa;
       last.flags = f.flags;
       last.repeats = repeats;
-      last.conversions = this.conversions;
+      last.conversions = conversions;
       if (repeats >= 3) return stop(`the same memory fault repeated ${repeats + 1} times with no conversion in between`);
 
       const slot = this.o.testSlot();
@@ -215,39 +207,24 @@ export class ConversionEngine {
   /** Set pages [first, first + count) to `to` in the map and in KVM; a refusal restores the map.
    *  Synchronous unless the backend needs the vCPUs quiesced (no promise hop per conversion). */
   private convert(first: number, count: number, to: PageState): Converted | Promise<Converted> {
+    if (!this.o.backend.needsQuiesce) return convertLocked(this.converter, first, count, to);
+    // memslots: no vCPU thread converts (they are all paused while the slots change), so the map
+    // needs no lock across the quiesce.
     const changes = this.o.map.set(first, count, to);
     if (!changes.length) return { changed: 0, discarded: 0n };
-    const apply = () => this.o.backend.apply(changes);
-    // An ioctl failure ends the run (70); the summary then shows the map as it was.
-    const failed = (err: unknown): never => {
-      this.restore(changes, to);
-      throw err;
-    };
-    if (!this.o.backend.needsQuiesce) {
-      let applied: ApplyResult;
-      try {
-        applied = apply();
-      } catch (err) {
-        return failed(err);
-      }
-      return this.applied(changes, to, applied);
-    }
-    return this.o.quiesce(apply).then((applied) => this.applied(changes, to, applied), failed);
+    return this.o.quiesce(() => this.o.backend.apply(changes)).then(
+      (applied) => settle(this.converter, changes, to, applied),
+      (err: unknown) => {
+        restore(this.o.map, changes, to); // an ioctl failure ends the run (70); the summary then shows the map as it was
+        throw err;
+      },
+    );
   }
 
-  private applied(changes: Run[], to: PageState, applied: ApplyResult): Converted {
-    if (applied.refused !== undefined) {
-      this.restore(changes, to);
-      return { refused: applied.refused };
-    }
-    this.conversions++;
-    this.discarded += applied.discarded;
-    return { changed: changes.reduce((n, run) => n + run.count, 0), discarded: applied.discarded };
-  }
-
-  private restore(changes: Run[], to: PageState): void {
-    const back: PageState = to === "private" ? "shared" : "private";
-    for (const run of changes) this.o.map.set(run.first, run.count, back);
+  /** Whether a guest's request from `source` needs no event and no policy beyond converting: the
+   *  engine then answers it in one step, and the vCPU threads may answer it themselves. */
+  answersQuietly(source: Source, policy: HypercallPolicy): boolean {
+    return policy === "convert" && !this.o.backend.needsQuiesce && !this.listening() && !(this.o.preFault && (source === "hypercall" || source === "doorbell"));
   }
 
   /** After a guest's conversion to private, as QEMU does after KVM_HC_MAP_GPA_RANGE: a failure
@@ -260,7 +237,7 @@ export class ConversionEngine {
       this.prefaulted += r.pages;
       return ", pre-faulted";
     } catch (err) {
-      this.counts.set("prefault-failed", (this.counts.get("prefault-failed") ?? 0) + 1);
+      this.converter.counters.count("prefault-failed", 0);
       return `; pre-fault failed: ${(err as Error).message}`;
     }
   }
@@ -270,9 +247,10 @@ export class ConversionEngine {
     return this.o.discard === "never" ? `ok, kept the ${to === "private" ? "shared" : "private"} copy (--discard never)` : "ok";
   }
 
-  /** Run other work on guest memory in the same order as conversions (host requests). */
+  /** Run other work on guest memory in the same order as conversions (host requests), and never
+   *  during a conversion on a vCPU thread. */
   hostOperation<T>(work: () => T): Promise<T> {
-    return this.serialize(async () => work());
+    return this.serialize(async () => this.o.map.locked(work));
   }
 
   private listening(): boolean {
@@ -282,11 +260,10 @@ export class ConversionEngine {
   /** Count one outcome (since `start`); true when someone listens, and the caller then builds
    *  the event (and its strings) for emit(). */
   private counted(start: number, key: string): boolean {
-    const end = performance.now();
-    this.busyMs += end - start;
-    this.lastNs = Math.round((end - start) * 1e6);
+    const ns = (performance.now() - start) * 1e6;
+    this.lastNs = Math.round(ns);
     this.lastSeq = this.seq++;
-    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+    this.converter.counters.count(key, ns);
     return this.listening();
   }
 
@@ -300,21 +277,22 @@ export class ConversionEngine {
 
   /** Counts by source and outcome, e.g. {"hypercall-to-private": 3, "fault-race": 1} */
   get tally(): Record<string, number> {
-    return Object.fromEntries(this.counts);
+    return this.counters.tally();
   }
 
   summary(): string[] {
     const map = this.o.map;
     const used = this.o.backend.populated();
     const kib = (b: bigint | undefined) => (b === undefined ? "unknown (guest_memfd without MMAP has no host view)" : `${b >> 10n} KiB`);
-    const tally = [...this.counts].map(([k, n]) => `${k} ${n}`).join(", ") || "none";
+    const tally = Object.entries(this.tally).map(([k, n]) => `${k} ${n}`).join(", ") || "none";
     const discard =
-      this.o.discard === "always" ? `--discard always: discarded ${Number(this.discarded >> 10n)} KiB` : "--discard never: both copies of every page kept";
+      this.o.discard === "always" ? `--discard always: discarded ${this.counters.discardedBytes / 1024} KiB` : "--discard never: both copies of every page kept";
+    const onThreads = this.counters.onVcpuThreads;
     const usage = this.o.backend.usage?.();
     return [
       `conversions: ${tally}`,
       `pages now: ${map.privatePages} private, ${map.sharedPages} shared (${map.pages} in all); memory-fault exits: ${this.faults}`,
-      `${discard}; ${this.busyMs.toFixed(3)} ms spent converting${this.o.preFault ? ` (with --prefault: ${this.prefaulted << 2n} KiB pre-faulted)` : ""}`,
+      `${discard}; ${this.counters.busyMs.toFixed(3)} ms spent converting${this.o.preFault ? ` (with --prefault: ${this.prefaulted << 2n} KiB pre-faulted)` : ""}${onThreads ? `, ${onThreads} conversions answered on vCPU threads` : ""}`,
       `in use now: private ${kib(used.private)}, shared ${kib(used.shared)} (pages touched, from mincore)`,
       ...(usage ? [usage] : []),
     ];

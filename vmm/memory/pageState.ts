@@ -15,28 +15,71 @@ export interface Run {
   state: PageState;
 }
 
+/** The map's shared buffer: Int32 words (the lock, the private-page count), then a byte per page */
+const LOCK = 0;
+const PRIVATE_COUNT = 1;
+const HEADER_BYTES = 8;
+/** LOCK values: free, held, held with a thread waiting for it */
+const FREE = 0;
+const HELD = 1;
+const CONTENDED = 2;
+
+/**
+ * The map lives in a SharedArrayBuffer: the main thread's engine and the vCPU threads that answer
+ * conversions themselves (the attributes backend) use one map, each thread through its own
+ * PageStateMap over `buffer`. A conversion holds `lock()` from reading the states it changes to
+ * the end of its ioctls, so conversions of any thread take turns.
+ */
 export class PageStateMap {
+  /** For another thread's PageStateMap over the same pages (`new PageStateMap(base, size, "shared", buffer)`) */
+  readonly buffer: SharedArrayBuffer;
+  private readonly words: Int32Array;
   /** 1 = private, 0 = shared */
   private readonly bits: Uint8Array;
-  private privateCount = 0;
   /** base + size, and both as numbers (RAM ends far below 2^53): the requests' fast path */
   readonly end: bigint;
   readonly baseNumber: number;
   readonly endNumber: number;
 
+  /** A new map with every page `initial`, or (with `buffer`) another thread's view of an existing one */
   constructor(
     readonly base: bigint,
     readonly size: bigint,
     initial: PageState = "shared",
+    buffer?: SharedArrayBuffer,
   ) {
     if (base % PAGE !== 0n || size % PAGE !== 0n || size <= 0n) throw new RangeError("RAM must be whole pages");
-    this.bits = new Uint8Array(Number(size >> PAGE_SHIFT));
+    const pages = Number(size >> PAGE_SHIFT);
+    if (buffer && buffer.byteLength !== HEADER_BYTES + pages) throw new RangeError(`a page-state buffer of ${buffer.byteLength} bytes is not a map of ${pages} pages`);
+    this.buffer = buffer ?? new SharedArrayBuffer(HEADER_BYTES + pages);
+    this.words = new Int32Array(this.buffer, 0, HEADER_BYTES / 4);
+    this.bits = new Uint8Array(this.buffer, HEADER_BYTES, pages);
     this.end = base + size;
     this.baseNumber = Number(base);
     this.endNumber = Number(this.end);
-    if (initial === "private") {
+    if (!buffer && initial === "private") {
       this.bits.fill(1);
-      this.privateCount = this.bits.length;
+      this.words[PRIVATE_COUNT] = pages;
+    }
+  }
+
+  /** Take the map's lock (waiting for another thread's conversion to end). Not reentrant. */
+  lock(): void {
+    if (Atomics.compareExchange(this.words, LOCK, FREE, HELD) === FREE) return;
+    while (Atomics.exchange(this.words, LOCK, CONTENDED) !== FREE) Atomics.wait(this.words, LOCK, CONTENDED);
+  }
+
+  unlock(): void {
+    if (Atomics.exchange(this.words, LOCK, FREE) === CONTENDED) Atomics.notify(this.words, LOCK, 1);
+  }
+
+  /** `work` holding the lock */
+  locked<T>(work: () => T): T {
+    this.lock();
+    try {
+      return work();
+    } finally {
+      this.unlock();
     }
   }
 
@@ -45,11 +88,11 @@ export class PageStateMap {
   }
 
   get privatePages(): number {
-    return this.privateCount;
+    return Atomics.load(this.words, PRIVATE_COUNT);
   }
 
   get sharedPages(): number {
-    return this.bits.length - this.privateCount;
+    return this.bits.length - this.privatePages;
   }
 
   pageOf(gpa: bigint): number {
@@ -69,14 +112,16 @@ export class PageStateMap {
   set(first: number, count: number, state: PageState): Run[] {
     const want = state === "private" ? 1 : 0;
     const changed: Run[] = [];
+    let flipped = 0;
     for (let p = first; p < first + count; p++) {
       if (this.bits[p] === want) continue;
       this.bits[p] = want;
-      this.privateCount += want ? 1 : -1;
+      flipped++;
       const last = changed[changed.length - 1];
       if (last && last.first + last.count === p) last.count++;
       else changed.push({ first: p, count: 1, state });
     }
+    if (flipped) Atomics.add(this.words, PRIVATE_COUNT, want ? flipped : -flipped);
     return changed;
   }
 
