@@ -16,6 +16,10 @@
 //   - 2 and 4 vCPUs at once (`mode=smp --cpus V` / C "smp --vcpus V"), each its own 4 KiB page.
 //   - first touch (`mode=first-touch`, 2 MiB, where KVM_PRE_FAULT_MEMORY exists): guest ticks of
 //     the conversion to private and of the stores to its pages after it, without and with --prefault.
+//   - attributes only: each of convert, touched and smp again with nobody listening ("quiet"), so the
+//     vCPU threads answer the conversions themselves (docs/exit-path.md). No events there: the guest's
+//     rdtsc ticks per conversion, turned into ns with the rate the same round's event run gives
+//     (its event ns per conversion / its ticks per conversion).
 //   - exit 39 -> running again (memslots with --shared-bit only): the guest stores to T distinct
 //     pages through the shared view; tsvmm: the median interval between consecutive memory-fault
 //     conversions (events), C: the median interval between consecutive exits 39, and its own
@@ -83,9 +87,12 @@ interface TsvmmRun {
   smp?: Record<number, { ns: number; engineUs: number }>;
   /** mode=first-touch: guest ticks (median per round) of the conversion to private and of the touches after it */
   firstTouch?: Record<number, { convertTicks: number; touchTicks: number }>;
+  /** guest ticks per conversion ("convert" size, "touched" size, "smp" vCPUs): ticks_total / conversions */
+  ticks?: Record<string, number>;
 }
 
-async function tsvmm(backend: Backend, cmdline: string, o: { sharedBit?: number; prefault?: boolean; cpus?: number } = {}): Promise<TsvmmRun> {
+/** One tsvmm run; quiet: nobody listens (no events: only the guest's ticks are measured) */
+async function tsvmm(backend: Backend, cmdline: string, o: { sharedBit?: number; prefault?: boolean; cpus?: number; quiet?: boolean } = {}): Promise<TsvmmRun> {
   const events: Ev[] = [];
   let r;
   try {
@@ -96,7 +103,7 @@ async function tsvmm(backend: Backend, cmdline: string, o: { sharedBit?: number;
       cpus: o.cpus,
       privateMemory: { backend, sharedBit: o.sharedBit || undefined, prefault: o.prefault },
       // The events themselves and no run log: no formatting or parsing inside the timed span.
-      onConversion: (e) => void events.push({ seq: e.seq, ms: e.time, source: e.source, size: e.size, result: e.result, us: e.ns / 1000 }),
+      onConversion: o.quiet ? undefined : (e) => void events.push({ seq: e.seq, ms: e.time, source: e.source, size: e.size, result: e.result, us: e.ns / 1000 }),
     });
   } catch (e) {
     return { error: (e as Error).message };
@@ -113,6 +120,9 @@ async function tsvmm(backend: Backend, cmdline: string, o: { sharedBit?: number;
       (out.firstTouch ??= {})[size] = { convertTicks: Number(res.convert_ticks_median), touchTicks: Number(res.touch_ticks_median) };
       continue;
     }
+    const tickKey = res.mode === "smp" ? `smp ${res.vcpus}` : res.mode === "convert-touched" ? `touched ${size}` : `${res.mode} ${size}`;
+    if (Number(res.ticks_total) > 0) (out.ticks ??= {})[tickKey] = Number(res.ticks_total) / Number(res.conversions);
+    if (o.quiet) continue;
     const source = res.mode === "implicit" ? "fault" : "hypercall";
     const evs = events.filter((e) => e.source === source && e.size === size && e.result === "ok").sort((a, b) => a.seq - b.seq);
     const want = Number(res.conversions);
@@ -225,6 +235,13 @@ async function main(): Promise<void> {
         : { skipped: verdict.preFault.reason },
       perConversion: {},
     };
+    // conversions answered on the vCPU threads (nobody listening): attributes only
+    if (b === "attributes")
+      Object.assign(row, {
+        quiet: { 4096: series(), [2 << 20]: series() },
+        quietTouched: { 4096: series(), [2 << 20]: series() },
+        quietSmp: Object.fromEntries(SMP_VCPUS.map((v) => [v, series()])),
+      });
     if (b === "memslots") {
       row.implicit = { tsvmmCycle: series(), tsvmmCycleMean: series(), tsvmmEngine: series(), cCycle: series(), cCycleMean: series(), cHandling: series() };
       if (!sharedBit) row.implicitSkipped = "no CPUID 0x80000008: no shared bit";
@@ -260,11 +277,25 @@ async function main(): Promise<void> {
           add(size === 4096 ? row.tsvmm.engine4096 : row.tsvmm.engine2m, t.convert?.[size]?.engineUs);
         }
         if (t.convert) (row.guestTicks ??= []).push(t.convert);
+        /** The same run quietly: its ticks per conversion at the event run's ns per tick */
+        const quietly = async (cmdline: string, loud: TsvmmRun, keys: Array<[string, Series, number | undefined]>, cpus?: number) => {
+          if (!row.quiet) return;
+          const q = await tsvmm(b, cmdline, { cpus, quiet: true });
+          for (const [key, into, loudNs] of keys) {
+            const qt = q.ticks?.[key];
+            const lt = loud.ticks?.[key];
+            add(into, qt && lt && loudNs ? (qt * loudNs) / lt : undefined, q.error ?? (qt ? undefined : `no ${key} ticks`));
+          }
+        };
+        const convertArgs = `mode=convert size=4k,2m n=${n} warm=${warm}`;
+        await quietly(convertArgs, t, SIZES.map((size) => [`convert ${size}`, row.quiet?.[size], t.convert?.[size]?.ns]));
         const touched = await tsvmm(b, `mode=convert touch=1 size=4k,2m n=${n} warm=${warm}`);
         for (const size of SIZES) add(row.tsvmmTouched[size], touched.touched?.[size]?.ns, touched.error);
+        await quietly(`mode=convert touch=1 size=4k,2m n=${n} warm=${warm}`, touched, SIZES.map((size) => [`touched ${size}`, row.quietTouched?.[size], touched.touched?.[size]?.ns]));
         for (const cpus of SMP_VCPUS) {
           const s = await tsvmm(b, `mode=smp n=${n} warm=${warm}`, { cpus });
           add(row.tsvmmSmp[cpus], s.smp?.[cpus]?.ns, s.error);
+          await quietly(`mode=smp n=${n} warm=${warm}`, s, [[`smp ${cpus}`, row.quietSmp?.[cpus], s.smp?.[cpus]?.ns]], cpus);
         }
         if (verdict.preFault.available)
           for (const prefault of [false, true]) {

@@ -36,6 +36,10 @@ interface LabConvert {
       cSmp?: Record<string, Spread>;
       cTouched?: Record<string, Spread>;
       firstTouch?: Record<string, Spread> & { skipped?: string };
+      /** attributes: the same runs with nobody listening (conversions answered on the vCPU threads), ns from guest ticks */
+      quiet?: Record<string, Spread>;
+      quietTouched?: Record<string, Spread>;
+      quietSmp?: Record<string, Spread>;
     }
   >;
 }
@@ -137,6 +141,12 @@ export function printConvert(results: ConvertKernelResult[], o: { rounds: number
             `tsvmm's engine alone ${us(med(b.tsvmm?.[size === "4096" ? "engine4096" : "engine2m"])! * 1000)} µs (median event time)` +
             (guest.length ? `; guest rdtsc median ${us(median(guest))} µs per conversion` : ""),
         );
+        const q = med(b.quiet?.[size]);
+        if (b.quiet)
+          console.log(
+            `      nobody listening (answered on the vCPU thread): ${us(q)} µs, ${ratio(q, ci)} /ioctl, ${ratio(q, ch)} /hcall (per round ${range(b.quiet[size])};` +
+              ` guest rdtsc at the event run's rate)${b.quiet[size].errors.length ? `; ${b.quiet[size].errors.length} failed: ${b.quiet[size].errors[0]}` : ""}`,
+          );
       }
       const pc = b.perConversion?.["4096"];
       if (pc)
@@ -157,6 +167,13 @@ export function printConvert(results: ConvertKernelResult[], o: { rounds: number
   console.log(`   guest stores to each of its 512 pages (timed: the first touch); guest rdtsc ticks, median per round, tsvmm without and with --prefault`);
   console.log(`   ${pad("kernel", 14)}${pad("backend", 12)}${pad("range", 7)}${lpad("tsvmm µs", 10)}${lpad("C µs", 10)}${lpad("ratio", 8)}`);
   const ticks = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? "-" : `${fmt(v / 1e6, 2)}M`);
+  /** the same row with nobody listening: conversions answered on the vCPU threads (attributes) */
+  const quietRow = (kernel: string, backend: string, what: string, q: Spread | undefined, c: number | undefined) => {
+    if (!q) return;
+    const t = med(q);
+    console.log(`   ${pad(kernel, 14)}${pad(backend, 12)}${pad(what, 7)}${lpad(us(t), 10)}${lpad(us(c), 10)}${lpad(ratio(t, c), 8)}  nobody listening: on the vCPU threads`);
+    if (q.errors.length) console.log(`      ${q.errors.length} run(s) failed; the first: ${q.errors[0]}`);
+  };
   for (const r of results) {
     if (r.skipped || !r.lab) continue;
     for (const [backend, b] of Object.entries(r.lab.backends)) {
@@ -167,6 +184,7 @@ export function printConvert(results: ConvertKernelResult[], o: { rounds: number
         console.log(`   ${pad(r.kernel, 14)}${pad(backend, 12)}${pad(sizeName(size), 7)}${lpad(us(t), 10)}${lpad(us(c), 10)}${lpad(ratio(t, c), 8)}`);
         const errs = [...b.tsvmmTouched[size].errors.map((e) => `tsvmm: ${e}`), ...(b.cTouched?.[size]?.errors ?? []).map((e) => `C: ${e}`)];
         if (errs.length) console.log(`      ${errs.length} run(s) failed; the first: ${errs[0]}`);
+        quietRow(r.kernel, backend, sizeName(size), b.quietTouched?.[size], c);
       }
       for (const [cpus, s] of Object.entries(b.tsvmmSmp ?? {})) {
         const t = med(s);
@@ -174,6 +192,7 @@ export function printConvert(results: ConvertKernelResult[], o: { rounds: number
         console.log(`   ${pad(r.kernel, 14)}${pad(backend, 12)}${pad(`${cpus} vCPUs`, 7)}${lpad(us(t), 10)}${lpad(us(c), 10)}${lpad(ratio(t, c), 8)}  (4 KiB each, all at once)`);
         const errs = [...s.errors.map((e) => `tsvmm: ${e}`), ...(b.cSmp?.[cpus]?.errors ?? []).map((e) => `C: ${e}`)];
         if (errs.length) console.log(`      ${errs.length} run(s) failed; the first: ${errs[0]}`);
+        quietRow(r.kernel, backend, `${cpus} vCPUs`, b.quietSmp?.[cpus], c);
       }
       const f = b.firstTouch;
       if (!f) continue;

@@ -107,7 +107,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
         alias: "append",
         describe: `tsvmm guests: text for the boot page (at most ${CMDLINE_SIZE - 1} bytes), e.g. fault=pf; multiboot and Linux: the kernel command line`,
       })
-      .option("quiet", { type: "boolean", default: false, alias: "q", describe: "print only the guest's console (and failures)" })
+      .option("quiet", { type: "boolean", default: false, alias: "q", describe: "print only the guest's console (and failures); conversions are then answered on the vCPU threads (attributes backend, no --trace)" })
       .option("private", {
         type: "string",
         describe: "RAM that starts private: all (everything above the guest image), none, or ranges START-END / START+SIZE (sizes as in --mem; 0x numbers are bytes). Default: all for guests that convert memory (convert, implicit, smp-convert), none otherwise",
@@ -238,7 +238,8 @@ export const runCommand: CommandModule<object, RunArgs> = {
         output: { write: (bytes) => output.console(bytes) },
         trace: args.trace,
         kernelEvents: kernelEvents && (kernelEvents.length ? kernelEvents : DEFAULT_KERNEL_EVENTS),
-        log,
+        // --quiet: no run log at all, so conversions need no events (the vCPU threads may answer them)
+        log: args.quiet ? undefined : log,
         signal: abort.signal,
         onInput:
           monitor?.kind === "terminal" || monitor?.kind === "stream"
