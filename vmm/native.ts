@@ -89,9 +89,14 @@ export interface NativeVm {
   setUserMemoryRegion(region: MemoryRegion): void;
   /** KVM_SET_MEMORY_ATTRIBUTES */
   setMemoryAttributes(gpa: bigint, size: bigint, attributes: bigint): void;
-  /** Let the vCPU threads convert (NativeVcpu.setMemoryAttributes, discard): the VM keeps dups of
-   *  the guest_memfd (private side) and the memfd (shared side) until its last vCPU is gone. Once. */
+  /** Give convertMemory (here and on every NativeVcpu, from any thread) the attributes backend's
+   *  files: the VM keeps dups of the guest_memfd (private side) and the memfd (shared side) until
+   *  its last vCPU is gone. Once. */
   shareMemoryFiles(privateFd: number, sharedFd: number): void;
+  /** One conversion of [gpa, gpa + size) (numbers, whole pages): KVM_SET_MEMORY_ATTRIBUTES to
+   *  private or shared, then, with `discard`, fallocate(PUNCH_HOLE) of [offset, offset + size) in
+   *  the file of the side the pages left (shareMemoryFiles). Throws what failed. */
+  convertMemory(gpa: number, offset: number, size: number, toPrivate: boolean, discard: boolean): void;
   /** KVM_CREATE_VCPU(index) */
   createVcpu(index: number): NativeVcpu;
   /** Replace the fast-port table (atomically with respect to running vCPUs). */
@@ -196,11 +201,8 @@ export interface NativeVcpu {
   /** NativeVm.irqLine on this vCPU's VM, from any thread (a device answered on the vCPU thread
    *  raises its interrupt with it) */
   irqLine(irq: number, level: number): void;
-  /** NativeVm.setMemoryAttributes on this vCPU's VM, from any thread */
-  setMemoryAttributes(gpa: bigint, size: bigint, attributes: bigint): void;
-  /** fallocate(PUNCH_HOLE) of [offset, offset + length) of the file NativeVm.shareMemoryFiles gave
-   *  for that side, from any thread */
-  discard(side: "private" | "shared", offset: bigint, length: bigint): void;
+  /** NativeVm.convertMemory on this vCPU's VM, from any thread (a conversion on the vCPU thread) */
+  convertMemory(gpa: number, offset: number, size: number, toPrivate: boolean, discard: boolean): void;
   /** Append console output to the VM's console buffer, the one the native fast path fills: from
    *  any thread, in the order of the calls (onConsole delivers it) */
   console(bytes: Buffer): void;

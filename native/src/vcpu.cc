@@ -256,8 +256,7 @@ Napi::Function Vcpu::DefineClass(Napi::Env env) {
           InstanceMethod("setMsrs", &Vcpu::SetMsrs),
           InstanceMethod("setFastPorts", &Vcpu::SetFastPorts),
           InstanceMethod("irqLine", &Vcpu::IrqLine),
-          InstanceMethod("setMemoryAttributes", &Vcpu::SetMemoryAttributes),
-          InstanceMethod("discard", &Vcpu::Discard),
+          InstanceMethod("convertMemory", &Vcpu::ConvertMemory),
           InstanceMethod("console", &Vcpu::Console),
           InstanceMethod("runUntilExit", &Vcpu::Run),
           InstanceMethod("pause", &Vcpu::Pause),
@@ -487,22 +486,9 @@ Napi::Value Vcpu::IrqLine(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value Vcpu::SetMemoryAttributes(const Napi::CallbackInfo& info) {
-  SetMemoryAttributesOf(info, Require(info.Env(), "setMemoryAttributes").vm().vm_fd());
+Napi::Value Vcpu::ConvertMemory(const Napi::CallbackInfo& info) {
+  ConvertMemoryOf(info, Require(info.Env(), "convertMemory").vm());
   return info.Env().Undefined();
-}
-
-Napi::Value Vcpu::Discard(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  VmShared& vm = Require(env, "discard").vm();
-  std::string side = info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
-  if (side != "private" && side != "shared") ThrowTypeError(env, "discard: side must be \"private\" or \"shared\"");
-  const bool private_side = side == "private";
-  int fd = vm.memory_file(private_side);
-  if (fd < 0) ThrowStateError(env, "ERR_TSVMM_CLOSED", "discard: this VM shared no memory files (Vm.shareMemoryFiles)");
-  FallocateFd(env, fd, private_side ? "guest_memfd" : "memfd", true, ArgBigUint64(info, 1, "offset"),
-              ArgBigUint64(info, 2, "length"));
-  return env.Undefined();
 }
 
 Napi::Value Vcpu::Console(const Napi::CallbackInfo& info) {

@@ -142,8 +142,7 @@ class Vcpu : public Napi::ObjectWrap<Vcpu> {
   Napi::Value SetMsrs(const Napi::CallbackInfo& info);
   Napi::Value SetFastPorts(const Napi::CallbackInfo& info);
   Napi::Value IrqLine(const Napi::CallbackInfo& info);
-  Napi::Value SetMemoryAttributes(const Napi::CallbackInfo& info);
-  Napi::Value Discard(const Napi::CallbackInfo& info);
+  Napi::Value ConvertMemory(const Napi::CallbackInfo& info);
   Napi::Value Console(const Napi::CallbackInfo& info);
   Napi::Value Run(const Napi::CallbackInfo& info);
   Napi::Value Pause(const Napi::CallbackInfo& info);

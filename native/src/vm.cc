@@ -193,6 +193,7 @@ Napi::Function Vm::DefineClass(Napi::Env env) {
           InstanceMethod("setUserMemoryRegion", &Vm::SetUserMemoryRegion),
           InstanceMethod("setMemoryAttributes", &Vm::SetMemoryAttributes),
           InstanceMethod("shareMemoryFiles", &Vm::ShareMemoryFiles),
+          InstanceMethod("convertMemory", &Vm::ConvertMemory),
           InstanceMethod("createVcpu", &Vm::CreateVcpu),
           InstanceMethod("setFastPorts", &Vm::SetFastPorts),
           InstanceMethod("onConsole", &Vm::OnConsole),
@@ -421,7 +422,15 @@ Napi::Value Vm::SetUserMemoryRegion(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Vm::SetMemoryAttributes(const Napi::CallbackInfo& info) {
-  SetMemoryAttributesOf(info, RequireOpen(info.Env(), "setMemoryAttributes"));
+  Napi::Env env = info.Env();
+  int fd = RequireOpen(env, "setMemoryAttributes");
+  SetVmMemoryAttributes(env, fd, ArgBigUint64(info, 0, "gpa"), ArgBigUint64(info, 1, "size"), ArgBigUint64(info, 2, "attributes"));
+  return env.Undefined();
+}
+
+Napi::Value Vm::ConvertMemory(const Napi::CallbackInfo& info) {
+  RequireOpen(info.Env(), "convertMemory");
+  ConvertMemoryOf(info, *shared_);
   return info.Env().Undefined();
 }
 
@@ -437,13 +446,32 @@ Napi::Value Vm::ShareMemoryFiles(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-void SetMemoryAttributesOf(const Napi::CallbackInfo& info, int fd) {
+void ConvertMemoryOf(const Napi::CallbackInfo& info, const VmShared& vm) {
   Napi::Env env = info.Env();
+  auto whole_pages = [&](size_t i, const char* what) {
+    int64_t v = ArgInt(info, i, what);
+    if (v < 0 || v % 4096 != 0) ThrowRangeError(env, std::string("convertMemory: ") + what + " must be a multiple of 4096");
+    return static_cast<uint64_t>(v);
+  };
+  const uint64_t gpa = whole_pages(0, "gpa");
+  const uint64_t offset = whole_pages(1, "offset");
+  const uint64_t size = whole_pages(2, "size");
+  const bool to_private = info[3].ToBoolean();
+  const bool discard = info[4].ToBoolean();
+  SetVmMemoryAttributes(env, vm.vm_fd(), gpa, size, to_private ? KVM_MEMORY_ATTRIBUTE_PRIVATE : 0);
+  if (!discard) return;
+  // The side the pages left: the memfd when they became private, the guest_memfd when shared.
+  int fd = vm.memory_file(!to_private);
+  if (fd < 0) ThrowStateError(env, "ERR_TSVMM_CLOSED", "convertMemory: this VM shared no memory files (Vm.shareMemoryFiles)");
+  FallocateFd(env, fd, to_private ? "memfd" : "guest_memfd", true, offset, size);
+}
+
+void SetVmMemoryAttributes(Napi::Env env, int fd, uint64_t gpa, uint64_t size, uint64_t attributes) {
   kvm_memory_attributes req;
   std::memset(&req, 0, sizeof req);
-  req.address = ArgBigUint64(info, 0, "gpa");
-  req.size = ArgBigUint64(info, 1, "size");
-  req.attributes = ArgBigUint64(info, 2, "attributes");
+  req.address = gpa;
+  req.size = size;
+  req.attributes = attributes;
   if (ioctl(fd, KVM_SET_MEMORY_ATTRIBUTES, &req) < 0) {
     ThrowSyscallError(env, "ioctl", "KVM_SET_MEMORY_ATTRIBUTES", errno,
                       {ErrorArg::Big("address", req.address, "gpa"), ErrorArg::Big("size", req.size, "size"),

@@ -120,9 +120,12 @@ class VmShared : public std::enable_shared_from_this<VmShared> {
 
 // Vm.irqLine and Vcpu.irqLine: KVM_IRQ_LINE(irq, level) from the JS arguments; throws on failure.
 void IrqLineOf(const Napi::CallbackInfo& info, const VmShared& vm);
-// Vm.setMemoryAttributes and Vcpu.setMemoryAttributes: KVM_SET_MEMORY_ATTRIBUTES(gpa, size,
-// attributes) from the JS arguments on `vm_fd`; throws on failure.
-void SetMemoryAttributesOf(const Napi::CallbackInfo& info, int vm_fd);
+// KVM_SET_MEMORY_ATTRIBUTES on `vm_fd`; throws on failure.
+void SetVmMemoryAttributes(Napi::Env env, int vm_fd, uint64_t gpa, uint64_t size, uint64_t attributes);
+// Vm.convertMemory and Vcpu.convertMemory(gpa, offset, size, toPrivate, discard), numbers: the
+// attribute, then (discard) a punch of [offset, offset + size) of the side's file the pages left
+// (VmShared::ShareMemoryFiles); throws on failure.
+void ConvertMemoryOf(const Napi::CallbackInfo& info, const VmShared& vm);
 
 class Vm : public Napi::ObjectWrap<Vm> {
  public:
@@ -151,6 +154,7 @@ class Vm : public Napi::ObjectWrap<Vm> {
   Napi::Value SetUserMemoryRegion(const Napi::CallbackInfo& info);
   Napi::Value SetMemoryAttributes(const Napi::CallbackInfo& info);
   Napi::Value ShareMemoryFiles(const Napi::CallbackInfo& info);
+  Napi::Value ConvertMemory(const Napi::CallbackInfo& info);
   Napi::Value CreateVcpu(const Napi::CallbackInfo& info);
   Napi::Value SetFastPorts(const Napi::CallbackInfo& info);
   Napi::Value OnConsole(const Napi::CallbackInfo& info);

@@ -53,6 +53,15 @@ export class KvmRunView {
     return { nr: this.view.getBigUint64(UNION, true), args, flags: this.view.getBigUint64(UNION + 64, true) };
   }
 
+  /** hypercall.nr and args[i] alone (a conversion request reads 4 of the 8 words) */
+  get hypercallNr(): bigint {
+    return this.view.getBigUint64(UNION, true);
+  }
+
+  hypercallArg(i: number): bigint {
+    return this.view.getBigUint64(UNION + 8 + i * 8, true);
+  }
+
   set hypercallRet(value: bigint) {
     this.view.setBigUint64(UNION + 56, value, true);
   }

@@ -21,8 +21,7 @@ export function requestExit(run: KvmRunView): RequestExit | undefined {
 /** The hypercall number (KVM_HC_MAP_GPA_RANGE when valid) and the request in the exit's registers */
 export function requestOf(run: KvmRunView, via: RequestExit): { nr: bigint; request: ConversionRequest } {
   if (via === "hypercall") {
-    const { nr, args } = run.hypercall;
-    return { nr, request: { gpa: args[0], pages: args[1], attrs: args[2] } };
+    return { nr: run.hypercallNr, request: { gpa: run.hypercallArg(0), pages: run.hypercallArg(1), attrs: run.hypercallArg(2) } };
   }
   const r = run.syncRegs;
   return { nr: r.rax, request: { gpa: r.rbx, pages: r.rcx, attrs: r.rdx } };

@@ -39,11 +39,12 @@ export class VcpuConversions {
   constructor(data: VcpuConversionsData, vcpu: NativeVcpu) {
     this.allowed = new Int32Array(data.allowed);
     this.row = new ConversionCounters(data.counters).row(vcpu.index + 1);
+    const base = Number(data.base);
     this.converter = {
       map: new PageStateMap(data.base, data.size, "shared", data.map),
       sharedLimit: data.sharedLimit,
       // The vCPU reaches the VM fd and the two files through the addon (NativeVm.shareMemoryFiles).
-      apply: (changes) => applyAttributes(vcpu, data.base, data.discard, changes),
+      apply: (changes) => applyAttributes(vcpu, base, data.discard, changes),
       counters: this.row,
     };
   }

@@ -5,37 +5,30 @@
 import { loadAddon, NativeGuestMemfd, NativeMemfd, NativeVm } from "../native";
 import { MEMORY_ATTRIBUTE_PRIVATE } from "../kvm/uapi";
 import { ApplyResult, BackendContext, MemoryBackend, slotRegion } from "./backend";
-import { PAGE_SHIFT, PageState, Run } from "./pageState";
+import { PAGE_SHIFT, Run } from "./pageState";
 
 /**
  * The one place that tells KVM a range's private/shared state. Linux-next moves this onto the
  * guest_memfd (KVM_SET_MEMORY_ATTRIBUTES2 on the gmem fd, EAGAIN + error_offset); that variant
  * belongs here too.
  */
-export function setPrivate(vm: Pick<NativeVm, "setMemoryAttributes">, gpa: bigint, size: bigint, isPrivate: boolean): void {
+export function setPrivate(vm: NativeVm, gpa: bigint, size: bigint, isPrivate: boolean): void {
   vm.setMemoryAttributes(gpa, size, isPrivate ? MEMORY_ATTRIBUTE_PRIVATE : 0n);
 }
 
-/** What a conversion does to KVM and the files, from the main thread (the VM and the files) or a
- *  vCPU thread (its NativeVcpu, after NativeVm.shareMemoryFiles) */
-export interface AttributeOps {
-  setMemoryAttributes(gpa: bigint, size: bigint, attributes: bigint): void;
-  /** Punch [offset, offset + length) of the file holding `side` */
-  discard(side: PageState, offset: bigint, length: bigint): void;
-}
+const PAGE_BYTES = 4096;
 
-/** The attributes backend's apply on any thread: the attribute, then the side the pages left. */
-export function applyAttributes(ops: AttributeOps, base: bigint, discard: boolean, changes: Run[]): ApplyResult {
-  let discarded = 0n;
+/** The attributes backend's apply on any thread, through NativeVm.convertMemory or, on a vCPU
+ *  thread, NativeVcpu.convertMemory: one native call per changed run, numbers only. */
+export function applyAttributes(target: Pick<NativeVm, "convertMemory">, base: number, discard: boolean, changes: Run[]): ApplyResult {
+  let discarded = 0;
   for (const run of changes) {
-    const offset = BigInt(run.first) << PAGE_SHIFT;
-    const size = BigInt(run.count) << PAGE_SHIFT;
-    setPrivate(ops, base + offset, size, run.state === "private");
-    if (!discard) continue;
-    ops.discard(run.state === "private" ? "shared" : "private", offset, size);
-    discarded += size;
+    const offset = run.first * PAGE_BYTES;
+    const size = run.count * PAGE_BYTES;
+    target.convertMemory(base + offset, offset, size, run.state === "private", discard);
+    if (discard) discarded += size;
   }
-  return { discarded };
+  return { discarded: BigInt(discarded) };
 }
 
 export class AttributesBackend implements MemoryBackend {
@@ -48,7 +41,7 @@ export class AttributesBackend implements MemoryBackend {
   private readonly memfd: NativeMemfd;
   private readonly base: bigint;
   private readonly discard: boolean;
-  private readonly ops: AttributeOps;
+  private readonly vm: NativeVm;
 
   constructor(ctx: BackendContext) {
     this.base = ctx.map.base;
@@ -56,12 +49,8 @@ export class AttributesBackend implements MemoryBackend {
     this.gmem = ctx.vm.createGuestMemfd(ctx.map.size, 0n);
     this.memfd = new (loadAddon().Memfd)("tsvmm-shared", ctx.map.size);
     this.sharedView = Buffer.from(this.memfd.map());
-    const vm = ctx.vm;
-    this.ops = {
-      setMemoryAttributes: (gpa, size, attributes) => vm.setMemoryAttributes(gpa, size, attributes),
-      discard: (side, offset, length) => (side === "private" ? this.gmem : this.memfd).fallocate("punch", offset, length),
-    };
-    // The vCPU threads convert too (vcpuConversions.ts): they need these files.
+    this.vm = ctx.vm;
+    // convertMemory punches these files, on this thread and on the vCPU threads (vcpuConversions.ts).
     ctx.vm.shareMemoryFiles(this.gmem.fd, this.memfd.fd);
     ctx.vm.setUserMemoryRegion2(slotRegion(0, this.base, ctx.map.size, this.memfd.address, this.gmem, 0n));
     for (const run of ctx.map.runs()) {
@@ -79,7 +68,7 @@ export class AttributesBackend implements MemoryBackend {
   }
 
   apply(changes: Run[]): ApplyResult {
-    return applyAttributes(this.ops, this.base, this.discard, changes);
+    return applyAttributes(this.vm, Number(this.base), this.discard, changes);
   }
 
   populated(): { shared: bigint } {
