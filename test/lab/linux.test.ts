@@ -10,10 +10,15 @@ import * as os from "node:os";
 import { spawn } from "node:child_process";
 import { labCli, labKernel } from "./support";
 import { TSVMM } from "../support/cli";
-import { INIT_MARK, LINUX_GUEST_APPEND, linuxGuestFiles } from "../support/linuxGuest";
+import { INIT_MARK, LINUX_CASES, LINUX_GUEST_APPEND, LinuxCase, linuxGuestFiles } from "../support/linuxGuest";
 
 const linuxLab = labKernel() === "sw-protected" && os.cpus().length === 1;
-const linuxTest = linuxLab ? test : ((() => undefined) as unknown as typeof test);
+/** TSVMM_LINUX_CASE=ID registers only that case (npm test runs each in a lab of its own) */
+const onlyCase = process.env.TSVMM_LINUX_CASE;
+if (onlyCase && !(LINUX_CASES as readonly string[]).includes(onlyCase)) throw new Error(`TSVMM_LINUX_CASE=${onlyCase}: no such case (${LINUX_CASES.join(", ")})`);
+function linuxTest(id: LinuxCase, name: string, options: { timeout: number }, fn: () => Promise<void>): void {
+  if (linuxLab && (!onlyCase || onlyCase === id)) test(name, options, fn);
+}
 
 function bootLinux(cpus: number, backend: string | undefined) {
   const files = linuxGuestFiles();
@@ -29,9 +34,9 @@ const RAM_LINE: Record<string, RegExp> = {
   memslots: /RAM 256 MiB: memslots backend: guest_memfd/,
 };
 
-for (const [cpus, backend] of [[1, undefined], [2, undefined], [1, "attributes"], [1, "memslots"]] as const) {
+for (const [id, cpus, backend] of [["1cpu", 1, undefined], ["2cpus", 2, undefined], ["attributes", 1, "attributes"], ["memslots", 1, "memslots"]] as const) {
   const on = backend ? `, --backend ${backend}` : "";
-  linuxTest(`Linux (the lab's kernel, busybox initramfs), ${cpus} vCPU${cpus > 1 ? "s" : ""}${on}: /init reports its facts and powers off (0)`, { timeout: 300_000 }, async () => {
+  linuxTest(id, `Linux (the lab's kernel, busybox initramfs), ${cpus} vCPU${cpus > 1 ? "s" : ""}${on}: /init reports its facts and powers off (0)`, { timeout: 300_000 }, async () => {
     const t0 = Date.now();
     const r = await bootLinux(cpus, backend);
     const ms = Date.now() - t0;
@@ -81,7 +86,7 @@ function bootOnTerminal(args: string[], prompt: RegExp, typed: string, limitMs: 
   });
 }
 
-linuxTest("Linux, 1 vCPU: a line typed on tsvmm's terminal reaches the guest's shell through COM1", { timeout: 300_000 }, async () => {
+linuxTest("typed", "Linux, 1 vCPU: a line typed on tsvmm's terminal reaches the guest's shell through COM1", { timeout: 300_000 }, async () => {
   const files = linuxGuestFiles();
   if ("missing" in files) assert.fail(files.missing);
   const args = ["run", "--kernel", files.kernel, "--initrd", files.initrd, "--append", `${LINUX_GUEST_APPEND} tsvmm_typed=1`, "--mem", "256M", "--timeout", "200"];

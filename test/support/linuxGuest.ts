@@ -15,6 +15,11 @@ import { localBusybox, writeCpio } from "../../vmm/lab/initramfs";
  */
 export const LINUX_GUEST_APPEND = "console=ttyS0 panic=-1 lapic=notscdeadline";
 
+/** The Linux cases of the lab:linux tier (test/lab/linux.test.ts), each run in a lab of its own
+ *  by `npm test` (TSVMM_LINUX_CASE=ID) so that a lab that froze costs one case, run again. */
+export const LINUX_CASES = ["1cpu", "2cpus", "attributes", "memslots", "typed"] as const;
+export type LinuxCase = (typeof LINUX_CASES)[number];
+
 /** The first line /init prints: the time to it is "time to init" */
 export const INIT_MARK = "TSVMM-GUEST init";
 

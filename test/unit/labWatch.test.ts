@@ -8,7 +8,7 @@ import { FROZEN_MS, LabWatcher } from "../../vmm/lab/watch";
 import { Progress } from "../../vmm/lab/proc";
 
 /** A watcher on files of its own whose lab has reached its command. */
-function watcherAtCommand(): LabWatcher {
+function watcherAtCommand(): { w: LabWatcher; labio: string; consoleLog: string } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "tsvmm-watch-"));
   fs.mkdirSync(path.join(dir, "labio"));
   const consoleLog = path.join(dir, "console.log");
@@ -19,22 +19,32 @@ function watcherAtCommand(): LabWatcher {
   });
   assert.equal(w.poll(), undefined);
   assert.ok(w.commandAt > 0, "the command marker was read");
-  return w;
+  return { w, labio: path.join(dir, "labio"), consoleLog };
 }
 
-test("a lab whose QEMU uses no CPU for a minute while the command runs is frozen; any CPU time keeps it alive", () => {
-  const w = watcherAtCommand();
+test("a lab whose clock stands still for a minute while the command runs is frozen; any tick keeps it alive", () => {
+  const { w, labio } = watcherAtCommand();
   const t = w.commandAt;
-  w.noteQemuCpu(500, t);
+  const tick = (uptime: string, at: number) => {
+    fs.writeFileSync(path.join(labio, "clock"), uptime + "\n");
+    return w.poll(at);
+  };
+  assert.equal(tick("3.01", t + 1000), undefined);
   assert.equal(w.poll(t + FROZEN_MS - 1000), undefined);
-  w.noteQemuCpu(501, t + FROZEN_MS - 1000);
-  assert.equal(w.poll(t + FROZEN_MS + 1000), undefined, "QEMU ran a tick a second ago");
-  w.noteQemuCpu(501, t + 2 * FROZEN_MS);
+  assert.equal(tick("63.02", t + FROZEN_MS - 1000), undefined);
+  assert.equal(w.poll(t + FROZEN_MS + 1000), undefined, "the lab ticked a second ago");
   assert.equal(w.poll(t + 2 * FROZEN_MS), "frozen");
 });
 
-test("an unreadable CPU time never makes a lab frozen by itself before the minute is up", () => {
-  const w = watcherAtCommand();
-  w.noteQemuCpu(undefined, w.commandAt + 1000);
+test("a lab that never wrote its clock is frozen only once the minute since its command started is up", () => {
+  const { w } = watcherAtCommand();
   assert.equal(w.poll(w.commandAt + FROZEN_MS - 1), undefined);
+  assert.equal(w.poll(w.commandAt + FROZEN_MS + 1), "frozen");
+});
+
+test("after the command's exit marker a still clock is not a freeze", () => {
+  const { w, consoleLog } = watcherAtCommand();
+  fs.appendFileSync(consoleLog, "TSVMM-LAB-EXIT 0 9.5\n");
+  assert.equal(w.poll(w.endAt + 1000), undefined);
+  assert.equal(w.poll(w.commandAt + FROZEN_MS + 1), "linger", "the lab's own end is waited for, not taken for a freeze");
 });

@@ -8,7 +8,8 @@
 #   3. mounts a tmpfs on /tmp without hiding the paths in /labio/keep (the checkout may live
 #      under /tmp), the caller's scratch directory (tag scratch, writable) at the path in
 #      /labio/scratch, and proc, sys, cgroup2, tracefs, dev, /dev/shm and /run inside /newroot
-#   4. runs /labio/run.sh (written by the host: cd, env, argv) chrooted into /newroot, stdin
+#   4. writes the lab's uptime to /labio/clock every 5 s while the command runs (the host's watcher
+#      takes a clock that stopped moving for a minute as a frozen lab), and runs /labio/run.sh (written by the host: cd, env, argv) chrooted into /newroot, stdin
 #      from /dev/null, stdout and stderr into /labio/stdout and /labio/stderr
 #   5. writes the status to /labio/status and prints "TSVMM-LAB-EXIT <status>" on the console,
 #      then reboots: QEMU runs with -no-reboot, so that ends QEMU.
@@ -92,8 +93,11 @@ fi
 
 [ -c /dev/kvm ] || echo "tsvmm-lab: warning: no /dev/kvm in the lab"
 stage command "$(cut -d' ' -f1 /proc/uptime)"
+(while :; do read -r up _ </proc/uptime; echo "$up" >/labio/clock; sleep 5; done) &
+clock=$!
 chroot /newroot /bin/sh /run/tsvmm-lab/run.sh </dev/null >/labio/stdout 2>/labio/stderr
 status=$?
+kill "$clock" 2>/dev/null
 echo "$status" >/labio/status
 sync
 echo

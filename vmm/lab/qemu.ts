@@ -74,6 +74,8 @@ export function qemuArgs(spec: LabRunSpec, run: StagedRun): string[] {
     "-virtfs", `local,path=${run.labio},mount_tag=labio,security_model=none,multidevs=remap`,
   ];
   if (run.scratch) args.push("-virtfs", `local,path=${run.scratch},mount_tag=scratch,security_model=none,multidevs=remap`);
+  const extra = process.env.TSVMM_LAB_QEMU_ARGS?.trim();
+  if (extra) args.push(...extra.split(/\s+/));
   return args;
 }
 

@@ -6,7 +6,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { LabError, LabStatus } from "./errors";
 import { findQemu, labAccel, LabRunResult, LabRunSpec, qemuArgs, startQemu } from "./qemu";
-import { procStatFields, seconds } from "./proc";
+import { seconds } from "./proc";
 import { isKept, keepRunDir, removeRunDir, removeStaleRunDirs, stageRun, StagedRun } from "./stage";
 import { FROZEN_MS, KillReason, LabWatcher } from "./watch";
 
@@ -76,14 +76,8 @@ async function watchQemu(qemu: string, args: string[], watcher: LabWatcher, spec
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   process.on("exit", onExit);
-  let nextCpuRead = 0;
   const timer = setInterval(() => {
-    const now = Date.now();
-    if (now >= nextCpuRead && child.pid) {
-      nextCpuRead = now + 1000;
-      watcher.noteQemuCpu(processCpuTicks(child.pid), now);
-    }
-    const why = watcher.poll(now);
+    const why = watcher.poll();
     if (why) kill(why);
   }, 50);
   const exit = await new Promise<QemuExit>((resolve) => {
@@ -120,9 +114,9 @@ function judge(spec: LabRunSpec, run: StagedRun, w: LabWatcher, exit: QemuExit, 
   }
   if (killedFor === "frozen") {
     return fail(
-      `the lab froze: QEMU used no CPU for ${FROZEN_MS / 1000} s while the command ran (its kernel stopped waking up; seen in one-CPU labs under TCG, not a failure of the command); QEMU pid ${exit.pid} was killed ${kept}. Last console lines:\n${w.tail(10) || "    (nothing on the console)"}`,
+      `the lab froze: the lab's clock stood still for ${FROZEN_MS / 1000} s while the command ran (its kernel stopped taking timer interrupts; seen in one-CPU labs under TCG, below tsvmm: not a failure of the command); QEMU pid ${exit.pid} was killed ${kept}. Last console lines:\n${w.tail(10) || "    (nothing on the console)"}`,
       LabStatus.FROZEN,
-      "run it again; `npm test` reruns a lab tier once when its lab froze",
+      "run it again; `npm test` runs a lab tier (or a Linux case) whose lab froze again, up to twice",
     );
   }
   if (killedFor === "boot") {
@@ -166,10 +160,4 @@ function readStatus(run: StagedRun): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat). */
-function processCpuTicks(pid: number): number | undefined {
-  const t = procStatFields(pid, 14, 15);
-  return t && t[0] + t[1];
 }

@@ -53,9 +53,10 @@ export interface WatchSpec {
 
 /** How long the lab may take after its command ended before QEMU is killed. */
 const LINGER_MS = 30_000;
-/** QEMU using no CPU at all this long while the command runs means the lab froze: TCG keeps
- *  QEMU busy while anything in the lab runs, and a lab kernel waits for timers that then never
- *  fire (seen in one-CPU labs: the guest's console stops and QEMU sleeps for good). */
+/** The lab's clock (init.sh writes its uptime to labio/clock every 5 s while the command runs)
+ *  standing still this long means the lab froze: its kernel no longer runs its own timers. Seen
+ *  in one-CPU labs under TCG, both with QEMU idle for good and with QEMU busy at 100% (its vCPU
+ *  spinning with interrupts off while the lab kernel's timer interrupt stays pending). */
 export const FROZEN_MS = 60_000;
 /** While booting, say how long it has taken so far this often. */
 const BOOT_TICK_MS = 10_000;
@@ -71,8 +72,8 @@ export class LabWatcher {
   panic = false;
   private partial = "";
   private nextBootTick = this.started + BOOT_TICK_MS;
-  private cpuTicks = -1;
-  private cpuChangedAt = this.started;
+  private labClock = "";
+  private labClockChangedAt = this.started;
   private readonly console: Follower;
   private readonly stdout: Follower;
   private readonly stderr: Follower;
@@ -105,16 +106,25 @@ export class LabWatcher {
       }
     }
     if (this.commandAt && this.exitMarker === undefined && now - this.commandAt > this.spec.timeoutMs) return "timeout";
-    if (this.commandAt && this.exitMarker === undefined && now - Math.max(this.cpuChangedAt, this.commandAt) > FROZEN_MS) return "frozen";
+    if (this.commandAt && this.exitMarker === undefined) {
+      this.noteLabClock(now);
+      if (now - Math.max(this.labClockChangedAt, this.commandAt) > FROZEN_MS) return "frozen";
+    }
     if (this.exitMarker !== undefined && now - this.endAt > LINGER_MS) return "linger";
     return undefined;
   }
 
-  /** QEMU's CPU time so far (clock ticks of /proc/PID/stat; undefined when unreadable). */
-  noteQemuCpu(ticks: number | undefined, now = Date.now()): void {
-    if (ticks === undefined || ticks === this.cpuTicks) return;
-    this.cpuTicks = ticks;
-    this.cpuChangedAt = now;
+  /** The last uptime the lab wrote to labio/clock (a missing file reads as no tick yet). */
+  private noteLabClock(now: number): void {
+    let clock: string;
+    try {
+      clock = fs.readFileSync(path.join(this.spec.labio, "clock"), "utf8");
+    } catch {
+      return;
+    }
+    if (clock === this.labClock) return;
+    this.labClock = clock;
+    this.labClockChangedAt = now;
   }
 
   /** The last read, once QEMU has ended. */

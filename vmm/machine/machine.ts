@@ -44,7 +44,7 @@ import { LongTimer, monotonicMs, setLongTimeout } from "../timers";
 import { hex } from "../format";
 import { RunFacts, startClock, startFields } from "../trace/writer";
 import type { VcpuThreadData, VcpuThreadMessage } from "./vcpuThread";
-import { vcpuThread } from "./threads";
+import { startVcpuThread } from "./threads";
 
 export interface MachineOptions {
   /** An open KVM device; the machine owns it from here on and closes it */
@@ -156,8 +156,10 @@ export class Machine {
   private panicked = false;
   private stopListening?: () => void;
   private startTime = 0;
-  /** vCPU worker threads still running */
+  /** vCPU worker threads still running this machine's vCPUs */
   private threads = 0;
+  /** the threadId of each vCPU's worker thread (threads.ts lends them from its pool), by vCPU */
+  readonly threadIds: number[] = [];
   private lastLine = "";
   private currentLine = "";
   private seq = 0;
@@ -396,15 +398,17 @@ export class Machine {
       inFlight: this.exitsInFlight.buffer as SharedArrayBuffer,
       conversions: this.threadConversions,
     };
-    const thread = vcpuThread();
-    thread.postMessage(data);
-    this.threads++;
-    thread.on("message", (m: VcpuThreadMessage) => this.onThreadMessage(v, m));
     const index = v.index; // v.native may be closed by the time a thread fails
-    thread.on("error", (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${index} thread: ${err.message}`));
-    thread.on("exit", () => {
-      if (--this.threads === 0 && this.result) this.resolveRun?.(this.result);
-    });
+    this.threads++;
+    this.threadIds.push(
+      startVcpuThread(data, {
+        message: (m: VcpuThreadMessage) => this.onThreadMessage(v, m),
+        error: (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${index} thread: ${err.message}`),
+        done: () => {
+          if (--this.threads === 0 && this.result) this.resolveRun?.(this.result);
+        },
+      }),
+    );
   }
 
   /** Run until the guest exits, fails, times out or `signal` aborts (with a StopRequest as its
@@ -694,7 +698,7 @@ export class Machine {
   }
 
   /** End the run (first caller wins): stop every vCPU, deliver the rest of the console. The run's
-   *  promise resolves once every vCPU thread has ended. */
+   *  promise resolves once every vCPU thread has closed its vCPU. */
   finish(status: number, reason: string, report?: string): void {
     if (this.result) return;
     const seconds = (monotonicMs() - this.startTime) / 1000;

@@ -3,7 +3,9 @@
 // natively, the UART's other registers here (its state is shared memory), and on the attributes
 // backend the guest's conversion requests (vcpuConversions.ts). Every other exit goes
 // to the machine on the main thread, and the vCPU stays paused until the machine answers it
-// (Machine.onThreadMessage). See docs/exit-path.md.
+// (Machine.onThreadMessage). Once the vCPU is stopped and closed, the thread says so
+// (VcpuThreadReleased) and waits for its next vCPU: threads.ts lends it to the next machine.
+// See docs/exit-path.md.
 import { parentPort } from "node:worker_threads";
 import { loadAddon, NativeStateErrorCode, NativeVcpu, VcpuRunEnd } from "../native";
 import { KvmRunView } from "../kvm/kvmRun";
@@ -34,6 +36,12 @@ export type VcpuThreadMessage =
   | { exit: number }
   /** KVM_RUN failed; the vCPU is paused */
   | { error: string };
+
+/** Posted after the last VcpuThreadMessage of a vCPU, once main() has closed it: the thread now
+ *  waits for its next VcpuThreadData. Only threads.ts sees it. */
+export interface VcpuThreadReleased {
+  released: true;
+}
 
 function main(data: VcpuThreadData): void {
   const inFlight = data.inFlight && new Int32Array(data.inFlight);
@@ -86,5 +94,12 @@ function main(data: VcpuThreadData): void {
   }
 }
 
-// Started ahead of need (threads.ts): the vCPU comes in the first message.
-parentPort!.once("message", (data: VcpuThreadData) => main(data));
+// Started ahead of need and kept between machines (threads.ts): each vCPU comes in a message. A
+// main() that throws ends the thread (an uncaught error), so a thread in doubt is never reused.
+function serve(data: VcpuThreadData): void {
+  main(data);
+  const released: VcpuThreadReleased = { released: true };
+  parentPort!.postMessage(released);
+  parentPort!.once("message", serve);
+}
+parentPort!.once("message", serve);

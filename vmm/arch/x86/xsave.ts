@@ -8,7 +8,7 @@ import { loadAddon } from "../../native";
 import type { CpuidEntry } from "../../kvm/structs";
 import { encodeCpuid } from "../../kvm/structs";
 import { enterFlat32 } from "./reset";
-import { vcpuThread } from "../../machine/threads";
+import { startVcpuThread } from "../../machine/threads";
 import type { VcpuThreadData, VcpuThreadMessage } from "../../machine/vcpuThread";
 
 const XSAVE = 1 << 26;
@@ -76,20 +76,21 @@ export async function xsaveConsistent(kvm: NativeKvm, cpuid: CpuidEntry[]): Prom
     vcpu.setCpuid(encodeCpuid(cpuid));
     enterFlat32(vcpu, { rip: BigInt(PROBE_GPA) });
     // On a vCPU thread (KVM_RUN blocks): it hands over the probe's first exit with the vCPU paused.
-    const thread = vcpuThread();
     const seen = await new Promise<number | string>((resolve) => {
       const limit = setTimeout(() => resolve("no answer"), PROBE_LIMIT_MS);
       const view = new DataView(vcpu.run);
-      thread.on("error", (err) => resolve(err.message));
-      thread.on("message", (m: VcpuThreadMessage) => {
-        clearTimeout(limit);
-        // KVM_EXIT_IO (2) at PROBE_PORT carries EBX; anything else is a failed probe.
-        if ("exit" in m && view.getUint32(8, true) === 2 && view.getUint16(34, true) === PROBE_PORT)
-          resolve(view.getUint32(Number(view.getBigUint64(40, true)), true));
-        else resolve("error" in m ? m.error : `exit reason ${view.getUint32(8, true)}`);
-      });
       const data: VcpuThreadData = { handle: vcpu.handle };
-      thread.postMessage(data);
+      startVcpuThread(data, {
+        error: (err) => resolve(err.message),
+        message: (m: VcpuThreadMessage) => {
+          clearTimeout(limit);
+          // KVM_EXIT_IO (2) at PROBE_PORT carries EBX; anything else is a failed probe.
+          if ("exit" in m && view.getUint32(8, true) === 2 && view.getUint16(34, true) === PROBE_PORT)
+            resolve(view.getUint32(Number(view.getBigUint64(40, true)), true));
+          else resolve("error" in m ? m.error : `exit reason ${view.getUint32(8, true)}`);
+        },
+        done: () => {}, // vcpu.close() below stops the vCPU; the thread goes back to the pool
+      });
     });
     if (typeof seen === "string") return { ok: true, inconclusive: true, detail: `the XSAVE probe was inconclusive (${seen}): XSAVE left visible` };
     const detail = `XCR0=0x${xcr0.toString(16)}: CPUID.(0xD,0).EBX=${seen}, the subleaves add up to ${want}`;
