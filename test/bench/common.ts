@@ -194,6 +194,7 @@ const LAB_STATUS_WHY: Record<number, string> = {
   85: "the lab kernel panicked",
   86: "the lab did not reach the command",
   87: "QEMU ended without a status",
+  89: "the lab froze (its clock stood still for a minute, below tsvmm)",
   124: "the lab command ran out of time",
 };
 

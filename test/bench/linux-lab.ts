@@ -33,8 +33,10 @@ export interface LinuxLab {
 const log = (s: string) => process.stderr.write(`linux-lab: ${s}\n`);
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { rounds: { type: "string" } } });
+  // --first-round K: number the rounds from K, so that one-round labs in turn start with QEMU (the first boot in a lab is the coldest)
+  const { values } = parseArgs({ options: { rounds: { type: "string" }, "first-round": { type: "string" } } });
   const rounds = Math.max(1, Number(values.rounds ?? 3) || 3);
+  const firstRound = Number(values["first-round"] ?? 0) || 0;
   // pc: microvm (7.2) did not end on the guest's `reboot -f` within 120 s in the lab; pc powers off through ACPI
   const qemuMachine = "pc";
   const result: LinuxLab = {
@@ -64,7 +66,7 @@ async function main(): Promise<void> {
     [result.qemu, () => runTimed(QEMU, qemuArgs, LIMIT_MS, INIT_MARK), (r) => r.status === 0],
   ];
   for (let round = 0; round < rounds; round++) {
-    const order = round % 2 ? [...contenders].reverse() : contenders;
+    const order = (firstRound + round) % 2 ? [...contenders].reverse() : contenders;
     for (const [row, run, ok] of order) {
       const r = await run();
       const good = ok(r) && r.markMs !== undefined && r.stdout.includes("TSVMM-GUEST done");
