@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { PassThrough } from "node:stream";
 import { FROZEN_MS, LabWatcher } from "../../vmm/lab/watch";
 import { Progress } from "../../vmm/lab/proc";
+import { labPinnedCpu } from "../../vmm/lab/qemu";
 
 /** A watcher on files of its own whose lab has reached its command. */
 function watcherAtCommand(): { w: LabWatcher; labio: string; consoleLog: string } {
@@ -47,4 +48,22 @@ test("after the command's exit marker a still clock is not a freeze", () => {
   fs.appendFileSync(consoleLog, "TSVMM-LAB-EXIT 0 9.5\n");
   assert.equal(w.poll(w.endAt + 1000), undefined);
   assert.equal(w.poll(w.commandAt + FROZEN_MS + 1), "linger", "the lab's own end is waited for, not taken for a freeze");
+});
+
+test("a one-CPU lab's QEMU is pinned to one host CPU, a two-CPU lab's floats; TSVMM_LAB_PIN overrides", () => {
+  const saved = process.env.TSVMM_LAB_PIN;
+  try {
+    delete process.env.TSVMM_LAB_PIN;
+    const cpu = labPinnedCpu(1);
+    assert.ok(cpu !== undefined && cpu >= 0 && cpu < os.cpus().length, `pinned to ${cpu}`);
+    assert.equal(labPinnedCpu(2), undefined);
+    process.env.TSVMM_LAB_PIN = "none";
+    assert.equal(labPinnedCpu(1), undefined);
+    process.env.TSVMM_LAB_PIN = "0";
+    assert.equal(labPinnedCpu(1), 0);
+    assert.equal(labPinnedCpu(2), 0);
+  } finally {
+    if (saved === undefined) delete process.env.TSVMM_LAB_PIN;
+    else process.env.TSVMM_LAB_PIN = saved;
+  }
 });

@@ -22,7 +22,7 @@ export const HOST_PACKAGES: readonly HostPackage[] = [
   { name: "debian-archive-keyring", provides: "/usr/share/keyrings/debian-archive-keyring.gpg", need: "lab", why: "the lab's private apt verifies the Debian archive it takes its kernels from" },
   { name: "busybox-static", provides: "busybox", need: "lab", why: "the lab's /init shell and tools in its initramfs (without it the lab fetches busybox-static from the archive itself)" },
   { name: "cpio", provides: "cpio", need: "lab", why: "test/lab/host checks the lab's own initramfs writer against cpio" },
-  { name: "util-linux", provides: "setpriv", need: "lab", why: "setpriv --pdeathsig: QEMU dies with tsvmm lab, even when tsvmm lab is SIGKILLed" },
+  { name: "util-linux", provides: "setpriv", need: "lab", why: "setpriv --pdeathsig: QEMU dies with tsvmm lab, even when tsvmm lab is SIGKILLed; taskset: a one-CPU lab runs on one host CPU" },
   { name: "xz-utils", provides: "xz", need: "lab kernel build", why: "unpacking linux-source (.tar.xz); also the stock kernel's .ko.xz modules" },
   { name: "zstd", provides: "zstd", need: "lab", why: "stock kernel modules compressed with zstd" },
   { name: "flex", provides: "flex", need: "lab kernel build", why: "the sw-protected kernel's build: Kconfig's lexer" },

@@ -3,6 +3,7 @@
 // tsvmm lab. QEMU never touches the terminal: no -nographic, stdin ignored, -display none
 // -monitor none; its console goes to the run directory's console.log.
 import { ChildProcess, spawn } from "node:child_process";
+import * as os from "node:os";
 import { LabError, LabStatus } from "./errors";
 import { LabKernel } from "./kernel";
 import { installCommand, packageNamed } from "./packages";
@@ -89,10 +90,29 @@ export function labAccel(): string {
   return process.env.TSVMM_LAB_ACCEL || "tcg,thread=single";
 }
 
-/** Start QEMU so that it dies with tsvmm lab (dyingWithUs). Its stdout is ignored, stderr piped. */
-export function startQemu(qemu: string, args: string[], progress: Progress): ChildProcess {
-  const [file, argv] = dyingWithUs(qemu, args);
-  if (file === qemu) progress.warn(`no setpriv (${packageNamed("util-linux").name}): QEMU would outlive a SIGKILLed tsvmm lab`);
+/**
+ * The host CPU that all of a one-CPU lab's QEMU threads run on, or undefined to let them float.
+ * Linux guests booting in a one-CPU lab froze the lab (its clock stopped, status 89) far more often
+ * when QEMU's TCG thread and its main loop (timers, 9p) ran in parallel on an idle host than when
+ * they shared one CPU: on a quiet host, floating 2 of 3 and 3 of 4 labs froze, pinned with
+ * taskset 0 of 5 (docs/exit-path.md). Two-CPU labs float as before. TSVMM_LAB_PIN=none turns it
+ * off, TSVMM_LAB_PIN=N picks the CPU.
+ */
+export function labPinnedCpu(labCpus: number): number | undefined {
+  const pin = process.env.TSVMM_LAB_PIN;
+  if (pin === "none") return undefined;
+  if (pin !== undefined && /^\d+$/.test(pin)) return Number(pin);
+  if (labCpus !== 1) return undefined;
+  return process.pid % os.cpus().length; // labs started side by side land on different CPUs
+}
+
+/** Start QEMU so that it dies with tsvmm lab (dyingWithUs), on one host CPU when `cpu` is given
+ *  (taskset, from util-linux like setpriv). Its stdout is ignored, stderr piped. */
+export function startQemu(qemu: string, args: string[], progress: Progress, cpu?: number): ChildProcess {
+  const taskset = cpu === undefined ? undefined : which("taskset");
+  if (cpu !== undefined && !taskset) progress.warn(`no taskset (${packageNamed("util-linux").name}): the one-CPU lab's QEMU is not pinned to a CPU, and freezes more often`);
+  const [file, argv] = taskset ? dyingWithUs(taskset, ["-c", String(cpu), qemu, ...args]) : dyingWithUs(qemu, args);
+  if (file === qemu || file === taskset) progress.warn(`no setpriv (${packageNamed("util-linux").name}): QEMU would outlive a SIGKILLed tsvmm lab`);
   try {
     return spawn(file, argv, { stdio: ["ignore", "ignore", "pipe"] });
   } catch (e) {

@@ -5,7 +5,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { LabError, LabStatus } from "./errors";
-import { findQemu, labAccel, LabRunResult, LabRunSpec, qemuArgs, startQemu } from "./qemu";
+import { findQemu, labAccel, labPinnedCpu, LabRunResult, LabRunSpec, qemuArgs, startQemu } from "./qemu";
 import { seconds } from "./proc";
 import { isKept, keepRunDir, removeRunDir, removeStaleRunDirs, stageRun, StagedRun } from "./stage";
 import { FROZEN_MS, KillReason, LabWatcher } from "./watch";
@@ -34,7 +34,7 @@ export async function runInLab(spec: LabRunSpec): Promise<LabRunResult> {
   const run = stageRun({ kind: spec.kernel.kind, argv: spec.argv, cwd: spec.cwd, env: spec.env, progress: spec.progress });
   try {
     spec.progress.say(
-      `booting the lab (${spec.kernel.kind} kernel ${spec.kernel.version}, ${spec.cpus} vCPUs, ${spec.memMiB} MiB, QEMU -accel ${labAccel()} -cpu EPYC,+svm,+npt) ...`,
+      `booting the lab (${spec.kernel.kind} kernel ${spec.kernel.version}, ${spec.cpus} vCPUs, ${spec.memMiB} MiB, QEMU -accel ${labAccel()} -cpu EPYC,+svm,+npt${pinnedNote(spec.cpus)}) ...`,
     );
     const watcher = new LabWatcher({ ...run, argv: spec.argv, bootTimeoutMs: spec.bootTimeoutMs, timeoutMs: spec.timeoutMs, progress: spec.progress, verbose: spec.verbose, out, err });
     const { exit, killedFor } = await watchQemu(qemu, qemuArgs(spec, run), watcher, spec, run);
@@ -52,7 +52,7 @@ export async function runInLab(spec: LabRunSpec): Promise<LabRunResult> {
 
 /** Run QEMU to its end, polling the watcher; SIGINT/SIGTERM or our exit kill it. */
 async function watchQemu(qemu: string, args: string[], watcher: LabWatcher, spec: LabRunSpec, run: StagedRun): Promise<{ exit: QemuExit; killedFor?: KillReason }> {
-  const child = startQemu(qemu, args, spec.progress);
+  const child = startQemu(qemu, args, spec.progress, labPinnedCpu(spec.cpus));
   let stderr = "";
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
   let killedFor: KillReason | undefined;
@@ -160,4 +160,9 @@ function readStatus(run: StagedRun): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+function pinnedNote(labCpus: number): string {
+  const cpu = labPinnedCpu(labCpus);
+  return cpu === undefined ? "" : `, on host CPU ${cpu}`;
 }

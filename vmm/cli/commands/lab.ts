@@ -51,7 +51,7 @@ const DESCRIPTION = [
   `* ${LabStatus.INTERRUPTED}: interrupted by SIGINT or SIGTERM (QEMU killed, the run directory removed)`,
   "QEMU dies with tsvmm lab even when tsvmm lab is killed (SIGKILL); the run directory such a run leaves in the temporary directory is removed by the next tsvmm lab.",
   "",
-  "Environment: TSVMM_LAB_CACHE (cache directory), TSVMM_LAB_QEMU (QEMU binary), TSVMM_LAB_MIRROR and TSVMM_LAB_SUITE (Debian archive; default http://deb.debian.org/debian sid), TSVMM_LAB_BOOT_TIMEOUT, TSVMM_LAB_BUILD_TIMEOUT, TSVMM_LAB_DOWNLOAD_TIMEOUT (seconds), TSVMM_LAB_ACCEL (QEMU -accel, default tcg,thread=single), TSVMM_LAB_APPEND (more lab kernel parameters), TSVMM_LAB_QEMU_ARGS (more QEMU options, e.g. a -monitor socket), TSVMM_LAB_BUILD_DIR (where the kernel is built; default /dev/shm when it has 4 GB free).",
+  "Environment: TSVMM_LAB_CACHE (cache directory), TSVMM_LAB_QEMU (QEMU binary), TSVMM_LAB_MIRROR and TSVMM_LAB_SUITE (Debian archive; default http://deb.debian.org/debian sid), TSVMM_LAB_BOOT_TIMEOUT, TSVMM_LAB_BUILD_TIMEOUT, TSVMM_LAB_DOWNLOAD_TIMEOUT (seconds), TSVMM_LAB_ACCEL (QEMU -accel, default tcg,thread=single), TSVMM_LAB_APPEND (more lab kernel parameters), TSVMM_LAB_QEMU_ARGS (more QEMU options, e.g. a -monitor socket), TSVMM_LAB_PIN (none, or the host CPU a one-CPU lab's QEMU runs on; default: one chosen by pid), TSVMM_LAB_BUILD_DIR (where the kernel is built; default /dev/shm when it has 4 GB free).",
 ].join("\n");
 
 export const labCommand: CommandModule<object, LabArgs> = {
