@@ -143,7 +143,8 @@ export class Control {
   }
 
   get paused(): boolean {
-    return this.machine.paused && this.stopped !== undefined;
+    // An exit already on its way when the VM stopped is still handled, and may end the VM then
+    return !this.machine.ended && this.machine.paused && this.stopped !== undefined;
   }
 
   get ramSize(): bigint {
@@ -302,7 +303,9 @@ export class Control {
     if (this.stepping) return; // stepOne is waiting for exactly this
     if (this.startPaused) {
       this.startPaused = false;
-      this.programDebug();
+      // Only this vCPU is parked for sure: another may still be inside KVM_RUN before its own first
+      // step (its debug registers can only be written once parked). resume() programs them all.
+      this.programDebug(vcpu);
       void this.pause("start", vcpu, `started paused at ${this.symbols.describe(pc)} (after the first instruction of vCPU ${vcpu})`);
       return;
     }
