@@ -33,11 +33,12 @@ export async function runInLab(spec: LabRunSpec): Promise<LabRunResult> {
   for (const dir of removeStaleRunDirs()) spec.progress.say(`removed ${dir}, left by a tsvmm lab that was killed`);
   const run = stageRun({ kind: spec.kernel.kind, argv: spec.argv, cwd: spec.cwd, env: spec.env, progress: spec.progress });
   try {
+    const cpu = labPinnedCpu(spec.cpus);
     spec.progress.say(
-      `booting the lab (${spec.kernel.kind} kernel ${spec.kernel.version}, ${spec.cpus} vCPUs, ${spec.memMiB} MiB, QEMU -accel ${labAccel()} -cpu EPYC,+svm,+npt${pinnedNote(spec.cpus)}) ...`,
+      `booting the lab (${spec.kernel.kind} kernel ${spec.kernel.version}, ${spec.cpus} vCPUs, ${spec.memMiB} MiB, QEMU -accel ${labAccel()} -cpu EPYC,+svm,+npt${cpu === undefined ? "" : `, on host CPU ${cpu}`}) ...`,
     );
     const watcher = new LabWatcher({ ...run, argv: spec.argv, bootTimeoutMs: spec.bootTimeoutMs, timeoutMs: spec.timeoutMs, progress: spec.progress, verbose: spec.verbose, out, err });
-    const { exit, killedFor } = await watchQemu(qemu, qemuArgs(spec, run), watcher, spec, run);
+    const { exit, killedFor } = await watchQemu(qemu, qemuArgs(spec, run), cpu, watcher, spec, run);
     return judge(spec, run, watcher, exit, killedFor);
   } catch (e) {
     if (!isKept(run)) removeRunDir(run); // interrupted, or a failure of ours before any verdict
@@ -51,8 +52,8 @@ export async function runInLab(spec: LabRunSpec): Promise<LabRunResult> {
 }
 
 /** Run QEMU to its end, polling the watcher; SIGINT/SIGTERM or our exit kill it. */
-async function watchQemu(qemu: string, args: string[], watcher: LabWatcher, spec: LabRunSpec, run: StagedRun): Promise<{ exit: QemuExit; killedFor?: KillReason }> {
-  const child = startQemu(qemu, args, spec.progress, labPinnedCpu(spec.cpus));
+async function watchQemu(qemu: string, args: string[], cpu: number | undefined, watcher: LabWatcher, spec: LabRunSpec, run: StagedRun): Promise<{ exit: QemuExit; killedFor?: KillReason }> {
+  const child = startQemu(qemu, args, spec.progress, cpu);
   let stderr = "";
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
   let killedFor: KillReason | undefined;
@@ -160,9 +161,4 @@ function readStatus(run: StagedRun): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-function pinnedNote(labCpus: number): string {
-  const cpu = labPinnedCpu(labCpus);
-  return cpu === undefined ? "" : `, on host CPU ${cpu}`;
 }

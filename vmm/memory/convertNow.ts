@@ -2,7 +2,7 @@
 // answered that way with no event: the code the main thread's engine and the vCPU threads share
 // (on the attributes backend a vCPU thread answers conversions itself; docs/exit-path.md).
 import type { ApplyResult } from "./backend";
-import type { CounterRow } from "./counters";
+import type { CounterRow, Source } from "./counters";
 import { ConversionRequest, PageState, PageStateMap, Run, validateRequest, Validated } from "./pageState";
 import { Errno } from "../kvm/uapi";
 import { hex } from "../format";
@@ -71,7 +71,6 @@ export function restore(map: PageStateMap, changes: Run[], to: PageState): void 
   for (const run of changes) map.set(run.first, run.count, back);
 }
 
-export type Source = "hypercall" | "doorbell" | "fault" | "cli" | "monitor" | "api";
 
 /** The tally's keys of each source, made once (no string building per conversion) */
 const OUTCOME_KEYS = new Map<Source, { private: string; shared: string; refused: string; denied: string }>();

@@ -2,7 +2,9 @@
 // i + 1 vCPU i's thread, which answers conversions itself on the attributes backend), so no two
 // threads ever write the same cell and no write needs an atomic; readers add the rows up.
 
+/** Where a conversion request came from (cli: Machine.convert() from code; monitor and api: the debugger front ends) */
 const SOURCES = ["hypercall", "doorbell", "fault", "cli", "monitor", "api"] as const;
+export type Source = (typeof SOURCES)[number];
 const OUTCOMES = ["to-private", "to-shared", "refused", "denied"] as const;
 
 /** Every key the tally can have, in the order the summary lists them */

@@ -6,10 +6,9 @@ import { ConversionRequest, MAP_GPA_RANGE_ENCRYPTED, PAGE_SHIFT, PageState, Page
 import { Errno, MEMORY_EXIT_FLAG_PRIVATE } from "../kvm/uapi";
 import { hex } from "../format";
 import type { TestSlot } from "./testSlot";
-import { ConversionCounters } from "./counters";
-import { answerRequest, checkRequest, Converted, Converter, convertLocked, outcomeKeys, restore, settle, Source } from "./convertNow";
+import { ConversionCounters, Source } from "./counters";
+import { answerRequest, checkRequest, Converted, Converter, convertLocked, outcomeKeys, restore, settle } from "./convertNow";
 
-/** cli: Machine.convert() from code; monitor and api: the debugger front ends (vmm/control) */
 export type { Source };
 export type FaultPolicy = "convert" | "deny" | "stop";
 export type HypercallPolicy = "convert" | "deny";
