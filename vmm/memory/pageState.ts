@@ -156,18 +156,30 @@ export type Validated =
 
 const PAGE_BYTES = Number(PAGE);
 const ENCRYPTED_BIT = Number(MAP_GPA_RANGE_ENCRYPTED);
+const VALID_ATTRS_NUMBER = Number(VALID_ATTRS);
+
+/**
+ * The common case of a request, in numbers (no BigInt, nothing allocated): a valid request inside
+ * RAM returns its first page, anything else -1 (validateRequest then says why). Values at or above
+ * 2^53 (rounded by Number()) are never inside RAM, so they land on -1 as they should.
+ */
+export function firstPageOf(map: PageStateMap, gpa: number, pages: number, attrs: number): number {
+  if (attrs <= VALID_ATTRS_NUMBER && (attrs & 0xf) <= 2 && pages >= 1 && gpa % PAGE_BYTES === 0 && gpa >= map.baseNumber && gpa + pages * PAGE_BYTES <= map.endNumber)
+    return (gpa - map.baseNumber) / PAGE_BYTES;
+  return -1;
+}
+
+/** Whether attrs asks for private (the encrypted bit), for attrs firstPageOf accepted */
+export function toPrivate(attrs: number): boolean {
+  return (attrs & ENCRYPTED_BIT) !== 0;
+}
 
 /** Check a guest's request against the RAM the map covers; a refusal says why. */
 export function validateRequest(map: PageStateMap, r: ConversionRequest): Validated {
-  // The common case in numbers, with no BigInt arithmetic: a request inside RAM, where every value
-  // is exact. Anything else takes the exact BigInt checks below, which say what is wrong.
-  if (r.attrs <= VALID_ATTRS && r.pages !== 0n && r.pages <= map.pages && r.gpa < map.end) {
-    const gpa = Number(r.gpa);
-    const pages = Number(r.pages);
-    const attrs = Number(r.attrs);
-    if ((attrs & 0xf) <= 2 && gpa % PAGE_BYTES === 0 && gpa >= map.baseNumber && gpa + pages * PAGE_BYTES <= map.endNumber)
-      return { ok: true, first: (gpa - map.baseNumber) / PAGE_BYTES, count: pages, to: attrs & ENCRYPTED_BIT ? "private" : "shared" };
-  }
+  const pages = Number(r.pages);
+  const attrs = Number(r.attrs);
+  const first = firstPageOf(map, Number(r.gpa), pages, attrs);
+  if (first >= 0) return { ok: true, first, count: pages, to: toPrivate(attrs) ? "private" : "shared" };
   return validateExactly(map, r);
 }
 
