@@ -85,3 +85,26 @@ test("requests in numbers (the vCPU threads' path) agree with the exact checks, 
       }
   assert.ok(valid > 20, String(valid));
 });
+
+test("set finds the same changed runs as a page-by-page walk, on random maps", () => {
+  let seed = 7;
+  const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+  for (let round = 0; round < 200; round++) {
+    const m = new PageStateMap(0n, 64n << 12n);
+    const naive: boolean[] = Array(64).fill(false);
+    for (let i = 0; i < 8; i++) {
+      // ranges short and long (set walks up to 16 pages one by one, longer ones by indexOf and fill)
+      const first = random(64), count = 1 + random(64 - first), state = random(2) ? "private" : "shared";
+      const expected: Array<{ first: number; count: number; state: string }> = [];
+      for (let p = first; p < first + count; p++) {
+        if (naive[p] === (state === "private")) continue;
+        naive[p] = state === "private";
+        const last = expected[expected.length - 1];
+        if (last && last.first + last.count === p) last.count++;
+        else expected.push({ first: p, count: 1, state });
+      }
+      assert.deepEqual(m.set(first, count, state), expected);
+      assert.equal(m.privatePages, naive.filter(Boolean).length);
+    }
+  }
+});
