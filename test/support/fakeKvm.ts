@@ -124,7 +124,7 @@ export class RecordingBackend implements MemoryBackend {
   }
   apply(changes: Run[]): ApplyResult {
     this.applied.push(changes.map((c) => ({ ...c })));
-    return this.refuse ? { refused: this.refuse } : { discarded: BigInt(changes.reduce((n, c) => n + c.count, 0)) << 12n };
+    return this.refuse ? { refused: this.refuse } : { discarded: changes.reduce((n, c) => n + c.count, 0) * 4096 };
   }
   punchPrivate(first: number, count: number): bigint {
     this.punched.push([first, count]);

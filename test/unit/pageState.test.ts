@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { PageStateMap, validateRequest } from "../../vmm/memory/pageState";
+import { firstPageOf, PageStateMap, validateRequest } from "../../vmm/memory/pageState";
 
 const MiB = 1n << 20n;
 
@@ -66,4 +66,45 @@ test("requests: unaligned, empty, overflowing, outside RAM or reserved bits are 
   assert.match(why(0n, 1n, 0x20n), /reserved attribute bits 0x20/);
   assert.match(why(0n, 1n, 1n << 63n), /reserved attribute bits/);
   assert.match(why(0n, 1n, 0x3n), /page-size field 3/);
+});
+
+test("requests in numbers (the vCPU threads' path) agree with the exact checks, 2^53 and beyond included", () => {
+  const m = new PageStateMap(1n * MiB, 64n * MiB);
+  const big = [1n << 53n, (1n << 53n) + 1n, (1n << 53n) + 0x1000n, (1n << 64n) - 1n, (1n << 64n) - 0x1000n, 1n << 63n];
+  const gpas = [0n, 0x1000n, 1n * MiB, 1n * MiB + 1n, 2n * MiB, 65n * MiB - 0x1000n, 65n * MiB, ...big, ...big.map((b) => b + 1n * MiB)];
+  const pages = [0n, 1n, 2n, 512n, 16384n, 16385n, ...big];
+  const attrs = [0n, 0x10n, 0x11n, 0x12n, 0x13n, 0x1fn, 0x20n, ...big, ...big.map((b) => b | 0x10n)];
+  let valid = 0;
+  for (const gpa of gpas)
+    for (const p of pages)
+      for (const a of attrs) {
+        const v = validateRequest(m, { gpa, pages: p, attrs: a });
+        const first = firstPageOf(m, Number(gpa), Number(p), Number(a));
+        assert.equal(first, v.ok ? v.first : -1, `gpa ${gpa} pages ${p} attrs ${a}`);
+        if (v.ok) valid++;
+      }
+  assert.ok(valid > 20, String(valid));
+});
+
+test("set finds the same changed runs as a page-by-page walk, on random maps", () => {
+  let seed = 7;
+  const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+  for (let round = 0; round < 200; round++) {
+    const m = new PageStateMap(0n, 64n << 12n);
+    const naive: boolean[] = Array(64).fill(false);
+    for (let i = 0; i < 8; i++) {
+      // ranges short and long (set walks up to 16 pages one by one, longer ones by indexOf and fill)
+      const first = random(64), count = 1 + random(64 - first), state = random(2) ? "private" : "shared";
+      const expected: Array<{ first: number; count: number; state: string }> = [];
+      for (let p = first; p < first + count; p++) {
+        if (naive[p] === (state === "private")) continue;
+        naive[p] = state === "private";
+        const last = expected[expected.length - 1];
+        if (last && last.first + last.count === p) last.count++;
+        else expected.push({ first: p, count: 1, state });
+      }
+      assert.deepEqual(m.set(first, count, state), expected);
+      assert.equal(m.privatePages, naive.filter(Boolean).length);
+    }
+  }
 });

@@ -42,12 +42,12 @@ test("the lock is held by one thread at a time: 3 worker threads and the main th
     const { convertLocked } = require(${JSON.stringify(path.join(dist, "convertNow.js"))});
     const map = new PageStateMap(0n, ${1n * MiB}n, "shared", workerData.map);
     const inside = new Int32Array(workerData.inside);
-    const c = { map, sharedLimit: 0n, counters: new ConversionCounters(workerData.counters).row(workerData.row),
+    const c = { map, sharedLimitNumber: 0, counters: new ConversionCounters(workerData.counters).row(workerData.row),
       apply(changes) {
         if (Atomics.add(inside, 0, 1) !== 0) Atomics.add(inside, 1, 1);
         for (let i = 0; i < 200; i++) Atomics.load(inside, 0); // stay inside a while
         Atomics.sub(inside, 0, 1);
-        return { discarded: BigInt(changes.reduce((n, r) => n + r.count, 0)) << 12n };
+        return { discarded: changes.reduce((n, r) => n + r.count, 0) * 4096 };
       } };
     for (let i = 0; i < ${rounds}; i++) convertLocked(c, 0, 8, i % 2 ? "shared" : "private");
     parentPort.postMessage("done");`;
@@ -73,11 +73,15 @@ test("the tally adds up every thread's row, in a fixed key order", () => {
   other.row(1).count("hypercall-to-private", 500);
   other.row(1).converted(8192);
   other.row(2).answeredOnVcpuThread();
+  other.row(2).count("hypercall-to-shared"); // answered quietly: counted, not timed
   assert.deepEqual(Object.entries(counters.tally()), [
     ["hypercall-to-private", 2],
+    ["hypercall-to-shared", 1],
     ["fault-race", 1],
   ]);
   assert.equal(counters.busyMs, 0.0035);
+  assert.equal(counters.timed, 3);
+  assert.equal(counters.outcomes, 4);
   assert.equal(counters.discardedBytes, 8192);
   assert.equal(counters.conversions, 1);
   assert.equal(counters.onVcpuThreads, 1);
@@ -122,6 +126,9 @@ test("the quiet path (nobody listens) answers, converts, counts and refuses exac
     [0x200000n, 0n, 0n], // no pages: refused
     [16n * MiB, 1n, 0n], // outside RAM: refused
     [0x300000n, 512n, 0x11n], // 2 MiB hint, already private
+    [(1n << 53n) + 0x200000n, 1n, 0n], // beyond 2^53 (numbers on the quiet path): refused
+    [0x200000n, (1n << 64n) - 1n, 0n], // overflowing: refused
+    [0x200000n, 1n, (1n << 53n) | 0x10n], // reserved bits above 2^53: refused
   ];
   const quiet = engineWith(false);
   const loud = engineWith(true);
@@ -131,12 +138,17 @@ test("the quiet path (nobody listens) answers, converts, counts and refuses exac
     assert.equal(a, b, `request ${gpa.toString(16)}+${pages}`);
   }
   assert.deepEqual(quiet.engine.tally, loud.engine.tally);
-  assert.deepEqual(quiet.engine.tally, { "hypercall-to-private": 2, "hypercall-to-shared": 2, "hypercall-refused": 4 });
+  assert.deepEqual(quiet.engine.tally, { "hypercall-to-private": 2, "hypercall-to-shared": 2, "hypercall-refused": 7 });
   assert.deepEqual(quiet.map.runs(), loud.map.runs());
   assert.deepEqual(quiet.backend.applied, loud.backend.applied);
   assert.equal(quiet.engine.counters.discardedBytes, loud.engine.counters.discardedBytes);
   assert.equal(quiet.events.length, 0, "no event is built when nobody listens");
   assert.equal(loud.events.length, requests.length);
+  // the quiet path reads no clock: its outcomes are counted, not timed, and the summary says so
+  assert.equal(quiet.engine.counters.timed, 0);
+  assert.equal(loud.engine.counters.timed, requests.length);
+  assert.ok(quiet.engine.summary().some((l) => l.includes(`${requests.length} answered with nobody listening are not timed`)), quiet.engine.summary().join("\n"));
+  assert.ok(!loud.engine.summary().some((l) => l.includes("not timed")));
 });
 
 test("only a plain conversion on a backend without quiesce may be answered quietly (so on a vCPU thread)", () => {

@@ -1,7 +1,9 @@
 // A view of a vCPU's mapped struct kvm_run (x86). Only valid between two runUntilExit() calls on
 // the thread that runs the vCPU, or while it is paused: the only times the VMM touches it.
 import { decodeRegs, REG_NAMES, RegName, Regs } from "./structs";
-import { SyncRegs } from "./uapi";
+import { IoDirection, SyncRegs } from "./uapi";
+
+const IO_OUT = IoDirection.OUT;
 
 const EXIT_REASON = 8;
 const UNION = 32;
@@ -30,6 +32,16 @@ export class KvmRunView {
       count: this.view.getUint32(UNION + 4, true),
       dataOffset: Number(this.view.getBigUint64(UNION + 8, true)),
     };
+  }
+
+  /** io.port alone, with nothing allocated (the vCPU threads' check of every exit) */
+  get ioPort(): number {
+    return this.view.getUint16(UNION + 2, true);
+  }
+
+  /** Whether this KVM_EXIT_IO is one `out` of `size` bytes to `port`, read with nothing allocated */
+  isOut(port: number, size: number): boolean {
+    return this.view.getUint16(UNION + 2, true) === port && this.view.getUint8(UNION) === IO_OUT && this.view.getUint8(UNION + 1) === size && this.view.getUint32(UNION + 4, true) === 1;
   }
 
   ioData(dataOffset: number, length: number): Uint8Array {
@@ -64,6 +76,36 @@ export class KvmRunView {
 
   set hypercallRet(value: bigint) {
     this.view.setBigUint64(UNION + 56, value, true);
+  }
+
+  /** The conversion hot path's reads, as numbers (no BigInt): hypercall.nr then args[0..2] of a
+   *  KVM_EXIT_HYPERCALL, or RAX, RBX, RCX, RDX from the sync-regs area. Exact below 2^53; a larger
+   *  value comes back rounded, still at or above 2^53 (outside any RAM, never a valid request). */
+  hypercallWord(i: number): number {
+    return this.u64(UNION + i * 8);
+  }
+
+  syncRegWord(index: number): number {
+    return this.u64(SYNC_REGS + index * 8);
+  }
+
+  /** hypercall.ret = value, or one register, from a number (a small non-negative answer) */
+  setHypercallRetWord(value: number): void {
+    this.setU64(UNION + 56, value);
+  }
+
+  setSyncRegWord(index: number, value: number): void {
+    this.setU64(SYNC_REGS + index * 8, value);
+    this.view.setUint32(DIRTY_REGS, this.view.getUint32(DIRTY_REGS, true) | SyncRegs.REGS, true);
+  }
+
+  private u64(offset: number): number {
+    return this.view.getUint32(offset, true) + this.view.getUint32(offset + 4, true) * 0x1_0000_0000;
+  }
+
+  private setU64(offset: number, value: number): void {
+    this.view.setUint32(offset, value % 0x1_0000_0000, true);
+    this.view.setUint32(offset + 4, Math.floor(value / 0x1_0000_0000), true);
   }
 
   // KVM_EXIT_MEMORY_FAULT

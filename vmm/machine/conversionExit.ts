@@ -3,7 +3,7 @@
 // hypercall's registers in RAX, RBX, RCX, RDX). Read by the exit switch (exits.ts) and by the vCPU
 // threads that answer conversions themselves (vcpuConversions.ts).
 import type { KvmRunView } from "../kvm/kvmRun";
-import { Exit, IoDirection } from "../kvm/uapi";
+import { Exit } from "../kvm/uapi";
 import type { ConversionRequest } from "../memory/pageState";
 import { CONVERT_PORT } from "./abi";
 
@@ -13,9 +13,7 @@ export type RequestExit = "hypercall" | "doorbell";
 export function requestExit(run: KvmRunView): RequestExit | undefined {
   const reason = run.exitReason;
   if (reason === Exit.HYPERCALL) return "hypercall";
-  if (reason !== Exit.IO) return undefined;
-  const io = run.io;
-  return io.port === CONVERT_PORT && io.direction === IoDirection.OUT && io.size === 4 && io.count === 1 ? "doorbell" : undefined;
+  return reason === Exit.IO && run.isOut(CONVERT_PORT, 4) ? "doorbell" : undefined;
 }
 
 /** The hypercall number (KVM_HC_MAP_GPA_RANGE when valid) and the request in the exit's registers */
@@ -27,8 +25,21 @@ export function requestOf(run: KvmRunView, via: RequestExit): { nr: bigint; requ
   return { nr: r.rax, request: { gpa: r.rbx, pages: r.rcx, attrs: r.rdx } };
 }
 
+/** The same words as numbers, with nothing allocated (the vCPU threads' hot path): 0 the hypercall
+ *  number, 1 gpa, 2 pages, 3 attrs (hypercall nr and args[0..2], or RAX, RBX, RCX, RDX). Exact below
+ *  2^53; a larger value reads as a number at or above 2^53, which no valid request has. */
+export function requestWord(run: KvmRunView, via: RequestExit, i: 0 | 1 | 2 | 3): number {
+  return via === "hypercall" ? run.hypercallWord(i) : run.syncRegWord(i);
+}
+
 /** The guest's return value: hypercall.ret, or RAX for the doorbell */
 export function answerRequest(run: KvmRunView, via: RequestExit, value: bigint): void {
   if (via === "hypercall") run.hypercallRet = value;
   else run.setSyncReg("rax", value);
+}
+
+/** answerRequest for a small non-negative value, with no BigInt */
+export function answerRequestWord(run: KvmRunView, via: RequestExit, value: number): void {
+  if (via === "hypercall") run.setHypercallRetWord(value);
+  else run.setSyncRegWord(0, value);
 }

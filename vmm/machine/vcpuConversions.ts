@@ -11,7 +11,7 @@ import { PageStateMap } from "../memory/pageState";
 import { ConversionCounters, CounterRow } from "../memory/counters";
 import { answerRequest as convert, Converter } from "../memory/convertNow";
 import { applyAttributes } from "../memory/attributes";
-import { answerRequest, requestExit, requestOf } from "./conversionExit";
+import { answerRequestWord, requestExit, requestWord } from "./conversionExit";
 
 /** What a vCPU thread needs to convert (VcpuThreadData.conversions) */
 export interface VcpuConversionsData {
@@ -29,8 +29,6 @@ export interface VcpuConversionsData {
   allowed: SharedArrayBuffer;
 }
 
-const MAP_GPA_RANGE = BigInt(HC_MAP_GPA_RANGE);
-
 export class VcpuConversions {
   private readonly converter: Converter;
   private readonly row: CounterRow;
@@ -42,29 +40,28 @@ export class VcpuConversions {
     const base = Number(data.base);
     this.converter = {
       map: new PageStateMap(data.base, data.size, "shared", data.map),
-      sharedLimit: data.sharedLimit,
+      sharedLimitNumber: Number(data.sharedLimit),
       // The vCPU reaches the VM fd and the two files through the addon (NativeVm.shareMemoryFiles).
       apply: (changes) => applyAttributes(vcpu, base, data.discard, changes),
       counters: this.row,
     };
   }
 
-  /** Answer this exit here if it is a valid conversion request and the machine allows it; false:
-   *  the machine answers it (a bad hypercall number, an ioctl failure: reported there). */
+  /** Answer this exit here if it is a conversion request and the machine allows it; false: the
+   *  machine answers it (a bad hypercall number, an ioctl failure: reported there). Numbers only,
+   *  nothing allocated but the changed runs. */
   answer(run: KvmRunView): boolean {
     if (Atomics.load(this.allowed, 0) === 0) return false;
     const via = requestExit(run);
-    if (!via) return false;
-    const { nr, request } = requestOf(run, via);
-    if (nr !== MAP_GPA_RANGE) return false;
+    if (via === undefined || requestWord(run, via, 0) !== HC_MAP_GPA_RANGE) return false;
     let value: number;
     try {
-      value = convert(this.converter, via, request);
+      value = convert(this.converter, via, requestWord(run, via, 1), requestWord(run, via, 2), requestWord(run, via, 3));
     } catch {
       // The map is restored; the engine does the same conversion again and reports its failure.
       return false;
     }
-    answerRequest(run, via, BigInt(value));
+    answerRequestWord(run, via, value);
     this.row.answeredOnVcpuThread();
     return true;
   }

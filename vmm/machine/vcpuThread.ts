@@ -81,7 +81,7 @@ function main(data: VcpuThreadData): void {
         continue; // runUntilExit() waits until the machine stops the vCPU
       }
       if (result === VcpuRunEnd.STOPPED) return;
-      if (result === 0 && run.exitReason === Exit.IO && bus.find(run.io.port)) {
+      if (result === 0 && run.exitReason === Exit.IO && bus.find(run.ioPort)) {
         portIo(bus, run, () => false);
         continue;
       }

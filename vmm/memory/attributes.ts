@@ -28,7 +28,7 @@ export function applyAttributes(target: Pick<NativeVm, "convertMemory">, base: n
     target.convertMemory(base + offset, offset, size, run.state === "private", discard);
     if (discard) discarded += size;
   }
-  return { discarded: BigInt(discarded) };
+  return { discarded };
 }
 
 export class AttributesBackend implements MemoryBackend {

@@ -7,8 +7,8 @@ import { MemFlag } from "../kvm/uapi";
 export type BackendKind = "shared" | "attributes" | "memslots";
 
 export type ApplyResult =
-  /** bytes discarded from the side the pages left */
-  | { discarded: bigint; refused?: undefined }
+  /** bytes discarded from the side the pages left (a number: RAM ends far below 2^53) */
+  | { discarded: number; refused?: undefined }
   /** the change cannot be made (nothing changed in KVM): why */
   | { refused: string; discarded?: undefined };
 

@@ -22,18 +22,22 @@ const BUSY_NS = DISCARDED + 1;
 const CONVERSIONS = BUSY_NS + 1;
 /** conversions answered on a vCPU thread */
 const ON_VCPU_THREAD = CONVERSIONS + 1;
-const ROW = ON_VCPU_THREAD + 1;
+/** outcomes counted with their time (BUSY_NS is theirs) */
+const TIMED = ON_VCPU_THREAD + 1;
+const ROW = TIMED + 1;
 
 /** One writer's row: only its own thread writes it */
 export class CounterRow {
   constructor(private readonly cells: Float64Array) {}
 
-  /** Count one outcome (a TALLY_KEYS key) that took `ns` */
-  count(key: string, ns: number): void {
+  /** Count one outcome (a TALLY_KEYS key) that took `ns`, or that was not timed (no `ns`) */
+  count(key: string, ns?: number): void {
     const i = KEY_INDEX.get(key);
     if (i === undefined) throw new RangeError(`${key} is not a conversion tally key`);
     this.cells[i]++;
+    if (ns === undefined) return;
     this.cells[BUSY_NS] += ns;
+    this.cells[TIMED]++;
   }
 
   /** A conversion that changed pages and discarded `bytes` */
@@ -85,8 +89,21 @@ export class ConversionCounters {
     return this.sum(DISCARDED);
   }
 
+  /** The time of the outcomes counted with one (see timed) */
   get busyMs(): number {
     return this.sum(BUSY_NS) / 1e6;
+  }
+
+  /** Outcomes counted with their time; the others (answered with nobody listening) were not timed */
+  get timed(): number {
+    return this.sum(TIMED);
+  }
+
+  /** Every outcome counted */
+  get outcomes(): number {
+    let n = 0;
+    for (let i = 0; i < TALLY_KEYS.length; i++) n += this.sum(i);
+    return n;
   }
 
   get conversions(): number {

@@ -7,7 +7,7 @@ import { Errno, MEMORY_EXIT_FLAG_PRIVATE } from "../kvm/uapi";
 import { hex } from "../format";
 import type { TestSlot } from "./testSlot";
 import { ConversionCounters, Source } from "./counters";
-import { answerRequest, checkRequest, Converted, Converter, convertLocked, outcomeKeys, restore, settle } from "./convertNow";
+import { answerRequest, checkRequest, Converted, Converter, convertLocked, NOTHING_CHANGED, outcomeKeys, restore, settle } from "./convertNow";
 
 export type { Source };
 export type FaultPolicy = "convert" | "deny" | "stop";
@@ -87,7 +87,7 @@ export class ConversionEngine {
     this.aliasBit = o.sharedBit ? 1n << BigInt(o.sharedBit) : 0n;
     this.counters = o.counters ?? new ConversionCounters(1);
     const backend = o.backend;
-    this.converter = { map: o.map, sharedLimit: o.sharedLimit, apply: (changes) => backend.apply(changes), counters: this.counters.row(0) };
+    this.converter = { map: o.map, sharedLimitNumber: Number(o.sharedLimit), apply: (changes) => backend.apply(changes), counters: this.counters.row(0) };
   }
 
   /** Run conversions one at a time, in arrival order, so no request is lost or interleaved. */
@@ -99,7 +99,7 @@ export class ConversionEngine {
 
   /** A guest (or API) request; resolves to the value for the guest: 0 or a positive errno. */
   request(source: Source, vcpu: number, r: ConversionRequest, policy: HypercallPolicy = "convert"): Promise<number> {
-    if (this.answersQuietly(source, policy)) return this.serialize(async () => answerRequest(this.converter, source, r));
+    if (this.answersQuietly(source, policy)) return this.serialize(async () => answerRequest(this.converter, source, Number(r.gpa), Number(r.pages), Number(r.attrs)));
     return this.serialize(async () => {
       const start = performance.now();
       const to: PageState = r.attrs & MAP_GPA_RANGE_ENCRYPTED ? "private" : "shared";
@@ -129,7 +129,7 @@ export class ConversionEngine {
       }
       const prefault = to === "private" && (source === "hypercall" || source === "doorbell") ? this.preFault(vcpu, r) : "";
       if (this.counted(start, keys[to]))
-        this.emit(event(from, this.outcome(done, to) + prefault, before, [{ first: v.first, count: v.count, state: to }], Number(done.discarded)));
+        this.emit(event(from, this.outcome(done, to) + prefault, before, [{ first: v.first, count: v.count, state: to }], done.discarded));
       return 0;
     });
   }
@@ -198,7 +198,7 @@ export class ConversionEngine {
       const done = converting instanceof Promise ? await converting : converting;
       if (done.refused !== undefined) return stop(`implicit conversion ${current}→${wanted} impossible: ${done.refused}`);
       if (this.counted(start, outcomeKeys("fault")[wanted]))
-        this.emit(event(current, wanted, this.outcome(done, wanted), Number(done.discarded), [{ first, count: 1, state: current }], [{ first, count: 1, state: wanted }]));
+        this.emit(event(current, wanted, this.outcome(done, wanted), done.discarded, [{ first, count: 1, state: current }], [{ first, count: 1, state: wanted }]));
       return { action: "retry" };
     });
   }
@@ -210,7 +210,7 @@ export class ConversionEngine {
     // memslots: no vCPU thread converts (they are all paused while the slots change), so the map
     // needs no lock across the quiesce.
     const changes = this.o.map.set(first, count, to);
-    if (!changes.length) return { changed: 0, discarded: 0n };
+    if (!changes.length) return NOTHING_CHANGED;
     return this.o.quiesce(() => this.o.backend.apply(changes)).then(
       (applied) => settle(this.converter, changes, to, applied),
       (err: unknown) => {
@@ -287,11 +287,12 @@ export class ConversionEngine {
     const discard =
       this.o.discard === "always" ? `--discard always: discarded ${this.counters.discardedBytes / 1024} KiB` : "--discard never: both copies of every page kept";
     const onThreads = this.counters.onVcpuThreads;
+    const untimed = this.counters.outcomes - this.counters.timed;
     const usage = this.o.backend.usage?.();
     return [
       `conversions: ${tally}`,
       `pages now: ${map.privatePages} private, ${map.sharedPages} shared (${map.pages} in all); memory-fault exits: ${this.faults}`,
-      `${discard}; ${this.counters.busyMs.toFixed(3)} ms spent converting${this.o.preFault ? ` (with --prefault: ${this.prefaulted << 2n} KiB pre-faulted)` : ""}${onThreads ? `, ${onThreads} conversions answered on vCPU threads` : ""}`,
+      `${discard}; ${this.counters.busyMs.toFixed(3)} ms spent converting${untimed ? ` (in the ${this.counters.timed} timed outcomes; ${untimed} answered with nobody listening are not timed)` : ""}${this.o.preFault ? ` (with --prefault: ${this.prefaulted << 2n} KiB pre-faulted)` : ""}${onThreads ? `, ${onThreads} conversions answered on vCPU threads` : ""}`,
       `in use now: private ${kib(used.private)}, shared ${kib(used.shared)} (pages touched, from mincore)`,
       ...(usage ? [usage] : []),
     ];

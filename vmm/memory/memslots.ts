@@ -203,16 +203,16 @@ export class MemslotsBackend implements MemoryBackend {
   }
 
   apply(changes: Run[]): ApplyResult {
-    if (changes.length === 0) return { discarded: 0n };
+    if (changes.length === 0) return { discarded: 0 };
     const refused = this.relayout(changes[0].first, changes[changes.length - 1].first + changes[changes.length - 1].count);
     if (refused) return { refused };
-    let discarded = 0n;
+    let discarded = 0;
     if (!this.discard) return { discarded };
     for (const run of changes) {
       const offset = BigInt(run.first) << PAGE_SHIFT;
       const size = BigInt(run.count) << PAGE_SHIFT;
       (run.state === "private" ? this.shared : this.private).fallocate("punch", offset, size);
-      discarded += size;
+      discarded += Number(size);
     }
     return { discarded };
   }
