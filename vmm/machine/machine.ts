@@ -448,7 +448,7 @@ export class Machine {
         else v.native.unpause();
       }
       this.running = true;
-      if (this.pc) this.haltCheck = setInterval(() => void this.checkHalted(), HALT_CHECK_MS).unref();
+      if (this.pc) this.haltCheck = setInterval(() => this.checkHalted(), HALT_CHECK_MS).unref();
     });
   }
 
@@ -456,11 +456,11 @@ export class Machine {
    * With an in-kernel irqchip HLT never exits: a PC guest whose vCPUs all halted with interrupts
    * off (or never started) can never continue. Look every HALT_CHECK_MS and end such a run.
    */
-  private async checkHalted(): Promise<void> {
+  private checkHalted(): void {
     if (this.result || this.paused) return;
     const IF = 0x200n;
     // Decided and reported while every vCPU is out of KVM_RUN (the registers are readable then).
-    await this.quiesce(() => {
+    this.quiesce(() => {
       const stuck = this.vcpus.every((v) => {
         const mp = v.native.getMpState();
         if (mp === MpState.UNINITIALIZED) return true;
@@ -497,13 +497,13 @@ export class Machine {
     if (this.result) return;
     if ("error" in m) return this.finish(ExitStatus.KVM_INTERNAL_ERROR, `vCPU ${v.index}: ${m.error}`, v.registerReport());
     this.observer?.exit(v.index, v.kvmRun.exitReason);
-    const outcome = handleExit(this.exitContext, v, m.exit);
-    if (outcome instanceof Promise)
-      outcome.then(
-        (o) => this.answer(v, o),
-        (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${v.index}: ${(err as Error).message}`, v.registerReport()),
-      );
-    else this.answer(v, outcome);
+    let outcome: Outcome;
+    try {
+      outcome = handleExit(this.exitContext, v, m.exit);
+    } catch (err) {
+      return this.finish(ExitStatus.INTERNAL, `vCPU ${v.index}: ${(err as Error).message}`, v.registerReport());
+    }
+    this.answer(v, outcome);
   }
 
   /** Unpause the vCPU for a "resume" (unless a debugger holds it or it halted); tell runOne. */
@@ -512,11 +512,12 @@ export class Machine {
     for (const handled of v.exitWaiters.splice(0)) handled();
   }
 
-  /** Run `work` with every vCPU out of KVM_RUN (paused natively; nested pauses are fine). */
-  private async quiesce<T>(work: () => T): Promise<T> {
+  /** Run `work` with every vCPU out of KVM_RUN (paused natively; nested pauses are fine: a vCPU
+   *  paused already, e.g. by the exit being handled, is not kicked again). */
+  private quiesce<T>(work: () => T): T {
     for (const v of this.vcpus) v.native.pause();
     try {
-      return await work();
+      return work();
     } finally {
       for (const v of this.vcpus) v.native.unpause();
     }
@@ -630,7 +631,7 @@ export class Machine {
   punch(gpa: bigint, size: bigint): Promise<bigint> {
     if (!this.engine) return Promise.reject(new Error("this VM has no private memory"));
     const map = this.map!;
-    return this.engine.hostOperation(() => this.memory!.punchPrivate(map.pageOf(gpa), Number(size >> PAGE_SHIFT)));
+    return new Promise((resolve) => resolve(this.engine!.hostOperation(() => this.memory!.punchPrivate(map.pageOf(gpa), Number(size >> PAGE_SHIFT)))));
   }
 
   private makeTestSlot(gpa: bigint, create: boolean): TestSlot | string {
@@ -644,7 +645,8 @@ export class Machine {
   /** Host-initiated conversions (source "cli", "monitor" or "api"); resolves to 0 or a positive errno. */
   convert(gpa: bigint, size: bigint, to: "private" | "shared", source: "cli" | "monitor" | "api" = "cli"): Promise<number> {
     if (!this.engine) return Promise.reject(new Error("this VM has no private memory"));
-    return this.engine.request(source, -1, { gpa, pages: size >> PAGE_SHIFT, attrs: to === "private" ? MAP_GPA_RANGE_ENCRYPTED : 0n });
+    const request = { gpa, pages: size >> PAGE_SHIFT, attrs: to === "private" ? MAP_GPA_RANGE_ENCRYPTED : 0n };
+    return new Promise((resolve) => resolve(this.engine!.request(source, -1, request)));
   }
 
   private console(bytes: Uint8Array): void {
