@@ -45,6 +45,7 @@ import { hex } from "../format";
 import { RunFacts, startClock, startFields } from "../trace/writer";
 import type { VcpuThreadData, VcpuThreadMessage } from "./vcpuThread";
 import { startVcpuThread } from "./threads";
+import { ExitMailbox } from "./exitMailbox";
 
 export interface MachineOptions {
   /** An open KVM device; the machine owns it from here on and closes it */
@@ -139,8 +140,8 @@ export class Machine {
   /** What the vCPU threads need to answer conversions themselves (attributes backend) */
   private threadConversions?: VcpuConversionsData;
   private endWaiters: Array<() => void> = [];
-  /** per vCPU: exits its thread posted that onThreadMessage has not received (vcpuThread.ts) */
-  private readonly exitsInFlight: Int32Array;
+  /** The vCPU threads' exits for this machine, and per vCPU what is in flight */
+  private readonly exits: ExitMailbox;
   private readonly vcpus: VcpuState[] = [];
   private readonly bus = new PortBus();
   private readonly exitContext: ExitContext;
@@ -167,7 +168,7 @@ export class Machine {
   constructor(private readonly opts: MachineOptions) {
     if (opts.boot.kind === "tsvmm") encodeCmdline(opts.cmdline); // refused before any VM exists
     this.layout = opts.layout;
-    this.exitsInFlight = new Int32Array(new SharedArrayBuffer(4 * opts.layout.cpus));
+    this.exits = new ExitMailbox(opts.layout.cpus);
     this.kvm = opts.kvm;
     const pc = this.pc;
     this.serial = new Serial8250(CONSOLE_PORT, (bytes) => this.console(bytes), pc ? (level) => this.vm?.irqLine(COM1_IRQ, level) : undefined);
@@ -264,6 +265,7 @@ export class Machine {
       vm.onConsole((bytes) => this.console(bytes));
       // The threads boot while the caller finishes its set-up; the vCPUs wait paused for run().
       for (const v of this.vcpus) this.startThread(v);
+      this.exits.watch(this.cpus, (index, result) => this.onThreadMessage(this.vcpus[index], { exit: result }));
     } catch (err) {
       this.close();
       throw isSyscallError(err) ? fromSyscall(err, "cannot set up the VM") : err;
@@ -395,7 +397,7 @@ export class Machine {
       handle: v.native.handle,
       serial: this.serial.state,
       serialIrq: this.pc ? COM1_IRQ : undefined,
-      inFlight: this.exitsInFlight.buffer as SharedArrayBuffer,
+      exits: this.exits.buffer,
       conversions: this.threadConversions,
     };
     const index = v.index; // v.native may be closed by the time a thread fails
@@ -405,7 +407,9 @@ export class Machine {
         message: (m: VcpuThreadMessage) => this.onThreadMessage(v, m),
         error: (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${index} thread: ${err.message}`),
         done: () => {
-          if (--this.threads === 0 && this.result) this.resolveRun?.(this.result);
+          if (--this.threads > 0) return;
+          this.exits.stop();
+          if (this.result) this.resolveRun?.(this.result);
         },
       }),
     );
@@ -491,9 +495,10 @@ export class Machine {
     else this.finish(ExitStatus.GUEST_RESET, `guest reset: ${how}`);
   }
 
-  /** A vCPU thread handed us an exit (the vCPU is paused until we answer) or said something. */
-  private onThreadMessage(v: VcpuState, m: VcpuThreadMessage): void {
-    Atomics.sub(this.exitsInFlight, v.index, 1);
+  /** A vCPU thread handed us an exit (errno as runUntilExit() returned it; the vCPU is paused
+   *  until we answer) or an error. */
+  private onThreadMessage(v: VcpuState, m: { exit: number } | VcpuThreadMessage): void {
+    this.exits.received(v.index);
     if (this.result) return;
     if ("error" in m) return this.finish(ExitStatus.KVM_INTERNAL_ERROR, `vCPU ${v.index}: ${m.error}`, v.registerReport());
     this.observer?.exit(v.index, v.kvmRun.exitReason);
@@ -549,7 +554,7 @@ export class Machine {
     // An exit posted before the pause (its vCPU paused itself) is handled first: a debugger
     // stopped at it holds it, as if it had come before the stop.
     for (const v of this.vcpus) {
-      while (Atomics.load(this.exitsInFlight, v.index) > 0 && !this.result)
+      while (this.exits.inFlight(v.index) > 0 && !this.result)
         await new Promise<void>((handled) => {
           v.exitWaiters.push(handled);
           this.endWaiters.push(handled);
