@@ -383,12 +383,8 @@ std::vector<ErrorArg> RegionArgs(const Region& r, bool v2) {
   return a;
 }
 
-}  // namespace
-
-Napi::Value Vm::SetUserMemoryRegion2(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = RequireOpen(env, "setUserMemoryRegion2");
-  Region r = ParseRegion(env, info[0], true);
+// KVM_SET_USER_MEMORY_REGION2; throws the failure with the region's fields
+void SetRegion2(Napi::Env env, int vm_fd, const Region& r) {
   kvm_userspace_memory_region2 req;
   std::memset(&req, 0, sizeof req);
   req.slot = r.slot;
@@ -399,9 +395,16 @@ Napi::Value Vm::SetUserMemoryRegion2(const Napi::CallbackInfo& info) {
   req.guest_memfd_offset = r.guest_memfd_offset;
   // -1 ("no guest_memfd") becomes 0xffffffff: ignored without KVM_MEM_GUEST_MEMFD, EBADF with it.
   req.guest_memfd = static_cast<uint32_t>(r.guest_memfd);
-  if (ioctl(fd, KVM_SET_USER_MEMORY_REGION2, &req) < 0) {
+  if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION2, &req) < 0)
     ThrowSyscallError(env, "ioctl", "KVM_SET_USER_MEMORY_REGION2", errno, RegionArgs(r, true));
-  }
+}
+
+}  // namespace
+
+Napi::Value Vm::SetUserMemoryRegion2(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = RequireOpen(env, "setUserMemoryRegion2");
+  SetRegion2(env, fd, ParseRegion(env, info[0], true));
   return env.Undefined();
 }
 
@@ -451,19 +454,13 @@ Napi::Value Vm::SetUserMemoryRegions2(const Napi::CallbackInfo& info) {
       r.guest_memfd = released;
     }
     r.flags = r.guest_memfd >= 0 ? KVM_MEM_GUEST_MEMFD : 0;
-    kvm_userspace_memory_region2 req;
-    std::memset(&req, 0, sizeof req);
-    req.slot = r.slot;
-    req.flags = r.flags;
-    req.guest_phys_addr = r.guest_phys_addr;
-    req.memory_size = r.memory_size;
-    req.userspace_addr = r.userspace_addr;
-    req.guest_memfd_offset = r.guest_memfd_offset;
-    req.guest_memfd = static_cast<uint32_t>(r.guest_memfd);
-    int rc = ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION2, &req);
-    int err = errno;
+    try {
+      SetRegion2(env, vm_fd, r);
+    } catch (...) {
+      if (released >= 0) ::close(released);
+      throw;
+    }
     if (released >= 0) ::close(released);
-    if (rc < 0) ThrowSyscallError(env, "ioctl", "KVM_SET_USER_MEMORY_REGION2", err, RegionArgs(r, true));
   }
   return env.Undefined();
 }
