@@ -45,6 +45,11 @@ export interface NativeKvm {
   close(): void;
 }
 
+/** Numbers per region in setUserMemoryRegions2's records, whole and below 2^53: slot, guestPhysAddr,
+ *  memorySize, userspaceAddr, guestMemfd, guestMemfdOffset, createFlags (of a released guest_memfd) */
+export const REGION_RECORD = 7;
+export const RELEASED_GUEST_MEMFD = -2;
+
 export interface MemoryRegion {
   slot: number;
   flags: number;
@@ -85,6 +90,11 @@ export interface NativeVm {
   createGuestMemfd(size: bigint, flags: bigint): NativeGuestMemfd;
   /** KVM_SET_USER_MEMORY_REGION2 (memorySize 0 deletes) */
   setUserMemoryRegion2(region: MemoryRegion): void;
+  /** Several KVM_SET_USER_MEMORY_REGION2 in order, in one call: REGION_RECORD numbers per region;
+   *  guestMemfd -1 = none, RELEASED_GUEST_MEMFD = a guest_memfd of memorySize
+   *  created with createFlags, bound and closed at once (every guest access then faults). Stops at
+   *  the first failure, the regions before it applied, and throws it. */
+  setUserMemoryRegions2(records: Float64Array): void;
   /** KVM_SET_USER_MEMORY_REGION (v1, for kernels without USER_MEMORY2; guestMemfd fields ignored) */
   setUserMemoryRegion(region: MemoryRegion): void;
   /** KVM_SET_MEMORY_ATTRIBUTES */

@@ -190,6 +190,7 @@ Napi::Function Vm::DefineClass(Napi::Env env) {
           InstanceMethod("irqLine", &Vm::IrqLine),
           InstanceMethod("createGuestMemfd", &Vm::CreateGuestMemfd),
           InstanceMethod("setUserMemoryRegion2", &Vm::SetUserMemoryRegion2),
+          InstanceMethod("setUserMemoryRegions2", &Vm::SetUserMemoryRegions2),
           InstanceMethod("setUserMemoryRegion", &Vm::SetUserMemoryRegion),
           InstanceMethod("setMemoryAttributes", &Vm::SetMemoryAttributes),
           InstanceMethod("shareMemoryFiles", &Vm::ShareMemoryFiles),
@@ -382,12 +383,8 @@ std::vector<ErrorArg> RegionArgs(const Region& r, bool v2) {
   return a;
 }
 
-}  // namespace
-
-Napi::Value Vm::SetUserMemoryRegion2(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = RequireOpen(env, "setUserMemoryRegion2");
-  Region r = ParseRegion(env, info[0], true);
+// KVM_SET_USER_MEMORY_REGION2; throws the failure with the region's fields
+void SetRegion2(Napi::Env env, int vm_fd, const Region& r) {
   kvm_userspace_memory_region2 req;
   std::memset(&req, 0, sizeof req);
   req.slot = r.slot;
@@ -398,8 +395,72 @@ Napi::Value Vm::SetUserMemoryRegion2(const Napi::CallbackInfo& info) {
   req.guest_memfd_offset = r.guest_memfd_offset;
   // -1 ("no guest_memfd") becomes 0xffffffff: ignored without KVM_MEM_GUEST_MEMFD, EBADF with it.
   req.guest_memfd = static_cast<uint32_t>(r.guest_memfd);
-  if (ioctl(fd, KVM_SET_USER_MEMORY_REGION2, &req) < 0) {
+  if (ioctl(vm_fd, KVM_SET_USER_MEMORY_REGION2, &req) < 0)
     ThrowSyscallError(env, "ioctl", "KVM_SET_USER_MEMORY_REGION2", errno, RegionArgs(r, true));
+}
+
+}  // namespace
+
+Napi::Value Vm::SetUserMemoryRegion2(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = RequireOpen(env, "setUserMemoryRegion2");
+  SetRegion2(env, fd, ParseRegion(env, info[0], true));
+  return env.Undefined();
+}
+
+Napi::Value Vm::SetUserMemoryRegions2(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int vm_fd = RequireOpen(env, "setUserMemoryRegions2");
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+    ThrowTypeError(env, "setUserMemoryRegions2: the records must be a Float64Array");
+  Napi::Float64Array records = info[0].As<Napi::Float64Array>();
+  const size_t n = records.ElementLength();
+  if (n % kRegionRecord) ThrowRangeError(env, "setUserMemoryRegions2: the records' length must be a multiple of 7");
+  // Every value is a whole number below 2^53 (exact in a double); guestMemfd may also be -1 (none)
+  // or kReleasedGuestMemfd.
+  auto whole = [&](size_t i, double min, const char* what) -> double {
+    double v = records[i];
+    if (!(v >= min && v <= 9007199254740992.0) || v != static_cast<double>(static_cast<int64_t>(v)))
+      ThrowRangeError(env, std::string("setUserMemoryRegions2: record ") + std::to_string(i / kRegionRecord) + ": " + what +
+                               " must be a whole number in range");
+    return v;
+  };
+  for (size_t i = 0; i < n; i += kRegionRecord) {
+    Region r{};
+    double slot = whole(i, 0, "slot");
+    if (slot > 0xffffffffu) ThrowRangeError(env, "setUserMemoryRegions2: slot must be a u32");
+    r.slot = static_cast<uint32_t>(slot);
+    r.guest_phys_addr = static_cast<uint64_t>(whole(i + 1, 0, "guestPhysAddr"));
+    r.memory_size = static_cast<uint64_t>(whole(i + 2, 0, "memorySize"));
+    r.userspace_addr = static_cast<uint64_t>(whole(i + 3, 0, "userspaceAddr"));
+    double gmem = whole(i + 4, kReleasedGuestMemfd, "guestMemfd");
+    if (gmem > 0x7fffffff) ThrowRangeError(env, "setUserMemoryRegions2: guestMemfd must be an fd");
+    r.guest_memfd = static_cast<int64_t>(gmem);
+    r.guest_memfd_offset = static_cast<uint64_t>(whole(i + 5, 0, "guestMemfdOffset"));
+    uint64_t create_flags = static_cast<uint64_t>(whole(i + 6, 0, "createFlags"));
+    int released = -1;
+    if (r.guest_memfd == kReleasedGuestMemfd) {
+      // A guest_memfd made for this slot alone and closed once bound: KVM keeps its own reference,
+      // and every guest access to the slot is a KVM_EXIT_MEMORY_FAULT. Closed here before anything
+      // else runs on this thread, so it needs no close-on-exec.
+      kvm_create_guest_memfd c;
+      std::memset(&c, 0, sizeof c);
+      c.size = r.memory_size;
+      c.flags = create_flags;
+      released = ioctl(vm_fd, KVM_CREATE_GUEST_MEMFD, &c);
+      if (released < 0)
+        ThrowSyscallError(env, "ioctl", "KVM_CREATE_GUEST_MEMFD", errno,
+                          {ErrorArg::Big("size", c.size, "size"), ErrorArg::Big("flags", c.flags, "flags")});
+      r.guest_memfd = released;
+    }
+    r.flags = r.guest_memfd >= 0 ? KVM_MEM_GUEST_MEMFD : 0;
+    try {
+      SetRegion2(env, vm_fd, r);
+    } catch (...) {
+      if (released >= 0) ::close(released);
+      throw;
+    }
+    if (released >= 0) ::close(released);
   }
   return env.Undefined();
 }

@@ -151,6 +151,14 @@ class Vm : public Napi::ObjectWrap<Vm> {
   Napi::Value IrqLine(const Napi::CallbackInfo& info);
   Napi::Value CreateGuestMemfd(const Napi::CallbackInfo& info);
   Napi::Value SetUserMemoryRegion2(const Napi::CallbackInfo& info);
+  // Several KVM_SET_USER_MEMORY_REGION2 in one call, in order (the memslots backend's re-layout):
+  // records of kRegionRecord numbers [slot, guestPhysAddr, memorySize, userspaceAddr, guestMemfd,
+  // guestMemfdOffset, createFlags]; guestMemfd -1 = none (a delete when memorySize is 0),
+  // kReleasedGuestMemfd = a guest_memfd of memorySize created with createFlags, bound, and closed.
+  // Stops at the first failure (the records before it are applied) and throws it.
+  Napi::Value SetUserMemoryRegions2(const Napi::CallbackInfo& info);
+  static constexpr size_t kRegionRecord = 7;
+  static constexpr int kReleasedGuestMemfd = -2;
   Napi::Value SetUserMemoryRegion(const Napi::CallbackInfo& info);
   Napi::Value SetMemoryAttributes(const Napi::CallbackInfo& info);
   Napi::Value ShareMemoryFiles(const Napi::CallbackInfo& info);

@@ -16,17 +16,18 @@
 //   - 2 and 4 vCPUs at once (`mode=smp --cpus V` / C "smp --vcpus V"), each its own 4 KiB page.
 //   - first touch (`mode=first-touch`, 2 MiB, where KVM_PRE_FAULT_MEMORY exists): guest ticks of
 //     the conversion to private and of the stores to its pages after it, without and with --prefault.
-//   - attributes only: each of convert, touched and smp again with nobody listening ("quiet"), so the
-//     vCPU threads answer the conversions themselves (docs/exit-path.md). No events there: the guest's
-//     rdtsc ticks per conversion, turned into ns with the rate the same round's event run gives
-//     (its event ns per conversion / its ticks per conversion).
+//   - convert (both backends), and on attributes touched and smp, again with nobody listening
+//     ("quiet"): on attributes the vCPU threads answer the conversions themselves, on memslots the
+//     engine answers them without events (docs/exit-path.md). No events there: the guest's rdtsc
+//     ticks per conversion, turned into ns with the rate the same round's event run gives (its
+//     event ns per conversion / its ticks per conversion). Exit 39 likewise (ticks per touch).
 //   - exit 39 -> running again (memslots with --shared-bit only): the guest stores to T distinct
 //     pages through the shared view; tsvmm: the median interval between consecutive memory-fault
 //     conversions (events), C: the median interval between consecutive exits 39, and its own
 //     handling time (KVM_RUN returns -> KVM_RUN again).
 // Nothing passes or fails on time. Progress goes to stderr; the result is one stdout line
 // "CONVERT-LAB-RESULT <json>". Options: --rounds R (after one dropped warm-up round, default 5),
-// --n N (round trips per size, 100), --touches T (200), --warm W (10).
+// --n N (round trips per size, 100), --touches T (200), --warm W (10), --backends LIST (both).
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -89,6 +90,8 @@ interface TsvmmRun {
   firstTouch?: Record<number, { convertTicks: number; touchTicks: number }>;
   /** guest ticks per conversion ("convert" size, "touched" size, "smp" vCPUs): ticks_total / conversions */
   ticks?: Record<string, number>;
+  /** mode=implicit: the guest's ticks per touch (median, and the total of the timed touches) */
+  implicitTicks?: { median: number; total: number };
 }
 
 /** One tsvmm run; quiet: nobody listens (no events: only the guest's ticks are measured) */
@@ -122,6 +125,7 @@ async function tsvmm(backend: Backend, cmdline: string, o: { sharedBit?: number;
     }
     const tickKey = res.mode === "smp" ? `smp ${res.vcpus}` : res.mode === "convert-touched" ? `touched ${size}` : `${res.mode} ${size}`;
     if (Number(res.ticks_total) > 0) (out.ticks ??= {})[tickKey] = Number(res.ticks_total) / Number(res.conversions);
+    if (res.mode === "implicit") out.implicitTicks = { median: Number(res.ticks_median), total: Number(res.ticks_total) };
     if (o.quiet) continue;
     const source = res.mode === "implicit" ? "fault" : "hypercall";
     const evs = events.filter((e) => e.source === source && e.size === size && e.result === "ok").sort((a, b) => a.seq - b.seq);
@@ -189,7 +193,7 @@ const series = (): Series => ({ values: [], errors: [] });
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { rounds: { type: "string" }, n: { type: "string" }, touches: { type: "string" }, warm: { type: "string" } },
+    options: { rounds: { type: "string" }, n: { type: "string" }, touches: { type: "string" }, warm: { type: "string" }, backends: { type: "string" } },
   });
   const rounds = Math.max(1, Number(values.rounds ?? 5));
   const n = Math.max(2, Number(values.n ?? 100));
@@ -213,7 +217,8 @@ async function main(): Promise<void> {
     emit();
     return;
   }
-  const backends = (["attributes", "memslots"] as const).filter((b) => verdict.backends[b].available);
+  const only = values.backends?.split(",");
+  const backends = (["attributes", "memslots"] as const).filter((b) => verdict.backends[b].available && (!only || only.includes(b)));
   for (const b of ["attributes", "memslots"] as const)
     if (!verdict.backends[b].available) result.backends[b] = { skipped: verdict.backends[b].reason };
   if (!verdict.hypercallExit) result.note = "this KVM delivers no KVM_EXIT_HYPERCALL: tsvmm's guest converts through the port doorbell";
@@ -235,15 +240,25 @@ async function main(): Promise<void> {
         : { skipped: verdict.preFault.reason },
       perConversion: {},
     };
-    // conversions answered on the vCPU threads (nobody listening): attributes only
+    // nobody listening: on attributes the vCPU threads answer the conversions themselves; on
+    // memslots the engine answers them on the main thread without building events
+    row.quiet = { 4096: series(), [2 << 20]: series() };
     if (b === "attributes")
       Object.assign(row, {
-        quiet: { 4096: series(), [2 << 20]: series() },
         quietTouched: { 4096: series(), [2 << 20]: series() },
         quietSmp: Object.fromEntries(SMP_VCPUS.map((v) => [v, series()])),
       });
     if (b === "memslots") {
-      row.implicit = { tsvmmCycle: series(), tsvmmCycleMean: series(), tsvmmEngine: series(), cCycle: series(), cCycleMean: series(), cHandling: series() };
+      row.implicit = {
+        tsvmmCycle: series(),
+        tsvmmCycleMean: series(),
+        tsvmmEngine: series(),
+        quietCycle: series(),
+        quietCycleMean: series(),
+        cCycle: series(),
+        cCycleMean: series(),
+        cHandling: series(),
+      };
       if (!sharedBit) row.implicitSkipped = "no CPUID 0x80000008: no shared bit";
     } else {
       row.implicitSkipped =
@@ -278,10 +293,11 @@ async function main(): Promise<void> {
         }
         if (t.convert) (row.guestTicks ??= []).push(t.convert);
         /** The same run quietly: its ticks per conversion at the event run's ns per tick */
-        const quietly = async (cmdline: string, loud: TsvmmRun, keys: Array<[string, Series, number | undefined]>, cpus?: number) => {
-          if (!row.quiet) return;
+        const quietly = async (cmdline: string, loud: TsvmmRun, keys: Array<[string, Series | undefined, number | undefined]>, cpus?: number) => {
+          const wanted = keys.filter((k): k is [string, Series, number | undefined] => k[1] !== undefined);
+          if (!wanted.length) return;
           const q = await tsvmm(b, cmdline, { cpus, quiet: true });
-          for (const [key, into, loudNs] of keys) {
+          for (const [key, into, loudNs] of wanted) {
             const qt = q.ticks?.[key];
             const lt = loud.ticks?.[key];
             add(into, qt && lt && loudNs ? (qt * loudNs) / lt : undefined, q.error ?? (qt ? undefined : `no ${key} ticks`));
@@ -311,6 +327,14 @@ async function main(): Promise<void> {
           add(row.implicit.tsvmmCycleMean, i.implicit?.cycleMeanNs);
           add(row.implicit.tsvmmEngine, i.implicit?.engineUs);
           if (i.implicit) (row.implicitGuestTicks ??= []).push(i.implicit);
+          // nobody listening: the guest's ticks per touch at the event run's ns per tick
+          const q = await tsvmm(b, `mode=implicit n=${touches} warm=${warm}`, { sharedBit, quiet: true });
+          const loud = i.implicit;
+          const nsPerTick = loud && loud.guestTicksTotal > 0 ? loud.cycleMeanNs / (loud.guestTicksTotal / touches) : undefined;
+          const quiet = q.implicitTicks;
+          const why = q.error ?? i.error ?? (quiet ? (nsPerTick ? undefined : "no ticks in the event run") : "no implicit ticks");
+          add(row.implicit.quietCycle, quiet && nsPerTick ? quiet.median * nsPerTick : undefined, why);
+          add(row.implicit.quietCycleMean, quiet && nsPerTick ? (quiet.total / touches) * nsPerTick : undefined);
         }
       };
       const runC = async () => {

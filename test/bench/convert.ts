@@ -36,7 +36,7 @@ interface LabConvert {
       cSmp?: Record<string, Spread>;
       cTouched?: Record<string, Spread>;
       firstTouch?: Record<string, Spread> & { skipped?: string };
-      /** attributes: the same runs with nobody listening (conversions answered on the vCPU threads), ns from guest ticks */
+      /** the same runs with nobody listening (attributes: answered on the vCPU threads; memslots: no events), ns from guest ticks */
       quiet?: Record<string, Spread>;
       quietTouched?: Record<string, Spread>;
       quietSmp?: Record<string, Spread>;
@@ -144,7 +144,7 @@ export function printConvert(results: ConvertKernelResult[], o: { rounds: number
         const q = med(b.quiet?.[size]);
         if (b.quiet)
           console.log(
-            `      nobody listening (answered on the vCPU thread): ${us(q)} µs, ${ratio(q, ci)} /ioctl, ${ratio(q, ch)} /hcall (per round ${range(b.quiet[size])};` +
+            `      nobody listening (${backend === "attributes" ? "answered on the vCPU thread" : "no events, answered on the main thread"}): ${us(q)} µs, ${ratio(q, ci)} /ioctl, ${ratio(q, ch)} /hcall (per round ${range(b.quiet[size])};` +
               ` guest rdtsc at the event run's rate)${b.quiet[size].errors.length ? `; ${b.quiet[size].errors.length} failed: ${b.quiet[size].errors[0]}` : ""}`,
           );
       }
@@ -245,6 +245,15 @@ export function printConvert(results: ConvertKernelResult[], o: { rounds: number
       );
       const errs = [...i.tsvmmCycle.errors.map((e) => `tsvmm: ${e}`), ...i.cCycle.errors.map((e) => `C: ${e}`)];
       if (errs.length) console.log(`      ${errs.length} run(s) failed; the first: ${errs[0]}`);
+      if (i.quietCycle) {
+        const qc = med(i.quietCycle);
+        const qd = qc !== undefined && cc !== undefined && ch !== undefined ? qc - (cc - ch) : undefined;
+        console.log(
+          `   ${pad(r.kernel, 14)}${pad(backend, 12)}${lpad(us(qc), 12)}${lpad(us(cc), 10)}${lpad(ratio(qc, cc), 7)}${lpad(us(ch), 12)}${lpad(us(qd), 17)}${lpad(ratio(qd, ch), 7)}` +
+            `  nobody listening (guest rdtsc at the event run's rate; per round ${range(i.quietCycle)}, mean ${us(med(i.quietCycleMean))})`,
+        );
+        if (i.quietCycle.errors.length) console.log(`      ${i.quietCycle.errors.length} quiet run(s) failed; the first: ${i.quietCycle.errors[0]}`);
+      }
       const guest = (b.implicitGuestTicks ?? [])
         .filter((g) => g.guestTicksTotal > 0)
         .map((g) => (g.cycleMeanNs * g.guestTicksMedian * r.lab!.touches) / g.guestTicksTotal);

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import * as v8 from "node:v8";
 import * as vmModule from "node:vm";
 import * as path from "node:path";
+import * as fs from "node:fs";
 import { Worker } from "node:worker_threads";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
@@ -511,6 +512,43 @@ test("syscall failures carry syscall, operation, errno, code, args and a readabl
     kvm.close();
   }
   assert.throws(() => kvm.apiVersion(), { code: "ERR_TSVMM_CLOSED" });
+});
+
+test("setUserMemoryRegions2: several regions in one call, in order; it stops at the first failure; a released guest_memfd is closed", { timeout: 10000 }, (t) => {
+  if (!requireKvm(t)) return;
+  const addon = loadAddon();
+  const kvm = new addon.Kvm("/dev/kvm");
+  const vm = kvm.createVm(0);
+  const memfd = new addon.Memfd("tsvmm-test", 0x20000n);
+  memfd.map();
+  const uaddr = Number(memfd.address);
+  const fds = () => fs.readdirSync("/proc/self/fd").length;
+  try {
+    assert.throws(() => vm.setUserMemoryRegions2([0] as unknown as Float64Array), { name: "TypeError", message: /Float64Array/ });
+    assert.throws(() => vm.setUserMemoryRegions2(new Float64Array(6)), { name: "RangeError", message: /multiple of 7/ });
+    assert.throws(() => vm.setUserMemoryRegions2(Float64Array.of(0, 0.5, 0x1000, uaddr, -1, 0, 0)), { name: "RangeError", message: /record 0: guestPhysAddr/ });
+    // slot 0 is added, then slot 1 fails (a GPA that is not page-aligned): slot 0 stays
+    const add0 = [0, 0, 0x10000, uaddr, -1, 0, 0];
+    assert.throws(() => vm.setUserMemoryRegions2(Float64Array.from([...add0, 1, 0x10123, 0x1000, uaddr, -1, 0, 0])), (e: unknown) => {
+      assert.ok(isSyscallError(e));
+      assert.equal(e.operation, "KVM_SET_USER_MEMORY_REGION2");
+      assert.equal(e.code, "EINVAL");
+      assert.deepEqual(e.args, { slot: 1, flags: 0, guestPhysAddr: 0x10123n, memorySize: 0x1000n, userspaceAddr: BigInt(uaddr), guestMemfd: -1, guestMemfdOffset: 0n });
+      return true;
+    });
+    vm.setUserMemoryRegions2(Float64Array.of(0, 0, 0, 0, -1, 0, 0)); // deleting slot 0 works: it was there
+    assert.throws(() => vm.setUserMemoryRegions2(Float64Array.of(0, 0, 0, 0, -1, 0, 0)), { code: "EINVAL" }, "and now it is gone");
+    const gmemFlags = BigInt(vm.checkExtension(KVM_CAP_GUEST_MEMFD_FLAGS));
+    if ((gmemFlags & GUEST_MEMFD_FLAG_MMAP) === 0n) return t.diagnostic("this KVM cannot mmap guest_memfd: the released guest_memfd is not checked");
+    const before = fds();
+    vm.setUserMemoryRegions2(Float64Array.of(2, 0x20000, 0x10000, uaddr + 0x10000, -2, 0, Number(GUEST_MEMFD_FLAG_MMAP)));
+    assert.equal(fds(), before, "the released guest_memfd is closed");
+    vm.setUserMemoryRegions2(Float64Array.of(2, 0x20000, 0, 0, -1, 0, 0));
+  } finally {
+    memfd.close();
+    vm.close();
+    kvm.close();
+  }
 });
 
 test("guest_memfd and memfd: map, address, fallocate, allocatedBytes, unmap detaches, close is idempotent", { timeout: 10000 }, (t) => {

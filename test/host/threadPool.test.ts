@@ -89,7 +89,7 @@ test("a vCPU thread that fails is not reused", T, async (t) => {
     const done = new Promise<void>((resolve) => {
       // A UART state too small for the thread's Serial8250: main() throws before it runs the vCPU
       const id = startVcpuThread(
-        { handle: vcpu.handle, serial: new SharedArrayBuffer(4) },
+        { handle: vcpu.handle, serial: new SharedArrayBuffer(4), exits: new SharedArrayBuffer(16) },
         {
           message: (m) => assert.fail(`unexpected ${JSON.stringify(m)}`),
           error: (err) => (failure = err),

@@ -3,10 +3,10 @@
 // below KVM_CAP_NR_MEMSLOTS, no overlap, guest_memfd slots only deleted, never modified), so a
 // layout KVM would refuse fails here too. Every call is recorded. And a backend for the engine
 // and host-request tests that only records what it is asked.
-import type { MemoryRegion, NativeGuestMemfd, NativeVm } from "../../vmm/native";
+import { MemoryRegion, NativeGuestMemfd, NativeVm, REGION_RECORD, RELEASED_GUEST_MEMFD } from "../../vmm/native";
 import type { ApplyResult, MemoryBackend } from "../../vmm/memory/backend";
 import type { Run } from "../../vmm/memory/pageState";
-import { Cap } from "../../vmm/kvm/uapi";
+import { Cap, MemFlag } from "../../vmm/kvm/uapi";
 
 export class FakeFile implements NativeGuestMemfd {
   private buffer?: ArrayBuffer;
@@ -91,6 +91,22 @@ export class FakeVm implements Partial<NativeVm> {
     if (r.guestMemfd >= 0 && !file) fail("EBADF");
     this.slots.set(r.slot, { ...r, file });
     this.calls.push(`add slot=${r.slot} gpa=0x${r.guestPhysAddr.toString(16)} size=0x${r.memorySize.toString(16)} fd=${r.guestMemfd}`);
+  }
+
+  /** As the addon: each record one setUserMemoryRegion2, a released guest_memfd made and closed around it */
+  setUserMemoryRegions2(records: Float64Array): void {
+    for (let i = 0; i < records.length; i += REGION_RECORD) {
+      const [slot, gpa, size, uaddr, gmem, offset, createFlags] = records.subarray(i, i + REGION_RECORD);
+      const released = gmem === RELEASED_GUEST_MEMFD ? this.createGuestMemfd(BigInt(size), BigInt(createFlags)) : undefined;
+      const fd = released ? released.fd : gmem;
+      try {
+        this.setUserMemoryRegion2({
+          slot, flags: fd >= 0 ? MemFlag.GUEST_MEMFD : 0, guestPhysAddr: BigInt(gpa), memorySize: BigInt(size), userspaceAddr: BigInt(uaddr), guestMemfd: fd, guestMemfdOffset: BigInt(offset),
+        });
+      } finally {
+        released?.close();
+      }
+    }
   }
 
   setMemoryAttributes(gpa: bigint, size: bigint, attributes: bigint): void {

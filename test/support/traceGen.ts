@@ -46,7 +46,7 @@ export async function generateTrace(events: number, opts: { cpus?: number; ramMi
     backend,
     sharedLimit,
     sharedBit,
-    quiesce: async (work) => work(),
+    quiesce: (work) => work(),
     emit: (e) => records.push({ ...e, kind: "conversion", seq: seq++, conversion: e.seq }),
     now: () => clock,
     testSlot: () => undefined,

@@ -19,7 +19,7 @@ const ALIAS = 1n << BigInt(BIT);
 const PRIVATE = 0x10n;
 const EINVAL = 22;
 
-function setup(o: { sharedBit?: number; discard?: DiscardPolicy; backend?: (map: PageStateMap) => MemoryBackend; testSlot?: TestSlot; ram?: bigint } = {}) {
+function setup(o: { sharedBit?: number; discard?: DiscardPolicy; backend?: (map: PageStateMap) => MemoryBackend; testSlot?: TestSlot; ram?: bigint; listening?: boolean } = {}) {
   const map = new PageStateMap(0n, o.ram ?? RAM);
   map.set(map.pageOf(LIMIT), map.pages - map.pageOf(LIMIT), "private");
   const backend = o.backend?.(map) ?? new RecordingBackend(o.ram ?? RAM);
@@ -30,11 +30,12 @@ function setup(o: { sharedBit?: number; discard?: DiscardPolicy; backend?: (map:
     backend,
     sharedLimit: LIMIT,
     sharedBit: o.sharedBit ?? 0,
-    quiesce: async (work) => (quiesced++, work()),
+    quiesce: (work) => (quiesced++, work()),
     emit: (e) => events.push(e),
     now: () => 1.5,
     testSlot: () => o.testSlot,
     discard: o.discard ?? "always",
+    listening: o.listening === undefined ? undefined : () => o.listening!,
   };
   const engine = new ConversionEngine(opts);
   const req = (gpa: bigint, pages: bigint, attrs: bigint) => engine.request("hypercall", 0, { gpa, pages, attrs });
@@ -121,20 +122,30 @@ test("a refused backend change (memslots exhausted) restores the map and is EINV
   assert.deepEqual(s.engine.tally, { "hypercall-refused": 1 });
 });
 
+test("nobody listening: a request and a fault convert inside the quiesce, are counted, and make no event", () => {
+  const s = setup({ sharedBit: BIT, listening: false });
+  const rb = s.backend as RecordingBackend;
+  assert.equal(s.req(0x200000n, 4n, 0n), 0);
+  assert.equal(s.req(0x80000n, 1n, PRIVATE), EINVAL, "always-shared RAM: refused");
+  assert.deepEqual(s.fault(0x300000n | ALIAS), { action: "retry" });
+  assert.deepEqual(rb.applied, [[{ first: 0x200, count: 4, state: "shared" }], [{ first: 0x300, count: 1, state: "shared" }]]);
+  assert.equal(s.quiesced(), 2);
+  assert.deepEqual(s.events, []);
+  assert.deepEqual(s.engine.tally, { "hypercall-to-shared": 1, "hypercall-refused": 1, "fault-to-shared": 1 });
+});
+
 test("a backend that throws (an ioctl failed) leaves the map as it was", async () => {
   const s = setup({ backend: () => Object.assign(new RecordingBackend(RAM), { apply: () => { throw new Error("KVM_SET_USER_MEMORY_REGION2(slot=7) failed: EINVAL"); } }) });
   const before = s.map.runs();
-  await assert.rejects(s.req(0x200000n, 4n, 0n), /slot=7/);
+  assert.throws(() => s.req(0x200000n, 4n, 0n), /slot=7/);
   assert.deepEqual(s.map.runs(), before);
 });
 
-test("conversions apply one at a time in arrival order", async () => {
-  const order: string[] = [];
+test("a request is done when it returns: conversions apply in call order", () => {
   const s = setup();
-  const slow = s.engine.request("hypercall", 0, { gpa: 0x200000n, pages: 1n, attrs: 0n });
-  const fast = s.engine.request("hypercall", 1, { gpa: 0x200000n, pages: 1n, attrs: PRIVATE });
-  await Promise.all([slow.then(() => order.push("a")), fast.then(() => order.push("b"))]);
-  assert.deepEqual(order, ["a", "b"]);
+  assert.equal(s.engine.request("hypercall", 0, { gpa: 0x200000n, pages: 1n, attrs: 0n }), 0);
+  assert.equal(s.map.stateOf(0x200000n), "shared");
+  assert.equal(s.engine.request("hypercall", 1, { gpa: 0x200000n, pages: 1n, attrs: PRIVATE }), 0);
   assert.equal(s.map.stateOf(0x200000n), "private", "the later request wins");
   assert.deepEqual(s.events.map((e) => e.seq), [0, 1]);
 });

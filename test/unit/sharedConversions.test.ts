@@ -105,7 +105,7 @@ function engineWith(listening: boolean, o: { backend?: MemoryBackend; prefault?:
     backend,
     sharedLimit: MiB,
     sharedBit: 0,
-    quiesce: async (work) => work(),
+    quiesce: (work) => work(),
     emit: (e) => events.push(e),
     listening: () => listening,
     now: () => 0,

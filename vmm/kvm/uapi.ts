@@ -45,7 +45,7 @@ export const EXIT_HYPERCALL_MAP_GPA_RANGE = 1n << BigInt(HC_MAP_GPA_RANGE);
 /** <linux/kvm_para.h>: a hypercall KVM does not know */
 export const KVM_ENOSYS = 1000;
 /** <asm-generic/errno-base.h> numbers tsvmm hands to guests */
-export const Errno = { EINVAL: 22 } as const;
+export const Errno = { EFAULT: 14, EINVAL: 22 } as const;
 
 export const SystemEvent = { SHUTDOWN: 1, RESET: 2, CRASH: 3 } as const;
 

@@ -1,7 +1,7 @@
 // The exit switch: every exit the native run loop does not answer itself lands here, one case per
 // exit reason, and each handler says whether the vCPU goes back into KVM_RUN.
 import { loadAddon } from "../native";
-import { Exit, exitName, HC_MAP_GPA_RANGE, InternalError, IoDirection, KVM_ENOSYS, SystemEvent } from "../kvm/uapi";
+import { Errno, Exit, exitName, HC_MAP_GPA_RANGE, InternalError, IoDirection, KVM_ENOSYS, SystemEvent } from "../kvm/uapi";
 import { ExitStatus } from "../errors";
 import { HOST_PORT } from "./abi";
 import { answerRequest, RequestExit, requestExit, requestOf } from "./conversionExit";
@@ -40,7 +40,7 @@ export interface ExitContext {
   pauseInsteadOfEnding(v: VcpuState, why: string): boolean;
 }
 
-export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome | Promise<Outcome> {
+export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome {
   const run = v.kvmRun;
   const reason = run.exitReason;
   const stop = (status: number, what: string): Outcome => {
@@ -111,7 +111,7 @@ export function handleExit(m: ExitContext, v: VcpuState, errno: number): Outcome
 
 /** KVM_HC_MAP_GPA_RANGE by hypercall (the only one enabled) or by the port doorbell; the answer
  *  (hypercall.ret or RAX) is always set. */
-async function conversionRequest(m: ExitContext, v: VcpuState, via: RequestExit): Promise<Outcome> {
+function conversionRequest(m: ExitContext, v: VcpuState, via: RequestExit): Outcome {
   const { nr, request } = requestOf(v.kvmRun, via);
   if (nr !== BigInt(HC_MAP_GPA_RANGE) || !m.conversions) {
     const what =
@@ -123,33 +123,33 @@ async function conversionRequest(m: ExitContext, v: VcpuState, via: RequestExit)
     return "stay";
   }
   const { engine, options } = m.conversions;
-  const ret = await engine.request(via, v.index, request, options.onHypercall);
+  const ret = engine.request(via, v.index, request, options.onHypercall);
   answerRequest(v.kvmRun, via, BigInt(ret));
   return "resume";
 }
 
 /** A host request (abi.h): the VMM's side of the conversion tests. */
-async function hostRequest(m: ExitContext, v: VcpuState): Promise<Outcome> {
+function hostRequest(m: ExitContext, v: VcpuState): Outcome {
   const io = v.kvmRun.io;
   const gpa = BigInt(new DataView(v.kvmRun.ioData(io.dataOffset, 4).slice().buffer).getUint32(0, true));
   const { engine, hostRequests } = m.conversions!;
   // Serialised with conversions, so a check never sees a half-done one.
-  const what = await engine.hostOperation(() => handleHostRequest(hostRequests, gpa));
+  const what = engine.hostOperation(() => handleHostRequest(hostRequests, gpa));
   m.trace(v.index, "host-request", { what });
   return "resume";
 }
 
-async function memoryFault(m: ExitContext, v: VcpuState, errno: number): Promise<Outcome> {
+function memoryFault(m: ExitContext, v: VcpuState, errno: number): Outcome {
   const f = v.kvmRun.memoryFault;
   const index = v.index;
-  const name = loadAddon().errnoName(errno);
+  const name = errno === Errno.EFAULT ? "EFAULT" : loadAddon().errnoName(errno);
   const describe = () => `KVM_EXIT_MEMORY_FAULT gpa=0x${f.gpa.toString(16)} size=0x${f.size.toString(16)} flags=0x${f.flags.toString(16)} (${name})`;
   if (!m.conversions) {
     m.trace(index, "memory-fault", { gpa: "0x" + f.gpa.toString(16), size: Number(f.size), flags: Number(f.flags), errno: name });
     m.finish(ExitStatus.MEMORY_FAULT, `vCPU ${index}: ${describe()}; this VM has no private memory to convert`, v.registerReport());
     return "stay";
   }
-  const outcome = await m.conversions.engine.fault(index, f, name, m.conversions.options.onFault);
+  const outcome = m.conversions.engine.fault(index, f, name, m.conversions.options.onFault);
   if (outcome.action === "retry") return "resume";
   if (outcome.action === "deny") {
     // --on-fault deny: this vCPU stops with a report; the others go on.

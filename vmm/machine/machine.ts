@@ -45,6 +45,7 @@ import { hex } from "../format";
 import { RunFacts, startClock, startFields } from "../trace/writer";
 import type { VcpuThreadData, VcpuThreadMessage } from "./vcpuThread";
 import { startVcpuThread } from "./threads";
+import { ExitMailbox } from "./exitMailbox";
 
 export interface MachineOptions {
   /** An open KVM device; the machine owns it from here on and closes it */
@@ -139,8 +140,8 @@ export class Machine {
   /** What the vCPU threads need to answer conversions themselves (attributes backend) */
   private threadConversions?: VcpuConversionsData;
   private endWaiters: Array<() => void> = [];
-  /** per vCPU: exits its thread posted that onThreadMessage has not received (vcpuThread.ts) */
-  private readonly exitsInFlight: Int32Array;
+  /** The vCPU threads' exits for this machine, and per vCPU what is in flight */
+  private readonly exits: ExitMailbox;
   private readonly vcpus: VcpuState[] = [];
   private readonly bus = new PortBus();
   private readonly exitContext: ExitContext;
@@ -167,7 +168,7 @@ export class Machine {
   constructor(private readonly opts: MachineOptions) {
     if (opts.boot.kind === "tsvmm") encodeCmdline(opts.cmdline); // refused before any VM exists
     this.layout = opts.layout;
-    this.exitsInFlight = new Int32Array(new SharedArrayBuffer(4 * opts.layout.cpus));
+    this.exits = new ExitMailbox(opts.layout.cpus);
     this.kvm = opts.kvm;
     const pc = this.pc;
     this.serial = new Serial8250(CONSOLE_PORT, (bytes) => this.console(bytes), pc ? (level) => this.vm?.irqLine(COM1_IRQ, level) : undefined);
@@ -264,6 +265,7 @@ export class Machine {
       vm.onConsole((bytes) => this.console(bytes));
       // The threads boot while the caller finishes its set-up; the vCPUs wait paused for run().
       for (const v of this.vcpus) this.startThread(v);
+      this.exits.watch(this.cpus, (index, result) => this.onThreadMessage(this.vcpus[index], { exit: result }));
     } catch (err) {
       this.close();
       throw isSyscallError(err) ? fromSyscall(err, "cannot set up the VM") : err;
@@ -395,7 +397,7 @@ export class Machine {
       handle: v.native.handle,
       serial: this.serial.state,
       serialIrq: this.pc ? COM1_IRQ : undefined,
-      inFlight: this.exitsInFlight.buffer as SharedArrayBuffer,
+      exits: this.exits.buffer,
       conversions: this.threadConversions,
     };
     const index = v.index; // v.native may be closed by the time a thread fails
@@ -405,7 +407,9 @@ export class Machine {
         message: (m: VcpuThreadMessage) => this.onThreadMessage(v, m),
         error: (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${index} thread: ${err.message}`),
         done: () => {
-          if (--this.threads === 0 && this.result) this.resolveRun?.(this.result);
+          if (--this.threads > 0) return;
+          this.exits.stop();
+          if (this.result) this.resolveRun?.(this.result);
         },
       }),
     );
@@ -448,7 +452,7 @@ export class Machine {
         else v.native.unpause();
       }
       this.running = true;
-      if (this.pc) this.haltCheck = setInterval(() => void this.checkHalted(), HALT_CHECK_MS).unref();
+      if (this.pc) this.haltCheck = setInterval(() => this.checkHalted(), HALT_CHECK_MS).unref();
     });
   }
 
@@ -456,11 +460,11 @@ export class Machine {
    * With an in-kernel irqchip HLT never exits: a PC guest whose vCPUs all halted with interrupts
    * off (or never started) can never continue. Look every HALT_CHECK_MS and end such a run.
    */
-  private async checkHalted(): Promise<void> {
+  private checkHalted(): void {
     if (this.result || this.paused) return;
     const IF = 0x200n;
     // Decided and reported while every vCPU is out of KVM_RUN (the registers are readable then).
-    await this.quiesce(() => {
+    this.quiesce(() => {
       const stuck = this.vcpus.every((v) => {
         const mp = v.native.getMpState();
         if (mp === MpState.UNINITIALIZED) return true;
@@ -491,19 +495,20 @@ export class Machine {
     else this.finish(ExitStatus.GUEST_RESET, `guest reset: ${how}`);
   }
 
-  /** A vCPU thread handed us an exit (the vCPU is paused until we answer) or said something. */
-  private onThreadMessage(v: VcpuState, m: VcpuThreadMessage): void {
-    Atomics.sub(this.exitsInFlight, v.index, 1);
+  /** A vCPU thread handed us an exit (errno as runUntilExit() returned it; the vCPU is paused
+   *  until we answer) or an error. */
+  private onThreadMessage(v: VcpuState, m: { exit: number } | VcpuThreadMessage): void {
+    this.exits.received(v.index);
     if (this.result) return;
     if ("error" in m) return this.finish(ExitStatus.KVM_INTERNAL_ERROR, `vCPU ${v.index}: ${m.error}`, v.registerReport());
     this.observer?.exit(v.index, v.kvmRun.exitReason);
-    const outcome = handleExit(this.exitContext, v, m.exit);
-    if (outcome instanceof Promise)
-      outcome.then(
-        (o) => this.answer(v, o),
-        (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${v.index}: ${(err as Error).message}`, v.registerReport()),
-      );
-    else this.answer(v, outcome);
+    let outcome: Outcome;
+    try {
+      outcome = handleExit(this.exitContext, v, m.exit);
+    } catch (err) {
+      return this.finish(ExitStatus.INTERNAL, `vCPU ${v.index}: ${(err as Error).message}`, v.registerReport());
+    }
+    this.answer(v, outcome);
   }
 
   /** Unpause the vCPU for a "resume" (unless a debugger holds it or it halted); tell runOne. */
@@ -512,11 +517,12 @@ export class Machine {
     for (const handled of v.exitWaiters.splice(0)) handled();
   }
 
-  /** Run `work` with every vCPU out of KVM_RUN (paused natively; nested pauses are fine). */
-  private async quiesce<T>(work: () => T): Promise<T> {
+  /** Run `work` with every vCPU out of KVM_RUN (paused natively; nested pauses are fine: a vCPU
+   *  paused already, e.g. by the exit being handled, is not kicked again). */
+  private quiesce<T>(work: () => T): T {
     for (const v of this.vcpus) v.native.pause();
     try {
-      return await work();
+      return work();
     } finally {
       for (const v of this.vcpus) v.native.unpause();
     }
@@ -548,7 +554,7 @@ export class Machine {
     // An exit posted before the pause (its vCPU paused itself) is handled first: a debugger
     // stopped at it holds it, as if it had come before the stop.
     for (const v of this.vcpus) {
-      while (Atomics.load(this.exitsInFlight, v.index) > 0 && !this.result)
+      while (this.exits.inFlight(v.index) > 0 && !this.result)
         await new Promise<void>((handled) => {
           v.exitWaiters.push(handled);
           this.endWaiters.push(handled);
@@ -630,7 +636,7 @@ export class Machine {
   punch(gpa: bigint, size: bigint): Promise<bigint> {
     if (!this.engine) return Promise.reject(new Error("this VM has no private memory"));
     const map = this.map!;
-    return this.engine.hostOperation(() => this.memory!.punchPrivate(map.pageOf(gpa), Number(size >> PAGE_SHIFT)));
+    return new Promise((resolve) => resolve(this.engine!.hostOperation(() => this.memory!.punchPrivate(map.pageOf(gpa), Number(size >> PAGE_SHIFT)))));
   }
 
   private makeTestSlot(gpa: bigint, create: boolean): TestSlot | string {
@@ -644,7 +650,8 @@ export class Machine {
   /** Host-initiated conversions (source "cli", "monitor" or "api"); resolves to 0 or a positive errno. */
   convert(gpa: bigint, size: bigint, to: "private" | "shared", source: "cli" | "monitor" | "api" = "cli"): Promise<number> {
     if (!this.engine) return Promise.reject(new Error("this VM has no private memory"));
-    return this.engine.request(source, -1, { gpa, pages: size >> PAGE_SHIFT, attrs: to === "private" ? MAP_GPA_RANGE_ENCRYPTED : 0n });
+    const request = { gpa, pages: size >> PAGE_SHIFT, attrs: to === "private" ? MAP_GPA_RANGE_ENCRYPTED : 0n };
+    return new Promise((resolve) => resolve(this.engine!.request(source, -1, request)));
   }
 
   private console(bytes: Uint8Array): void {

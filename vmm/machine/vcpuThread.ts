@@ -15,6 +15,7 @@ import { Serial8250 } from "../devices/serial";
 import { CONSOLE_PORT } from "./abi";
 import { portIo } from "./portIo";
 import { VcpuConversions, VcpuConversionsData } from "./vcpuConversions";
+import { ExitMailbox } from "./exitMailbox";
 
 export interface VcpuThreadData {
   /** NativeVcpu.handle */
@@ -23,19 +24,15 @@ export interface VcpuThreadData {
   serial?: SharedArrayBuffer;
   /** The UART's IRQ when the VM has an irqchip (PC guests), raised from this thread too */
   serialIrq?: number;
-  /** Int32 per vCPU, counted up here for each exit or error posted and down by the machine as it
-   *  receives them: a debugger's pause waits for the exits already on their way */
-  inFlight?: SharedArrayBuffer;
+  /** The machine's ExitMailbox: exits go there (errors come as messages, counted there too) */
+  exits: SharedArrayBuffer;
   /** The attributes backend's conversions, answered on this thread while the machine allows it */
   conversions?: VcpuConversionsData;
 }
 
-/** What a vCPU thread tells the machine */
-export type VcpuThreadMessage =
-  /** An exit for the machine (errno as NativeVcpu.runUntilExit() returned it); the vCPU is paused */
-  | { exit: number }
-  /** KVM_RUN failed; the vCPU is paused */
-  | { error: string };
+/** What a vCPU thread tells the machine: KVM_RUN failed, and the vCPU is paused (exits go
+ *  through the ExitMailbox) */
+export type VcpuThreadMessage = { error: string };
 
 /** Posted after the last VcpuThreadMessage of a vCPU, once main() has closed it: the thread now
  *  waits for its next VcpuThreadData. Only threads.ts sees it. */
@@ -44,9 +41,9 @@ export interface VcpuThreadReleased {
 }
 
 function main(data: VcpuThreadData): void {
-  const inFlight = data.inFlight && new Int32Array(data.inFlight);
+  const exits = new ExitMailbox(0, data.exits);
   const post = (message: VcpuThreadMessage) => {
-    if (inFlight) Atomics.add(inFlight, vcpu.index, 1);
+    exits.sending(vcpu.index);
     parentPort!.postMessage(message);
   };
   let vcpu: NativeVcpu;
@@ -87,7 +84,7 @@ function main(data: VcpuThreadData): void {
       }
       if (result === 0 && conversions?.answer(run)) continue;
       vcpu.pause(); // out of KVM_RUN until the machine has answered (it unpauses)
-      post({ exit: result });
+      exits.post(vcpu.index, result);
     }
   } finally {
     vcpu.close();

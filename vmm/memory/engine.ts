@@ -1,13 +1,15 @@
 // The conversion engine: one path for every source (hypercall, port doorbell, memory-fault exit,
-// API), requests validated against the page-state map, conversions serialised, every conversion
-// and every memory-fault exit recorded as an event.
+// API), requests validated against the page-state map, every conversion and every memory-fault
+// exit recorded as an event. Everything here is synchronous (the memslots quiesce too: native
+// pauses), so conversions on the main thread never interleave; the vCPU threads' conversions
+// (attributes) are serialised with them by the map's lock.
 import type { DiscardPolicy, MemoryBackend } from "./backend";
 import { ConversionRequest, MAP_GPA_RANGE_ENCRYPTED, PAGE_SHIFT, PageState, PageStateMap, Run } from "./pageState";
 import { Errno, MEMORY_EXIT_FLAG_PRIVATE } from "../kvm/uapi";
 import { hex } from "../format";
 import type { TestSlot } from "./testSlot";
 import { ConversionCounters, Source } from "./counters";
-import { answerRequest, checkRequest, Converted, Converter, convertLocked, NOTHING_CHANGED, outcomeKeys, restore, settle } from "./convertNow";
+import { answerRequest, checkRequest, Converted, Converter, convertLocked, outcomeKeys } from "./convertNow";
 
 export type { Source };
 export type FaultPolicy = "convert" | "deny" | "stop";
@@ -42,8 +44,8 @@ export interface EngineOptions {
   sharedLimit: bigint;
   /** 0 or the shared-view bit of the aliased layout */
   sharedBit: number;
-  /** The backend needs every vCPU out of KVM_RUN while it re-lays memslots */
-  quiesce: <T>(work: () => T) => Promise<T>;
+  /** Run `work` with every vCPU out of KVM_RUN (the memslots backend re-lays its slots in it) */
+  quiesce: <T>(work: () => T) => T;
   emit: (event: ConversionEvent) => void;
   /** Whether anyone consumes events now (a run log, a trace, a debugger): without one the engine
    *  builds none, and a conversion costs no string formatting and no per-request objects. */
@@ -67,7 +69,6 @@ const KNOWN_FAULT_FLAGS = MEMORY_EXIT_FLAG_PRIVATE;
 
 export class ConversionEngine {
   private seq = 0;
-  private chain: Promise<unknown> = Promise.resolve();
   /** Per vCPU, its last memory fault and how many conversions had been done by then (a fault
    *  that recurs after a conversion is progress, not a repeat) */
   private readonly lastFault = new Map<number, { gpa: bigint; flags: bigint; repeats: number; conversions: number }>();
@@ -87,51 +88,44 @@ export class ConversionEngine {
     this.aliasBit = o.sharedBit ? 1n << BigInt(o.sharedBit) : 0n;
     this.counters = o.counters ?? new ConversionCounters(1);
     const backend = o.backend;
-    this.converter = { map: o.map, sharedLimitNumber: Number(o.sharedLimit), apply: (changes) => backend.apply(changes), counters: this.counters.row(0) };
+    // memslots: no vCPU thread converts there, so the map's lock is never contended across the quiesce
+    const apply = backend.needsQuiesce ? (changes: Run[]) => o.quiesce(() => backend.apply(changes)) : (changes: Run[]) => backend.apply(changes);
+    this.converter = { map: o.map, sharedLimitNumber: Number(o.sharedLimit), apply, counters: this.counters.row(0) };
   }
 
-  /** Run conversions one at a time, in arrival order, so no request is lost or interleaved. */
-  private serialize<T>(work: () => Promise<T>): Promise<T> {
-    const next = this.chain.then(work, work);
-    this.chain = next.catch(() => undefined);
-    return next;
-  }
-
-  /** A guest (or API) request; resolves to the value for the guest: 0 or a positive errno. */
-  request(source: Source, vcpu: number, r: ConversionRequest, policy: HypercallPolicy = "convert"): Promise<number> {
-    if (this.answersQuietly(source, policy)) return this.serialize(async () => answerRequest(this.converter, source, Number(r.gpa), Number(r.pages), Number(r.attrs)));
-    return this.serialize(async () => {
-      const start = performance.now();
-      const to: PageState = r.attrs & MAP_GPA_RANGE_ENCRYPTED ? "private" : "shared";
-      const keys = outcomeKeys(source);
-      const event = (from: ConversionEvent["from"], result: string, before?: Run[], after?: Run[], discard = 0): ConversionEvent => ({
-        seq: 0, time: 0, vcpu, source, gpa: hex(r.gpa), size: Number(r.pages << PAGE_SHIFT), from, to, discard, result, ns: 0, before, after,
-      });
-      const v = checkRequest(this.o.map, this.o.sharedLimit, r);
-      if (!v.ok) {
-        if (this.counted(start, keys.refused)) this.emit(event("alwaysShared" in v ? "shared" : "-", `EINVAL: ${v.reason}`));
-        return Errno.EINVAL;
-      }
-      // The page states before, for the event: looked at only when someone listens.
-      const before = this.listening() ? this.o.map.runs(v.first, v.count) : undefined;
-      const from = before ? (before.length === 1 ? before[0].state : "mixed") : "-";
-      if (policy === "deny") {
-        if (this.counted(start, keys.denied)) this.emit(event(from, "denied (--on-hypercall deny)", before, before));
-        return Errno.EINVAL;
-      }
-      const converting = this.convert(v.first, v.count, to);
-      const done = converting instanceof Promise ? await converting : converting;
-      if (done.refused !== undefined) {
-        // KVM_HC_MAP_GPA_RANGE has one refusal: the SNP and TDX paths accept only 0, EINVAL and
-        // EAGAIN, and EAGAIN would make the guest retry a request that cannot succeed.
-        if (this.counted(start, keys.refused)) this.emit(event(from, `ENOSPC, EINVAL to the guest: ${done.refused}`, before, before));
-        return Errno.EINVAL;
-      }
-      const prefault = to === "private" && (source === "hypercall" || source === "doorbell") ? this.preFault(vcpu, r) : "";
-      if (this.counted(start, keys[to]))
-        this.emit(event(from, this.outcome(done, to) + prefault, before, [{ first: v.first, count: v.count, state: to }], done.discarded));
-      return 0;
+  /** A guest (or API) request; returns the value for the guest: 0 or a positive errno. Throws
+   *  what an ioctl failure threw (the map is then as it was). */
+  request(source: Source, vcpu: number, r: ConversionRequest, policy: HypercallPolicy = "convert"): number {
+    if (this.quiet(source, policy)) return answerRequest(this.converter, source, Number(r.gpa), Number(r.pages), Number(r.attrs));
+    const start = performance.now();
+    const to: PageState = r.attrs & MAP_GPA_RANGE_ENCRYPTED ? "private" : "shared";
+    const keys = outcomeKeys(source);
+    const event = (from: ConversionEvent["from"], result: string, before?: Run[], after?: Run[], discard = 0): ConversionEvent => ({
+      seq: 0, time: 0, vcpu, source, gpa: hex(r.gpa), size: Number(r.pages << PAGE_SHIFT), from, to, discard, result, ns: 0, before, after,
     });
+    const v = checkRequest(this.o.map, this.o.sharedLimit, r);
+    if (!v.ok) {
+      if (this.counted(start, keys.refused)) this.emit(event("alwaysShared" in v ? "shared" : "-", `EINVAL: ${v.reason}`));
+      return Errno.EINVAL;
+    }
+    // The page states before, for the event: looked at only when someone listens.
+    const before = this.listening() ? this.o.map.runs(v.first, v.count) : undefined;
+    const from = before ? (before.length === 1 ? before[0].state : "mixed") : "-";
+    if (policy === "deny") {
+      if (this.counted(start, keys.denied)) this.emit(event(from, "denied (--on-hypercall deny)", before, before));
+      return Errno.EINVAL;
+    }
+    const done = convertLocked(this.converter, v.first, v.count, to);
+    if (done.refused !== undefined) {
+      // KVM_HC_MAP_GPA_RANGE has one refusal: the SNP and TDX paths accept only 0, EINVAL and
+      // EAGAIN, and EAGAIN would make the guest retry a request that cannot succeed.
+      if (this.counted(start, keys.refused)) this.emit(event(from, `ENOSPC, EINVAL to the guest: ${done.refused}`, before, before));
+      return Errno.EINVAL;
+    }
+    const prefault = to === "private" && (source === "hypercall" || source === "doorbell") ? this.preFault(vcpu, r) : "";
+    if (this.counted(start, keys[to]))
+      this.emit(event(from, this.outcome(done, to) + prefault, before, [{ first: v.first, count: v.count, state: to }], done.discarded));
+    return 0;
   }
 
   /**
@@ -140,90 +134,76 @@ export class ConversionEngine {
    * private/shared itself: an exit that matches the current state is a race (re-run); anything
    * else is a configuration error, reported, never guessed at.
    */
-  fault(vcpu: number, f: { flags: bigint; gpa: bigint; size: bigint }, errno: string, policy: FaultPolicy): Promise<FaultOutcome> {
-    return this.serialize(async () => {
-      const start = performance.now();
-      this.faults++;
-      const event = (from: ConversionEvent["from"], to: ConversionEvent["to"], result: string, discard = 0, before?: Run[], after?: Run[]): ConversionEvent => ({
-        seq: 0, time: 0, vcpu, source: "fault", gpa: hex(f.gpa), size: Number(f.size), from, to, discard, result, ns: 0, flags: hex(f.flags), before, after,
-      });
-      const accessPrivate = (f.flags & MEMORY_EXIT_FLAG_PRIVATE) !== 0n;
-      const stop = (result: string, action: "deny" | "stop" = "stop"): FaultOutcome => {
-        if (this.counted(start, "fault-stopped")) this.emit(event("-", "-", result));
-        return { action, reason: result };
-      };
-      if (f.flags & ~KNOWN_FAULT_FLAGS) return stop(`unknown KVM_EXIT_MEMORY_FAULT flags ${hex(f.flags & ~KNOWN_FAULT_FLAGS)}`);
-      if (errno !== "EFAULT") return stop(`memory fault with ${errno} (a poisoned or unallocatable page, not a conversion)`);
-
-      let last = this.lastFault.get(vcpu);
-      if (!last) this.lastFault.set(vcpu, (last = { gpa: -1n, flags: 0n, repeats: 0, conversions: -1 }));
-      const conversions = this.counters.conversions;
-      const again = last.gpa === f.gpa && last.flags === f.flags && last.conversions === conversions;
-      const repeats = again ? last.repeats + 1 : 0;
-      last.gpa = f.gpa;
-      last.flags = f.flags;
-      last.repeats = repeats;
-      last.conversions = conversions;
-      if (repeats >= 3) return stop(`the same memory fault repeated ${repeats + 1} times with no conversion in between`);
-
-      const slot = this.o.testSlot();
-      if (slot?.contains(f.gpa)) {
-        const what = `${accessPrivate ? "private" : "shared"} access to the test slot (${slot.stateText})`;
-        if (policy !== "convert") return stop(`${what}; refused (--on-fault ${policy})`, policy);
-        const repaired = slot.repair();
-        if (this.counted(start, "fault-repaired")) this.emit(event("-", "-", `${what}: ${repaired}`));
-        return { action: "retry" };
-      }
-      const page = this.aliasBit ? f.gpa & ~this.aliasBit : f.gpa;
-      const inside = page >= this.o.sharedLimit && page < this.o.map.base + this.o.map.size;
-      if (!this.aliasBit) {
-        if (inside && this.o.map.stateOf(page) === (accessPrivate ? "private" : "shared")) {
-          if (this.counted(start, "fault-race")) this.emit(event(this.o.map.stateOf(page), "-", "race: state already matches, re-run"));
-          return { action: "retry" };
-        }
-        return stop(
-          `${accessPrivate ? "private" : "shared"} access with no backing KVM can use (released guest_memfd, missing or non-guest_memfd memslot); not a conversion request on this layout`,
-        );
-      }
-      if (!inside) return stop(`${hex(f.gpa)} is not convertible RAM`);
-      const wanted: PageState = f.gpa & this.aliasBit ? "shared" : "private";
-      const current = this.o.map.stateOf(page);
-      if (current === wanted) {
-        if (this.counted(start, "fault-race")) this.emit(event(current, wanted, "race: already converted, re-run"));
-        return { action: "retry" };
-      }
-      if (policy !== "convert") return stop(`implicit conversion ${current}→${wanted} refused (--on-fault ${policy})`, policy);
-      const first = this.o.map.pageOf(page);
-      const converting = this.convert(first, 1, wanted);
-      const done = converting instanceof Promise ? await converting : converting;
-      if (done.refused !== undefined) return stop(`implicit conversion ${current}→${wanted} impossible: ${done.refused}`);
-      if (this.counted(start, outcomeKeys("fault")[wanted]))
-        this.emit(event(current, wanted, this.outcome(done, wanted), done.discarded, [{ first, count: 1, state: current }], [{ first, count: 1, state: wanted }]));
-      return { action: "retry" };
+  fault(vcpu: number, f: { flags: bigint; gpa: bigint; size: bigint }, errno: string, policy: FaultPolicy): FaultOutcome {
+    const start = performance.now();
+    this.faults++;
+    const event = (from: ConversionEvent["from"], to: ConversionEvent["to"], result: string, discard = 0, before?: Run[], after?: Run[]): ConversionEvent => ({
+      seq: 0, time: 0, vcpu, source: "fault", gpa: hex(f.gpa), size: Number(f.size), from, to, discard, result, ns: 0, flags: hex(f.flags), before, after,
     });
+    const accessPrivate = (f.flags & MEMORY_EXIT_FLAG_PRIVATE) !== 0n;
+    const stop = (result: string, action: "deny" | "stop" = "stop"): FaultOutcome => {
+      if (this.counted(start, "fault-stopped")) this.emit(event("-", "-", result));
+      return { action, reason: result };
+    };
+    if (f.flags & ~KNOWN_FAULT_FLAGS) return stop(`unknown KVM_EXIT_MEMORY_FAULT flags ${hex(f.flags & ~KNOWN_FAULT_FLAGS)}`);
+    if (errno !== "EFAULT") return stop(`memory fault with ${errno} (a poisoned or unallocatable page, not a conversion)`);
+
+    let last = this.lastFault.get(vcpu);
+    if (!last) this.lastFault.set(vcpu, (last = { gpa: -1n, flags: 0n, repeats: 0, conversions: -1 }));
+    const conversions = this.counters.conversions;
+    const again = last.gpa === f.gpa && last.flags === f.flags && last.conversions === conversions;
+    const repeats = again ? last.repeats + 1 : 0;
+    last.gpa = f.gpa;
+    last.flags = f.flags;
+    last.repeats = repeats;
+    last.conversions = conversions;
+    if (repeats >= 3) return stop(`the same memory fault repeated ${repeats + 1} times with no conversion in between`);
+
+    const slot = this.o.testSlot();
+    if (slot?.contains(f.gpa)) {
+      const what = `${accessPrivate ? "private" : "shared"} access to the test slot (${slot.stateText})`;
+      if (policy !== "convert") return stop(`${what}; refused (--on-fault ${policy})`, policy);
+      const repaired = slot.repair();
+      if (this.counted(start, "fault-repaired")) this.emit(event("-", "-", `${what}: ${repaired}`));
+      return { action: "retry" };
+    }
+    const page = this.aliasBit ? f.gpa & ~this.aliasBit : f.gpa;
+    const inside = page >= this.o.sharedLimit && page < this.o.map.base + this.o.map.size;
+    if (!this.aliasBit) {
+      if (inside && this.o.map.stateOf(page) === (accessPrivate ? "private" : "shared")) {
+        if (this.counted(start, "fault-race")) this.emit(event(this.o.map.stateOf(page), "-", "race: state already matches, re-run"));
+        return { action: "retry" };
+      }
+      return stop(
+        `${accessPrivate ? "private" : "shared"} access with no backing KVM can use (released guest_memfd, missing or non-guest_memfd memslot); not a conversion request on this layout`,
+      );
+    }
+    if (!inside) return stop(`${hex(f.gpa)} is not convertible RAM`);
+    const wanted: PageState = f.gpa & this.aliasBit ? "shared" : "private";
+    const current = this.o.map.stateOf(page);
+    if (current === wanted) {
+      if (this.counted(start, "fault-race")) this.emit(event(current, wanted, "race: already converted, re-run"));
+      return { action: "retry" };
+    }
+    if (policy !== "convert") return stop(`implicit conversion ${current}→${wanted} refused (--on-fault ${policy})`, policy);
+    const first = this.o.map.pageOf(page);
+    const done = convertLocked(this.converter, first, 1, wanted);
+    if (done.refused !== undefined) return stop(`implicit conversion ${current}→${wanted} impossible: ${done.refused}`);
+    if (this.counted(start, outcomeKeys("fault")[wanted]))
+      this.emit(event(current, wanted, this.outcome(done, wanted), done.discarded, [{ first, count: 1, state: current }], [{ first, count: 1, state: wanted }]));
+    return { action: "retry" };
   }
 
-  /** Set pages [first, first + count) to `to` in the map and in KVM; a refusal restores the map.
-   *  Synchronous unless the backend needs the vCPUs quiesced (no promise hop per conversion). */
-  private convert(first: number, count: number, to: PageState): Converted | Promise<Converted> {
-    if (!this.o.backend.needsQuiesce) return convertLocked(this.converter, first, count, to);
-    // memslots: no vCPU thread converts (they are all paused while the slots change), so the map
-    // needs no lock across the quiesce.
-    const changes = this.o.map.set(first, count, to);
-    if (!changes.length) return NOTHING_CHANGED;
-    return this.o.quiesce(() => this.o.backend.apply(changes)).then(
-      (applied) => settle(this.converter, changes, to, applied),
-      (err: unknown) => {
-        restore(this.o.map, changes, to); // an ioctl failure ends the run (70); the summary then shows the map as it was
-        throw err;
-      },
-    );
+  /** Whether a request from `source` needs no event and no policy beyond converting: the engine
+   *  then answers it in one step (answerRequest) */
+  private quiet(source: Source, policy: HypercallPolicy): boolean {
+    return policy === "convert" && !this.listening() && !(this.o.preFault && (source === "hypercall" || source === "doorbell"));
   }
 
-  /** Whether a guest's request from `source` needs no event and no policy beyond converting: the
-   *  engine then answers it in one step, and the vCPU threads may answer it themselves. */
+  /** Whether the vCPU threads may answer a guest's request themselves: quietly, and on a backend
+   *  that needs no quiesce (memslots re-lays its slots on the main thread) */
   answersQuietly(source: Source, policy: HypercallPolicy): boolean {
-    return policy === "convert" && !this.o.backend.needsQuiesce && !this.listening() && !(this.o.preFault && (source === "hypercall" || source === "doorbell"));
+    return !this.o.backend.needsQuiesce && this.quiet(source, policy);
   }
 
   /** After a guest's conversion to private, as QEMU does after KVM_HC_MAP_GPA_RANGE: a failure
@@ -246,10 +226,9 @@ export class ConversionEngine {
     return this.o.discard === "never" ? `ok, kept the ${to === "private" ? "shared" : "private"} copy (--discard never)` : "ok";
   }
 
-  /** Run other work on guest memory in the same order as conversions (host requests), and never
-   *  during a conversion on a vCPU thread. */
-  hostOperation<T>(work: () => T): Promise<T> {
-    return this.serialize(async () => this.o.map.locked(work));
+  /** Run other work on guest memory (host requests, punches) never during a conversion on a vCPU thread. */
+  hostOperation<T>(work: () => T): T {
+    return this.o.map.locked(work);
   }
 
   private listening(): boolean {

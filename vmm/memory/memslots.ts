@@ -12,10 +12,12 @@
 // KVM has a fixed number of memslot ids (KVM_CAP_NR_MEMSLOTS, 32764 on x86). A guest that
 // alternates the state of single pages needs one slot per run per view, so it can run out: a
 // change that would need more slots than the budget is refused before anything changes.
-import type { NativeGuestMemfd, NativeVm } from "../native";
+import { NativeGuestMemfd, NativeVm, RELEASED_GUEST_MEMFD } from "../native";
 import { GuestMemfdFlag } from "../kvm/uapi";
-import { ApplyResult, BackendContext, MemoryBackend, slotRegion } from "./backend";
+import { ApplyResult, BackendContext, MemoryBackend } from "./backend";
 import { PAGE, PAGE_SHIFT, PageStateMap, Run } from "./pageState";
+
+const PAGE_BYTES = Number(PAGE);
 
 type Kind = "shared" | "private" | "dead";
 type View = 0 | 1;
@@ -52,6 +54,11 @@ export class MemslotsBackend implements MemoryBackend {
   private readonly private: NativeGuestMemfd;
   private readonly lowPages: number;
   private readonly aliasBase: bigint;
+  /** The same numbers as plain numbers (below 2^53), for the slot records */
+  private readonly base: number;
+  private readonly alias: number;
+  private readonly sharedAddress: number;
+  private readonly privateAddress: number;
   private readonly views: View[];
   private readonly discard: boolean;
   /** Per view, sorted by first page, covering every page that has a kind in that view */
@@ -76,6 +83,10 @@ export class MemslotsBackend implements MemoryBackend {
     // Mapped only to have a valid userspace_addr for the private slots; never touched by the host
     // (any access would SIGBUS: no INIT_SHARED).
     this.private.map();
+    this.base = Number(ctx.map.base);
+    this.alias = Number(this.aliasBase);
+    this.sharedAddress = Number(this.shared.address);
+    this.privateAddress = Number(this.private.address);
     if (ctx.prealloc) this.private.fallocate("allocate", ctx.sharedLimit, ctx.map.size - ctx.sharedLimit);
     const refused = this.relayout(0, this.map.pages);
     if (refused) throw new RangeError(`the initial layout ${refused}`);
@@ -162,43 +173,37 @@ export class MemslotsBackend implements MemoryBackend {
     const after = this.slotsInUse + plans.reduce((n, p) => n + p.adds - p.deletes.length, 0);
     if (after > this.slotLimit)
       return `needs ${after} memslots, more than the ${this.slotLimit} KVM allows (KVM_CAP_NR_MEMSLOTS): too many alternating runs of private and shared pages`;
-    // Every delete before any add: a new slot may cover GPAs of an old one.
-    for (const p of plans) for (const s of p.deletes) this.deleteSlot(s);
-    for (const p of plans) {
-      const fresh = p.pieces.map((piece) => ("slot" in piece ? piece : this.addSlot(p.view, piece)));
-      this.segments[p.view].splice(p.at, p.remove, ...fresh);
-    }
+    // Every delete before any add: a new slot may cover GPAs of an old one. All in one native call.
+    const records: number[] = [];
+    for (const p of plans) for (const s of p.deletes) this.deleteSlot(s, records);
+    const fresh = plans.map((p) => p.pieces.map((piece) => ("slot" in piece ? piece : this.addSlot(p.view, piece, records))));
+    this.vm.setUserMemoryRegions2(new Float64Array(records));
+    plans.forEach((p, i) => this.segments[p.view].splice(p.at, p.remove, ...fresh[i]));
     this.mostSlots = Math.max(this.mostSlots, this.slotsInUse);
     return undefined;
   }
 
-  private gpaOf(view: View, first: number): bigint {
-    return this.map.base + (BigInt(first) << PAGE_SHIFT) + (view === 1 ? this.aliasBase : 0n);
+  private gpaOf(view: View, first: number): number {
+    return this.base + first * PAGE_BYTES + (view === 1 ? this.alias : 0);
   }
 
-  private addSlot(view: View, { first, count, kind }: Piece): Segment {
+  /** A new slot for `piece`, its region appended to `records` (setUserMemoryRegions2) */
+  private addSlot(view: View, { first, count, kind }: Piece, records: number[]): Segment {
     const slot = this.freeSlots.pop() ?? this.nextSlot++;
-    const offset = BigInt(first) << PAGE_SHIFT;
-    const size = BigInt(count) << PAGE_SHIFT;
+    const offset = first * PAGE_BYTES;
     const gpa = this.gpaOf(view, first);
-    if (kind === "dead") {
-      // A guest_memfd bound and then released (closed, never mapped): KVM keeps the slot and
-      // answers every guest access with KVM_EXIT_MEMORY_FAULT.
-      const dead = this.vm.createGuestMemfd(size, GuestMemfdFlag.MMAP);
-      try {
-        this.vm.setUserMemoryRegion2(slotRegion(slot, gpa, size, this.shared.address + offset, dead, 0n));
-      } finally {
-        dead.close();
-      }
-    } else {
-      const file = kind === "shared" ? this.shared : this.private;
-      this.vm.setUserMemoryRegion2(slotRegion(slot, gpa, size, file.address + offset, file, offset));
-    }
+    const size = count * PAGE_BYTES;
+    // A dead slot's guest_memfd is bound and then released (closed, never mapped): KVM keeps the
+    // slot and answers every guest access with KVM_EXIT_MEMORY_FAULT.
+    if (kind === "dead") records.push(slot, gpa, size, this.sharedAddress + offset, RELEASED_GUEST_MEMFD, 0, Number(GuestMemfdFlag.MMAP));
+    else if (kind === "shared") records.push(slot, gpa, size, this.sharedAddress + offset, this.shared.fd, offset, 0);
+    else records.push(slot, gpa, size, this.privateAddress + offset, this.private.fd, offset, 0);
     return { slot, view, first, count, kind };
   }
 
-  private deleteSlot(s: Segment): void {
-    this.vm.setUserMemoryRegion2(slotRegion(s.slot, this.gpaOf(s.view, s.first), 0n, 0n, null, 0n));
+  /** Delete a segment's slot: its region (size 0) appended to `records` */
+  private deleteSlot(s: Segment, records: number[]): void {
+    records.push(s.slot, this.gpaOf(s.view, s.first), 0, 0, -1, 0, 0);
     this.freeSlots.push(s.slot);
   }
 

@@ -10,6 +10,7 @@ import { encodeCpuid } from "../../kvm/structs";
 import { enterFlat32 } from "./reset";
 import { startVcpuThread } from "../../machine/threads";
 import type { VcpuThreadData, VcpuThreadMessage } from "../../machine/vcpuThread";
+import { ExitMailbox } from "../../machine/exitMailbox";
 
 const XSAVE = 1 << 26;
 const LEGACY_AREA = 576; // x87/SSE legacy area + XSAVE header
@@ -79,17 +80,22 @@ export async function xsaveConsistent(kvm: NativeKvm, cpuid: CpuidEntry[]): Prom
     const seen = await new Promise<number | string>((resolve) => {
       const limit = setTimeout(() => resolve("no answer"), PROBE_LIMIT_MS);
       const view = new DataView(vcpu.run);
-      const data: VcpuThreadData = { handle: vcpu.handle };
+      const exits = new ExitMailbox(1);
+      exits.watch(1, () => {
+        clearTimeout(limit);
+        exits.stop();
+        // KVM_EXIT_IO (2) at PROBE_PORT carries EBX; anything else is a failed probe.
+        if (view.getUint32(8, true) === 2 && view.getUint16(34, true) === PROBE_PORT) resolve(view.getUint32(Number(view.getBigUint64(40, true)), true));
+        else resolve(`exit reason ${view.getUint32(8, true)}`);
+      });
+      const data: VcpuThreadData = { handle: vcpu.handle, exits: exits.buffer };
       startVcpuThread(data, {
         error: (err) => resolve(err.message),
         message: (m: VcpuThreadMessage) => {
           clearTimeout(limit);
-          // KVM_EXIT_IO (2) at PROBE_PORT carries EBX; anything else is a failed probe.
-          if ("exit" in m && view.getUint32(8, true) === 2 && view.getUint16(34, true) === PROBE_PORT)
-            resolve(view.getUint32(Number(view.getBigUint64(40, true)), true));
-          else resolve("error" in m ? m.error : `exit reason ${view.getUint32(8, true)}`);
+          resolve(m.error);
         },
-        done: () => {}, // vcpu.close() below stops the vCPU; the thread goes back to the pool
+        done: () => exits.stop(), // vcpu.close() below stops the vCPU; the thread goes back to the pool
       });
     });
     if (typeof seen === "string") return { ok: true, inconclusive: true, detail: `the XSAVE probe was inconclusive (${seen}): XSAVE left visible` };
