@@ -41,7 +41,7 @@ export class KvmRunView {
 
   /** Whether this KVM_EXIT_IO is one `out` of `size` bytes to `port`, read with nothing allocated */
   isOut(port: number, size: number): boolean {
-    return this.view.getUint16(UNION + 2, true) === port && this.view.getUint8(UNION) === IO_OUT && this.view.getUint8(UNION + 1) === size && this.view.getUint32(UNION + 4, true) === 1;
+    return this.ioPort === port && this.view.getUint8(UNION) === IO_OUT && this.view.getUint8(UNION + 1) === size && this.view.getUint32(UNION + 4, true) === 1;
   }
 
   ioData(dataOffset: number, length: number): Uint8Array {

@@ -265,7 +265,7 @@ export class Machine {
       vm.onConsole((bytes) => this.console(bytes));
       // The threads boot while the caller finishes its set-up; the vCPUs wait paused for run().
       for (const v of this.vcpus) this.startThread(v);
-      this.exits.watch(this.cpus, (index, result) => this.onThreadMessage(this.vcpus[index], { exit: result }));
+      this.exits.watch(this.cpus, (index, result) => this.onThreadExit(this.vcpus[index], result));
     } catch (err) {
       this.close();
       throw isSyscallError(err) ? fromSyscall(err, "cannot set up the VM") : err;
@@ -404,7 +404,7 @@ export class Machine {
     this.threads++;
     this.threadIds.push(
       startVcpuThread(data, {
-        message: (m: VcpuThreadMessage) => this.onThreadMessage(v, m),
+        message: (m: VcpuThreadMessage) => this.onThreadError(v, m.error),
         error: (err) => this.finish(ExitStatus.INTERNAL, `vCPU ${index} thread: ${err.message}`),
         done: () => {
           if (--this.threads > 0) return;
@@ -495,20 +495,25 @@ export class Machine {
     else this.finish(ExitStatus.GUEST_RESET, `guest reset: ${how}`);
   }
 
-  /** A vCPU thread handed us an exit (errno as runUntilExit() returned it; the vCPU is paused
-   *  until we answer) or an error. */
-  private onThreadMessage(v: VcpuState, m: { exit: number } | VcpuThreadMessage): void {
+  /** A vCPU thread handed us an exit through the mailbox (errno as runUntilExit() returned it);
+   *  the vCPU is paused until we answer. */
+  private onThreadExit(v: VcpuState, result: number): void {
     this.exits.received(v.index);
     if (this.result) return;
-    if ("error" in m) return this.finish(ExitStatus.KVM_INTERNAL_ERROR, `vCPU ${v.index}: ${m.error}`, v.registerReport());
     this.observer?.exit(v.index, v.kvmRun.exitReason);
     let outcome: Outcome;
     try {
-      outcome = handleExit(this.exitContext, v, m.exit);
+      outcome = handleExit(this.exitContext, v, result);
     } catch (err) {
       return this.finish(ExitStatus.INTERNAL, `vCPU ${v.index}: ${(err as Error).message}`, v.registerReport());
     }
     this.answer(v, outcome);
+  }
+
+  /** A vCPU thread's KVM_RUN failed (posted as a message); the vCPU is paused. */
+  private onThreadError(v: VcpuState, error: string): void {
+    this.exits.received(v.index);
+    if (!this.result) this.finish(ExitStatus.KVM_INTERNAL_ERROR, `vCPU ${v.index}: ${error}`, v.registerReport());
   }
 
   /** Unpause the vCPU for a "resume" (unless a debugger holds it or it halted); tell runOne. */

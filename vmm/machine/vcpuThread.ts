@@ -3,7 +3,7 @@
 // natively, the UART's other registers here (its state is shared memory), and on the attributes
 // backend the guest's conversion requests (vcpuConversions.ts). Every other exit goes
 // to the machine on the main thread, and the vCPU stays paused until the machine answers it
-// (Machine.onThreadMessage). Once the vCPU is stopped and closed, the thread says so
+// (Machine.onThreadExit, onThreadError). Once the vCPU is stopped and closed, the thread says so
 // (VcpuThreadReleased) and waits for its next vCPU: threads.ts lends it to the next machine.
 // See docs/exit-path.md.
 import { parentPort } from "node:worker_threads";

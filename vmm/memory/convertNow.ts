@@ -75,7 +75,6 @@ export function restore(map: PageStateMap, changes: Run[], to: PageState): void 
   for (const run of changes) map.set(run.first, run.count, back);
 }
 
-
 /** The tally's keys of each source, made once (no string building per conversion) */
 const OUTCOME_KEYS = new Map<Source, { private: string; shared: string; refused: string; denied: string }>();
 export function outcomeKeys(source: Source) {
