@@ -155,6 +155,27 @@ export interface NativeGuestMemfd extends NativeMappedFile {
 /** memfd_create(name, MFD_CLOEXEC) + ftruncate(size) */
 export type NativeMemfd = NativeMappedFile;
 
+/** How the run loop answers conversions (NativeVcpu.answerConversions): the attributes backend's
+ *  apply on the map's pages and the tally's cells, as vmm/memory/convertNow.ts does. */
+export interface NativeConversionPlan {
+  /** PageStateMap.buffer: the lock word, the private-page count, a byte per page */
+  map: Uint8Array;
+  /** [0]: 0 while the machine wants conversions in JavaScript */
+  allowed: Int32Array;
+  /** This thread's row of the tally (ConversionCounters) */
+  tally: Float64Array;
+  /** Cells of `tally`: hypercall-to-private, hypercall-to-shared, doorbell-to-private,
+   *  doorbell-to-shared, conversions, discarded bytes, answered on a vCPU thread */
+  cells: Int32Array;
+  /** The GPA of the map's first page, and the always-shared limit below which nothing becomes private */
+  base: number;
+  sharedLimit: number;
+  /** The conversion doorbell's port (a 32-bit OUT with the request in RAX, RBX, RCX, RDX) */
+  doorbellPort: number;
+  /** Punch the file the pages left */
+  discard: boolean;
+}
+
 /** What NativeVcpu.runUntilExit() returns besides an exit (>= 0). */
 export const VcpuRunEnd = {
   /** stop() was called (now or before): the vCPU never runs again */
@@ -162,13 +183,18 @@ export const VcpuRunEnd = {
   /** KVM_RUN returned EINTR because JavaScript set kvm_run.immediate_exit itself (the pending
    *  exit is completed, the guest did not run); clear it before the next runUntilExit() */
   INTERRUPTED: -2,
+  /** A conversion was answered in the run loop (answerConversions) while another thread waited
+   *  for the page-state map's lock: wake one waiter (PageStateMap.wakeWaiter), then call again */
+  ANSWERED_WAKE: -3,
 } as const;
 
 export interface NativeVcpuStats {
   /** KVM_RUN returns (all exits, including EINTR and retried stray signals) */
   runs: number;
-  /** exits answered natively (fast ports) */
+  /** exits answered natively (fast ports, and the conversions below) */
   nativeExits: number;
+  /** conversion requests answered in the run loop (answerConversions) */
+  conversions: number;
   /** exits runUntilExit() returned to JavaScript */
   exits: number;
 }
@@ -213,6 +239,13 @@ export interface NativeVcpu {
   irqLine(irq: number, level: number): void;
   /** NativeVm.convertMemory on this vCPU's VM, from any thread (a conversion on the vCPU thread) */
   convertMemory(gpa: number, offset: number, size: number, toPrivate: boolean, discard: boolean): void;
+  /**
+   * Answer the guest's conversion requests inside runUntilExit() from now on, by this plan (null:
+   * stop). Only the runner's object uses it. A request it does not answer (plan.allowed[0] is 0,
+   * another hypercall, a request the checks refuse, the map's lock held by another thread, a
+   * failed ioctl) comes back as the exit it is.
+   */
+  answerConversions(plan: NativeConversionPlan | null): void;
   /** Append console output to the VM's console buffer, the one the native fast path fills: from
    *  any thread, in the order of the calls (onConsole delivers it) */
   console(bytes: Buffer): void;

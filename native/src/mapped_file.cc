@@ -89,8 +89,7 @@ void MappedFileCore::Fallocate(Napi::Env env, const std::string& mode, uint64_t 
   FallocateFd(env, fd_, kind_, mode == "punch", offset, length);
 }
 
-void FallocateFd(Napi::Env env, int fd, const std::string& kind, bool punch, uint64_t offset,
-                 uint64_t length) {
+int FallocateErrno(int fd, bool punch, uint64_t offset, uint64_t length) {
   const int flags = punch ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_KEEP_SIZE;
   int rc;
   // guest_memfd returns EINTR when a signal is pending while it allocates; QEMU once treated that
@@ -98,8 +97,13 @@ void FallocateFd(Napi::Env env, int fd, const std::string& kind, bool punch, uin
   do {
     rc = ::fallocate(fd, flags, static_cast<off_t>(offset), static_cast<off_t>(length));
   } while (rc != 0 && errno == EINTR);
-  if (rc != 0) {
-    ThrowSyscallError(env, "fallocate", "fallocate " + kind, errno,
+  return rc == 0 ? 0 : errno;
+}
+
+void FallocateFd(Napi::Env env, int fd, const std::string& kind, bool punch, uint64_t offset,
+                 uint64_t length) {
+  if (int err = FallocateErrno(fd, punch, offset, length)) {
+    ThrowSyscallError(env, "fallocate", "fallocate " + kind, err,
                       {ErrorArg::Num("fd", fd, "fd"), ErrorArg::Str("mode", punch ? "punch" : "allocate"),
                        ErrorArg::Str("flags", punch ? "PUNCH_HOLE|KEEP_SIZE" : "KEEP_SIZE", "mode"),
                        ErrorArg::Big("offset", offset, "offset"),

@@ -36,6 +36,8 @@ class ExternalBuffer {
 
 // fallocate(KEEP_SIZE), or with `punch` fallocate(PUNCH_HOLE|KEEP_SIZE), retried on EINTR;
 // throws a syscall error naming `kind` ("guest_memfd", "memfd"). Any thread with a JS env.
+// FallocateErrno: the same from any thread, returning 0 or the errno.
+int FallocateErrno(int fd, bool punch, uint64_t offset, uint64_t length);
 void FallocateFd(Napi::Env env, int fd, const std::string& kind, bool punch, uint64_t offset,
                  uint64_t length);
 

@@ -126,7 +126,7 @@ bool VcpuCore::HandleFastIo() {
   return false;
 }
 
-int VcpuCore::Run(int* failure_errno) {
+int VcpuCore::Run(int* failure_errno, QuietConversions* conversions) {
   // Worker threads may start with the kick signal blocked; R must receive it.
   thread_local bool unblocked = false;
   if (!unblocked) {
@@ -157,14 +157,26 @@ int VcpuCore::Run(int* failure_errno) {
     // Exits the fast ports answer re-enter without taking mu_: in_kvm_run_ stays true, and a
     // kick in between finds immediate_exit set on the next entry.
     int rc, err;
+    bool wake = false;
     for (;;) {
       run_->kvm_valid_regs = sync_regs.load(std::memory_order_relaxed);
       rc = ioctl(fd_, KVM_RUN, 0);
       err = rc < 0 ? errno : 0;
       runs.fetch_add(1, std::memory_order_relaxed);
-      bool fast = rc == 0 && run_->exit_reason == KVM_EXIT_IO && run_->io.size == 1 && HandleFastIo();
-      if (!fast) break;
+      if (rc != 0) break;
+      if (run_->exit_reason == KVM_EXIT_IO && run_->io.size == 1 && HandleFastIo()) {
+        native_exits.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      if (!conversions) break;
+      auto outcome = conversions->Answer(run_, *vm_);
+      if (outcome == QuietConversions::Outcome::kNotOurs) break;
       native_exits.fetch_add(1, std::memory_order_relaxed);
+      native_conversions.fetch_add(1, std::memory_order_relaxed);
+      if (outcome == QuietConversions::Outcome::kAnsweredWake) {
+        wake = true;
+        break;
+      }
     }
     bool kicked;
     {
@@ -177,6 +189,7 @@ int VcpuCore::Run(int* failure_errno) {
     // A vCPU waiting for INIT/SIPI (KVM_MP_STATE_UNINITIALIZED, in-kernel APIC) blocks inside
     // KVM_RUN and returns EAGAIN once an APIC event woke it: enter again (through the top, so a
     // pause or stop that came meanwhile is honoured).
+    if (wake) return kRunAnsweredWake;
     if (rc < 0 && err == EAGAIN) continue;
     if (rc < 0 && err == EINTR) {
       // Our kick (loop: park or stop at the top), a stray signal (retry), or JS's own
@@ -257,6 +270,7 @@ Napi::Function Vcpu::DefineClass(Napi::Env env) {
           InstanceMethod("setFastPorts", &Vcpu::SetFastPorts),
           InstanceMethod("irqLine", &Vcpu::IrqLine),
           InstanceMethod("convertMemory", &Vcpu::ConvertMemory),
+          InstanceMethod("answerConversions", &Vcpu::AnswerConversions),
           InstanceMethod("console", &Vcpu::Console),
           InstanceMethod("runUntilExit", &Vcpu::Run),
           InstanceMethod("pause", &Vcpu::Pause),
@@ -295,6 +309,7 @@ Napi::Value Vcpu::Open(const Napi::CallbackInfo& info) {
 void Vcpu::Finalize(Napi::Env env) {
   // GC finalizer or environment teardown: no view of kvm_run may outlive our share of the core.
   run_buffer_.Detach(env);
+  conversions_.reset();
   core_.reset();
 }
 
@@ -491,6 +506,18 @@ Napi::Value Vcpu::ConvertMemory(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value Vcpu::AnswerConversions(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Require(env, "answerConversions");
+  if (info.Length() < 1 || info[0].IsNull() || info[0].IsUndefined()) {
+    conversions_.reset();
+  } else {
+    if (!info[0].IsObject()) ThrowTypeError(env, "answerConversions: the plan must be an object or null");
+    conversions_ = std::make_unique<QuietConversions>(env, info[0].As<Napi::Object>());
+  }
+  return env.Undefined();
+}
+
 Napi::Value Vcpu::Console(const Napi::CallbackInfo& info) {
   Napi::Buffer<uint8_t> bytes = ArgBuffer(info, 0, "bytes");
   Require(info.Env(), "console").vm().AppendConsole(bytes.Data(), bytes.Length());
@@ -504,6 +531,7 @@ Napi::Value Vcpu::Stats(const Napi::CallbackInfo& info) {
   o.Set("runs", Napi::Number::New(env, static_cast<double>(core.runs.load(std::memory_order_relaxed))));
   o.Set("nativeExits", Napi::Number::New(env, static_cast<double>(core.native_exits.load(std::memory_order_relaxed))));
   o.Set("exits", Napi::Number::New(env, static_cast<double>(core.exits.load(std::memory_order_relaxed))));
+  o.Set("conversions", Napi::Number::New(env, static_cast<double>(core.native_conversions.load(std::memory_order_relaxed))));
   return o;
 }
 
@@ -515,7 +543,7 @@ Napi::Value Vcpu::Run(const Napi::CallbackInfo& info) {
   std::shared_ptr<VcpuCore> core = core_;
   if (!core) ThrowStateError(env, "ERR_TSVMM_CLOSED", "Vcpu.run(): the vCPU is closed");
   int failure = 0;
-  int rc = core->Run(&failure);
+  int rc = core->Run(&failure, conversions_.get());
   if (failure != 0) {
     ThrowSyscallError(env, "ioctl", "KVM_RUN", failure, {ErrorArg::Num("vcpu", core->index(), "vcpu")});
   }
@@ -548,6 +576,7 @@ Napi::Value Vcpu::Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (core_) core_->Stop(1000);
   run_buffer_.Detach(env);  // no JS view of this thread can reach the page afterwards
+  conversions_.reset();
   core_.reset();            // the last owner unmaps and closes
   return env.Undefined();
 }

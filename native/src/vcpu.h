@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 
+#include "conversions.h"
 #include "kvm_uapi.h"
 #include "mapped_file.h"
 #include "vm.h"
@@ -33,6 +34,8 @@ namespace tsvmm {
 // KVM_EXIT_MEMORY_FAULT that came with -1).
 constexpr int kRunStopped = -1;      // stop() was called
 constexpr int kRunInterrupted = -2;  // KVM_RUN returned EINTR for JS's own immediate_exit
+constexpr int kRunAnsweredWake = -3; // a conversion was answered here and a JS thread waits for the
+                                     // page-state map's lock: wake it, then call run() again
 
 // The thread-independent part of a vCPU: fd, kvm_run, and the state of the run protocol.
 class VcpuCore {
@@ -50,8 +53,9 @@ class VcpuCore {
   uint64_t handle() const { return handle_; }
 
   // R: KVM_RUN until an exit needs policy. Returns 0/EFAULT/EHWPOISON (an exit),
-  // kRunStopped or kRunInterrupted; any other KVM_RUN failure is returned as *failure_errno.
-  int Run(int* failure_errno);
+  // kRunStopped, kRunInterrupted or kRunAnsweredWake; any other KVM_RUN failure is returned as
+  // *failure_errno. `conversions` (R's own, or null) answers conversion requests in the loop.
+  int Run(int* failure_errno, QuietConversions* conversions);
   // O: see the protocol above. Pause waits at most timeout_ms for R to leave KVM_RUN (false: it
   // has not yet; the pause still counts and must be undone).
   bool Pause(int64_t timeout_ms);
@@ -65,6 +69,7 @@ class VcpuCore {
   std::atomic<uint64_t> runs{0};
   std::atomic<uint64_t> native_exits{0};
   std::atomic<uint64_t> exits{0};
+  std::atomic<uint64_t> native_conversions{0};
 
   // The core of an open handle, or null (addon.openVcpu).
   static std::shared_ptr<VcpuCore> Find(uint64_t handle);
@@ -143,6 +148,7 @@ class Vcpu : public Napi::ObjectWrap<Vcpu> {
   Napi::Value SetFastPorts(const Napi::CallbackInfo& info);
   Napi::Value IrqLine(const Napi::CallbackInfo& info);
   Napi::Value ConvertMemory(const Napi::CallbackInfo& info);
+  Napi::Value AnswerConversions(const Napi::CallbackInfo& info);
   Napi::Value Console(const Napi::CallbackInfo& info);
   Napi::Value Run(const Napi::CallbackInfo& info);
   Napi::Value Pause(const Napi::CallbackInfo& info);
@@ -158,6 +164,8 @@ class Vcpu : public Napi::ObjectWrap<Vcpu> {
   void SetStruct(const Napi::CallbackInfo& info, unsigned long request, const char* name, size_t size);
 
   std::shared_ptr<VcpuCore> core_;  // null once closed
+  // This object's thread answers conversions in its run loop with it (answerConversions)
+  std::unique_ptr<QuietConversions> conversions_;
   ExternalBuffer run_buffer_;
 };
 

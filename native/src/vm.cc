@@ -527,17 +527,20 @@ void ConvertMemoryOf(const Napi::CallbackInfo& info, const VmShared& vm) {
   FallocateFd(env, fd, to_private ? "memfd" : "guest_memfd", true, offset, size);
 }
 
-void SetVmMemoryAttributes(Napi::Env env, int fd, uint64_t gpa, uint64_t size, uint64_t attributes) {
+int SetMemoryAttributesErrno(int fd, uint64_t gpa, uint64_t size, uint64_t attributes) {
   kvm_memory_attributes req;
   std::memset(&req, 0, sizeof req);
   req.address = gpa;
   req.size = size;
   req.attributes = attributes;
-  if (ioctl(fd, KVM_SET_MEMORY_ATTRIBUTES, &req) < 0) {
-    ThrowSyscallError(env, "ioctl", "KVM_SET_MEMORY_ATTRIBUTES", errno,
-                      {ErrorArg::Big("address", req.address, "gpa"), ErrorArg::Big("size", req.size, "size"),
-                       ErrorArg::Big("attributes", req.attributes, "attributes"),
-                       ErrorArg::Big("flags", req.flags)});
+  return ioctl(fd, KVM_SET_MEMORY_ATTRIBUTES, &req) < 0 ? errno : 0;
+}
+
+void SetVmMemoryAttributes(Napi::Env env, int fd, uint64_t gpa, uint64_t size, uint64_t attributes) {
+  if (int err = SetMemoryAttributesErrno(fd, gpa, size, attributes)) {
+    ThrowSyscallError(env, "ioctl", "KVM_SET_MEMORY_ATTRIBUTES", err,
+                      {ErrorArg::Big("address", gpa, "gpa"), ErrorArg::Big("size", size, "size"),
+                       ErrorArg::Big("attributes", attributes, "attributes"), ErrorArg::Big("flags", 0)});
   }
 }
 

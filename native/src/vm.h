@@ -120,7 +120,8 @@ class VmShared : public std::enable_shared_from_this<VmShared> {
 
 // Vm.irqLine and Vcpu.irqLine: KVM_IRQ_LINE(irq, level) from the JS arguments; throws on failure.
 void IrqLineOf(const Napi::CallbackInfo& info, const VmShared& vm);
-// KVM_SET_MEMORY_ATTRIBUTES on `vm_fd`; throws on failure.
+// KVM_SET_MEMORY_ATTRIBUTES on `vm_fd`; returns 0 or the errno (any thread), or throws on failure.
+int SetMemoryAttributesErrno(int vm_fd, uint64_t gpa, uint64_t size, uint64_t attributes);
 void SetVmMemoryAttributes(Napi::Env env, int vm_fd, uint64_t gpa, uint64_t size, uint64_t attributes);
 // Vm.convertMemory and Vcpu.convertMemory(gpa, offset, size, toPrivate, discard), numbers: the
 // attribute, then (discard) a punch of [offset, offset + size) of the side's file the pages left

@@ -36,7 +36,7 @@ interface LabConvert {
       cSmp?: Record<string, Spread>;
       cTouched?: Record<string, Spread>;
       firstTouch?: Record<string, Spread> & { skipped?: string };
-      /** the same runs with nobody listening (attributes: answered on the vCPU threads; memslots: no events), ns from guest ticks */
+      /** the same runs with nobody listening (attributes: answered in the vCPU run loops; memslots: no events), ns from guest ticks */
       quiet?: Record<string, Spread>;
       quietTouched?: Record<string, Spread>;
       quietSmp?: Record<string, Spread>;
@@ -144,7 +144,7 @@ export function printConvert(results: ConvertKernelResult[], o: { rounds: number
         const q = med(b.quiet?.[size]);
         if (b.quiet)
           console.log(
-            `      nobody listening (${backend === "attributes" ? "answered on the vCPU thread" : "no events, answered on the main thread"}): ${us(q)} µs, ${ratio(q, ci)} /ioctl, ${ratio(q, ch)} /hcall (per round ${range(b.quiet[size])};` +
+            `      nobody listening (${backend === "attributes" ? "answered in the vCPU's run loop" : "no events, answered on the main thread"}): ${us(q)} µs, ${ratio(q, ci)} /ioctl, ${ratio(q, ch)} /hcall (per round ${range(b.quiet[size])};` +
               ` guest rdtsc at the event run's rate)${b.quiet[size].errors.length ? `; ${b.quiet[size].errors.length} failed: ${b.quiet[size].errors[0]}` : ""}`,
           );
       }
@@ -167,11 +167,11 @@ export function printConvert(results: ConvertKernelResult[], o: { rounds: number
   console.log(`   guest stores to each of its 512 pages (timed: the first touch); guest rdtsc ticks, median per round, tsvmm without and with --prefault`);
   console.log(`   ${pad("kernel", 14)}${pad("backend", 12)}${pad("range", 7)}${lpad("tsvmm µs", 10)}${lpad("C µs", 10)}${lpad("ratio", 8)}`);
   const ticks = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? "-" : `${fmt(v / 1e6, 2)}M`);
-  /** the same row with nobody listening: conversions answered on the vCPU threads (attributes) */
+  /** the same row with nobody listening: conversions answered in the vCPU run loops (attributes) */
   const quietRow = (kernel: string, backend: string, what: string, q: Spread | undefined, c: number | undefined) => {
     if (!q) return;
     const t = med(q);
-    console.log(`   ${pad(kernel, 14)}${pad(backend, 12)}${pad(what, 7)}${lpad(us(t), 10)}${lpad(us(c), 10)}${lpad(ratio(t, c), 8)}  nobody listening: on the vCPU threads`);
+    console.log(`   ${pad(kernel, 14)}${pad(backend, 12)}${pad(what, 7)}${lpad(us(t), 10)}${lpad(us(c), 10)}${lpad(ratio(t, c), 8)}  nobody listening: in the vCPU run loops`);
     if (q.errors.length) console.log(`      ${q.errors.length} run(s) failed; the first: ${q.errors[0]}`);
   };
   for (const r of results) {

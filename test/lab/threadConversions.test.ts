@@ -48,7 +48,10 @@ for (const convertVia of ["hypercall", "doorbell"] as const) {
     // Every valid request of the guest was answered where it exited; the main thread saw none.
     assert.equal(q.onVcpuThreads, q.tally[`${convertVia}-to-private`] + q.tally[`${convertVia}-to-shared`] + q.tally[`${convertVia}-refused`], JSON.stringify(q));
     assert.ok(q.onVcpuThreads > 0);
+    // The valid ones inside the native run loop; the refusals in JavaScript, which says why.
+    assert.equal(q.inRunLoop, q.tally[`${convertVia}-to-private`] + q.tally[`${convertVia}-to-shared`], JSON.stringify(q));
     assert.equal(t.onVcpuThreads, 0, "with a trace every conversion went to the engine");
+    assert.equal(t.inRunLoop, 0);
     assert.equal(traceEvents, Object.values(t.tally).reduce((a, b) => a + b, 0), "one trace event per counted conversion");
     assert.deepEqual(q.tally, t.tally, "the same tally on both paths");
     assert.ok(q.tally[`${convertVia}-refused`] >= 4, "the guest's invalid requests were refused on the vCPU thread too");
@@ -62,6 +65,7 @@ onAttributes("a run log sees every conversion: none is answered on a vCPU thread
   const r = await runGuest({ guest: "convert", timeout: 240, privateMemory: { backend: "attributes" }, log: (l) => lines.push(l) });
   assertTapPassed(r);
   assert.equal(r.conversions!.onVcpuThreads, 0);
+  assert.equal(r.conversions!.inRunLoop, 0);
   const logged = lines.filter((l) => / hypercall 0x[0-9a-f]+\+0x/.test(l)).length;
   const tally = r.conversions!.tally;
   assert.equal(logged, tally["hypercall-to-private"] + tally["hypercall-to-shared"] + tally["hypercall-refused"], "one run-log line per conversion");
@@ -72,6 +76,7 @@ onAttributes("smp-convert with 4 vCPUs converting at once on their threads: the 
   assertTapPassed(quiet);
   assertTapPassed(traced);
   assert.ok(quiet.conversions!.onVcpuThreads > 0, JSON.stringify(quiet.conversions));
+  assert.ok(quiet.conversions!.inRunLoop > 0, JSON.stringify(quiet.conversions));
   assert.deepEqual(quiet.conversions!.tally, traced.conversions!.tally);
   assert.equal(pagesNow(quiet), pagesNow(traced));
 });

@@ -102,8 +102,9 @@ export interface MachineResult {
   exits: { total: number; native: number; typescript: number };
   ramBacking: RamBacking | "attributes" | "memslots";
   /** Conversion counts by source and outcome, and the summary lines (private memory only);
-   *  onVcpuThreads: how many of them the vCPU threads answered themselves */
-  conversions?: { tally: Record<string, number>; summary: string[]; onVcpuThreads: number };
+   *  onVcpuThreads: how many of them the vCPU threads answered themselves, inRunLoop: how many of
+   *  those inside the native run loop (NativeVcpu.answerConversions) */
+  conversions?: { tally: Record<string, number>; summary: string[]; onVcpuThreads: number; inRunLoop: number };
 }
 
 /** What a debugger front end (vmm/control) hears from the machine. */
@@ -715,9 +716,11 @@ export class Machine {
     if (this.result) return;
     const seconds = (monotonicMs() - this.startTime) / 1000;
     const exits = { total: 0, native: 0, typescript: 0 };
+    let inRunLoop = 0;
     for (const v of this.vcpus) {
       v.native.stop();
       const s = v.native.stats();
+      inRunLoop += s.conversions;
       exits.native += s.nativeExits;
       exits.total += s.runs;
       exits.typescript += s.exits;
@@ -733,7 +736,7 @@ export class Machine {
       seconds,
       exits,
       ramBacking: this.memory ? this.ramBacking : "memfd",
-      conversions: this.engine ? { tally: this.engine.tally, summary: this.engine.summary(), onVcpuThreads: this.engine.counters.onVcpuThreads } : undefined,
+      conversions: this.engine ? { tally: this.engine.tally, summary: this.engine.summary(), onVcpuThreads: this.engine.counters.onVcpuThreads, inRunLoop } : undefined,
     };
     for (const ended of this.endWaiters.splice(0)) ended();
     this.traceEvent(-1, "end", { status, reason });

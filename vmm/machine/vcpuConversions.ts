@@ -1,9 +1,12 @@
 // Conversions answered on the vCPU's own thread, with no crossing to the main thread: on the
 // attributes backend (KVM_SET_MEMORY_ATTRIBUTES needs no quiesce) and only while the machine allows
-// it (nobody listens for conversion events, the hypercall policy converts, no --prefault). The
-// request is checked and converted by the same code as the engine's (convertNow.ts), on the same
-// page-state map (shared memory, one lock), counted in this thread's row of the shared tally.
-// Anything else, including a failure here, goes to the machine as before. See docs/exit-path.md.
+// it (nobody listens for conversion events, the hypercall policy converts, no --prefault). A plain
+// accepted request is answered inside the native run loop (NativeVcpu.answerConversions) with no
+// return to JavaScript; the rest (a refusal, the map's lock held by another thread, a failed ioctl)
+// comes here and is checked and converted by the same code as the engine's (convertNow.ts). Both
+// use the same page-state map (shared memory, one lock) and count in this thread's row of the
+// shared tally. Anything else, including a failure here, goes to the machine as before. See
+// docs/exit-path.md.
 import type { NativeVcpu } from "../native";
 import type { KvmRunView } from "../kvm/kvmRun";
 import { HC_MAP_GPA_RANGE } from "../kvm/uapi";
@@ -12,6 +15,7 @@ import { ConversionCounters, CounterRow } from "../memory/counters";
 import { answerRequest as convert, Converter } from "../memory/convertNow";
 import { applyAttributes } from "../memory/attributes";
 import { answerRequestWord, requestExit, requestWord } from "./conversionExit";
+import { CONVERT_PORT } from "./abi";
 
 /** What a vCPU thread needs to convert (VcpuThreadData.conversions) */
 export interface VcpuConversionsData {
@@ -38,13 +42,21 @@ export class VcpuConversions {
     this.allowed = new Int32Array(data.allowed);
     this.row = new ConversionCounters(data.counters).row(vcpu.index + 1);
     const base = Number(data.base);
+    const sharedLimitNumber = Number(data.sharedLimit);
     this.converter = {
       map: new PageStateMap(data.base, data.size, "shared", data.map),
-      sharedLimitNumber: Number(data.sharedLimit),
+      sharedLimitNumber,
       // The vCPU reaches the VM fd and the two files through the addon (NativeVm.shareMemoryFiles).
       apply: (changes) => applyAttributes(vcpu, base, data.discard, changes),
       counters: this.row,
     };
+    const { tally, cells } = this.row.nativeCells();
+    vcpu.answerConversions({ map: new Uint8Array(data.map), allowed: this.allowed, tally, cells, base, sharedLimit: sharedLimitNumber, doorbellPort: CONVERT_PORT, discard: data.discard });
+  }
+
+  /** runUntilExit() returned VcpuRunEnd.ANSWERED_WAKE */
+  wakeMapWaiter(): void {
+    this.converter.map.wakeWaiter();
   }
 
   /** Answer this exit here if it is a conversion request and the machine allows it; false: the
@@ -54,6 +66,9 @@ export class VcpuConversions {
     if (Atomics.load(this.allowed, 0) === 0) return false;
     const via = requestExit(run);
     if (via === undefined || requestWord(run, via, 0) !== HC_MAP_GPA_RANGE) return false;
+    // The run loop passed this request on: if it failed there, it may have released the map's
+    // lock with a waiter asleep (it cannot wake one itself), so wake one now.
+    this.converter.map.wakeWaiter();
     let value: number;
     try {
       value = convert(this.converter, via, requestWord(run, via, 1), requestWord(run, via, 2), requestWord(run, via, 3));

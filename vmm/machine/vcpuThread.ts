@@ -78,6 +78,10 @@ function main(data: VcpuThreadData): void {
         continue; // runUntilExit() waits until the machine stops the vCPU
       }
       if (result === VcpuRunEnd.STOPPED) return;
+      if (result === VcpuRunEnd.ANSWERED_WAKE) {
+        conversions!.wakeMapWaiter();
+        continue;
+      }
       if (result === 0 && run.exitReason === Exit.IO && bus.find(run.ioPort)) {
         portIo(bus, run, () => false);
         continue;

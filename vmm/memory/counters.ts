@@ -49,6 +49,12 @@ export class CounterRow {
   answeredOnVcpuThread(): void {
     this.cells[ON_VCPU_THREAD]++;
   }
+
+  /** This row, and the cells a conversion answered in the run loop counts (NativeConversionPlan) */
+  nativeCells(): { tally: Float64Array; cells: Int32Array } {
+    const keys = ["hypercall-to-private", "hypercall-to-shared", "doorbell-to-private", "doorbell-to-shared"].map((k) => KEY_INDEX.get(k)!);
+    return { tally: this.cells, cells: Int32Array.from([...keys, CONVERSIONS, DISCARDED, ON_VCPU_THREAD]) };
+  }
 }
 
 export class ConversionCounters {

@@ -78,6 +78,12 @@ export class PageStateMap {
     if (Atomics.exchange(this.words, LOCK, FREE) === CONTENDED) Atomics.notify(this.words, LOCK, 1);
   }
 
+  /** Wake one thread waiting in lock(): after native code released the lock (it cannot reach
+   *  Atomics.wait's waiters; NativeVcpu.answerConversions). A waiter woken for nothing waits again. */
+  wakeWaiter(): void {
+    Atomics.notify(this.words, LOCK, 1);
+  }
+
   /** `work` holding the lock */
   locked<T>(work: () => T): T {
     this.lock();
