@@ -14,6 +14,8 @@ import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { loadAddon, NativeKvm, NativeMappedFile, NativeSyscallError, NativeVcpu, NativeVm, VcpuRunEnd } from "../../vmm/native";
 import { requireKvm } from "../support/host";
+import { PageStateMap } from "../../vmm/memory/pageState";
+import { ConversionCounters } from "../../vmm/memory/counters";
 
 const KVM_CAP_GUEST_MEMFD_FLAGS = 244;
 const GUEST_MEMFD_FLAG_MMAP = 1n;
@@ -216,7 +218,7 @@ test("console fast path: 1000 single-byte OUTs are answered natively, exactly an
     assert.equal(bytes.length, 1000);
     for (let i = 0; i < 1000; i++) assert.equal(bytes[i], i & 0xff, `byte ${i}`);
     assert.ok(g.console.length >= 1, "delivered through onConsole");
-    assert.deepEqual(g.cpu.stats(), { runs: 1001, nativeExits: 1000, exits: 1 });
+    assert.deepEqual(g.cpu.stats(), { runs: 1001, nativeExits: 1000, exits: 1, conversions: 0 });
     t.diagnostic(`RAM backing: ${g.backing}; console delivered in ${g.console.length} batch(es)`);
   } finally {
     g.close();
@@ -268,6 +270,45 @@ test("a non-fast IN is answered by JS writing run's data page before the next en
   }
 });
 
+// The conversion doorbell (vmm/machine/abi.ts CONVERT_PORT): a 32-bit OUT with KVM_HC_MAP_GPA_RANGE's
+// request in EAX (12), EBX (gpa), ECX (pages), EDX (attributes; 0x10 = to private).
+const le32 = (v: number) => [v & 0xff, (v >> 8) & 0xff, (v >> 16) & 0xff, v >>> 24];
+const doorbell = (gpa: number) => [0x66, 0xb8, ...le32(12), 0x66, 0xbb, ...le32(gpa), 0x66, 0xb9, ...le32(1), 0x66, 0xba, ...le32(0x10), 0x66, 0xe7, 0xf8];
+
+test("answerConversions: a request the run loop does not answer comes back as the exit, with the map and its lock untouched", { timeout: 10000 }, (t) => {
+  if (!requireKvm(t)) return;
+  const g = makeGuest([...doorbell(0x10000), ...doorbell(0x10000), ...doorbell(Number(RAM_SIZE)), ...hlt]);
+  try {
+    const map = new PageStateMap(0n, RAM_SIZE);
+    const row = new ConversionCounters(2).row(1);
+    const allowed = new Int32Array(new SharedArrayBuffer(4));
+    const plan = { map: new Uint8Array(map.buffer), allowed, ...row.nativeCells(), base: 0, sharedLimit: 0x2000, doorbellPort: 0xf8, discard: false };
+    for (const [key, bad] of [["map", new Uint8Array(4)], ["allowed", [1]], ["cells", new Int32Array(3)]] as const)
+      assert.throws(() => g.cpu.answerConversions({ ...plan, [key]: bad } as never), new RegExp(`answerConversions: plan\\.${key}`));
+    g.cpu.answerConversions(plan);
+    g.cpu.setSyncRegs(1); // KVM_SYNC_X86_REGS: the doorbell's request is read from kvm_run
+    const conversionsBefore = map.privatePages;
+    const cameBack = (why: string) => {
+      assert.equal(g.cpu.runUntilExit(), 0, why);
+      assert.equal(g.run.exitReason, KVM_EXIT_IO, why);
+      assert.equal(g.run.io.port, 0xf8, why);
+      assert.equal(map.privatePages, conversionsBefore, `${why}: the map is unchanged`);
+      assert.equal(Atomics.load(new Int32Array(map.buffer, 0, 1), 0), 0, `${why}: the map's lock is free`);
+    };
+    cameBack("allowed[0] is 0 (someone listens)");
+    Atomics.store(allowed, 0, 1);
+    // A default VM has no private memory (KVM_SET_MEMORY_ATTRIBUTES fails): the loop gives the exit back.
+    cameBack("the attribute ioctl failed");
+    cameBack("a request outside RAM");
+    assert.equal(g.cpu.runUntilExit(), 0);
+    assert.equal(g.run.exitReason, KVM_EXIT_HLT);
+    assert.equal(g.cpu.stats().conversions, 0);
+    g.cpu.answerConversions(null);
+  } finally {
+    g.close();
+  }
+});
+
 test("pause() from another thread brings a spinning guest out of KVM_RUN and keeps it out until unpause()", { timeout: 10000 }, async (t) => {
   if (!requireKvm(t)) return;
   const g = makeGuest(jmpSelf);
@@ -300,7 +341,7 @@ test("pause() from another thread brings a spinning guest out of KVM_RUN and kee
     g.cpu.unpause();
     assert.equal(g.cpu.stop(), true);
     assert.equal(await runner.result(), VcpuRunEnd.STOPPED);
-    assert.deepEqual({ ...g.cpu.stats(), runs: 0 }, { runs: 0, nativeExits: 0, exits: 0 }, "kicks are no exits");
+    assert.deepEqual({ ...g.cpu.stats(), runs: 0 }, { runs: 0, nativeExits: 0, exits: 0, conversions: 0 }, "kicks are no exits");
     t.diagnostic(`first pause() returned after ${ms.toFixed(3)} ms`);
   } finally {
     g.cpu.stop();

@@ -76,15 +76,23 @@ export function parseElf(name: string, file: Buffer): ElfImage {
     throw bad(`entry point 0x${entry.toString(16)} is outside every loadable segment`);
 
   const sections = readSections(file, shoff, shentsize, shnum, shstrndx);
-  return {
+  const image: ElfImage = {
     name,
     entry,
     segments: sorted,
     description: sections.get(".tsvmm.description")?.toString("utf8").split("\0")[0].trim(),
     wantsPrivate: sections.has(".tsvmm.private"),
     symbols: readElfSymbols(file),
-    ...readLines(name, sections),
   };
+  // The line table is read when a debugger or a report first asks: for the hello guest it is
+  // 7 of the 10 ms parseElf took at start-up (docs/startup.md).
+  let read: Pick<ElfImage, "lines" | "lineWarning"> | undefined;
+  const lines = () => (read ??= readLines(name, sections));
+  Object.defineProperties(image, {
+    lines: { get: () => lines().lines, enumerable: true },
+    lineWarning: { get: () => lines().lineWarning, enumerable: true },
+  });
+  return image;
 }
 
 function readLines(name: string, sections: Map<string, Buffer>): Pick<ElfImage, "lines" | "lineWarning"> {
