@@ -1,5 +1,11 @@
 #include "conversions.h"
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <string>
 
@@ -12,7 +18,12 @@ namespace {
 
 // The page-state map's header (vmm/memory/pageState.ts): Int32 words, then a byte per page.
 constexpr size_t kHeaderBytes = 8;
-constexpr int32_t kFree = 0, kHeld = 1, kContended = 2;  // the lock word's values there
+// The lock word's values there: JavaScript's three, and kNativeWaiters: held, and a run loop
+// sleeps in futex_wait for it (JavaScript's lock() and unlock() treat it as held).
+constexpr int32_t kFree = 0, kHeld = 1, kContended = 2, kNativeWaiters = 3;
+// A run loop that finds the lock held sleeps at most kWaitSliceNs at a time (a JavaScript unlock()
+// wakes Atomics.wait's waiters only) and gives the exit to JavaScript after kWaitLimitNs.
+constexpr int64_t kWaitSliceNs = 200 * 1000, kWaitLimitNs = 20 * 1000 * 1000;
 constexpr uint64_t kPage = 4096;
 // KVM_HC_MAP_GPA_RANGE's attributes: bits 3:0 the page size (0 4K, 1 2M, 2 1G), bit 4 encrypted.
 constexpr uint64_t kHcMapGpaRange = 12;
@@ -99,16 +110,10 @@ QuietConversions::Outcome QuietConversions::Answer(kvm_run* run, const VmShared&
   const bool to_private = (attrs & kEncrypted) != 0;
   if (to_private && gpa < shared_limit_) return Outcome::kNotOurs;
 
-  // Another thread converting: JavaScript waits for the lock (Atomics.wait) and converts.
-  int32_t expected = kFree;
-  if (!__atomic_compare_exchange_n(lock_word_, &expected, kHeld, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
-    return Outcome::kNotOurs;
+  if (!Lock(run)) return Outcome::kNotOurs;
   uint64_t changed = 0;
   const bool ok = Convert((gpa - base_) / kPage, pages, to_private, vm, &changed);
-  // A waiter sets kContended and sleeps in Atomics.wait, which only Atomics.notify ends: the run
-  // loop returns for that (kRunAnsweredWake). After a failure JavaScript converts again and wakes
-  // one waiter first (vcpuConversions.ts).
-  const bool wake = __atomic_exchange_n(lock_word_, kFree, __ATOMIC_SEQ_CST) == kContended;
+  const bool wake = Unlock();
   if (!ok) return Outcome::kNotOurs;
   // Only this thread writes its tally row (counters.ts): JavaScript and this code take turns.
   tally_[cells_[doorbell ? (to_private ? kDoorbellToPrivate : kDoorbellToShared)
@@ -157,6 +162,51 @@ bool QuietConversions::Convert(uint64_t first, uint64_t count, bool to_private, 
     __atomic_fetch_add(private_count_, static_cast<int32_t>(delta), __ATOMIC_SEQ_CST);
   }
   return true;
+}
+
+namespace {
+
+int64_t MonotonicNs() {
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+}  // namespace
+
+// The map's lock, shared with JavaScript's PageStateMap.lock()/unlock() (Atomics on the same word).
+// A held lock is waited for here, in futex_wait slices, while nothing asks the vCPU out of KVM_RUN:
+// a pause or stop (immediate_exit, and the kick signal ends the futex_wait) or a long wait gives the
+// exit to JavaScript, which waits in Atomics.wait outside KVM_RUN as before.
+bool QuietConversions::Lock(kvm_run* run) {
+  int32_t c = kFree;
+  if (__atomic_compare_exchange_n(lock_word_, &c, kHeld, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) return true;
+  const int64_t give_up = MonotonicNs() + kWaitLimitNs;
+  for (;;) {
+    if (__atomic_load_n(&run->immediate_exit, __ATOMIC_SEQ_CST)) return false;
+    c = __atomic_load_n(lock_word_, __ATOMIC_SEQ_CST);
+    if (c == kFree) {
+      // Taken as kNativeWaiters: other run loops may be asleep on it, and the release wakes one.
+      if (__atomic_compare_exchange_n(lock_word_, &c, kNativeWaiters, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) return true;
+      continue;
+    }
+    // Mark it (kContended, JavaScript's mark, stays: its waiters must be woken too).
+    if (c == kHeld && !__atomic_compare_exchange_n(lock_word_, &c, kNativeWaiters, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+      continue;
+    if (c == kHeld) c = kNativeWaiters;
+    timespec slice{0, kWaitSliceNs};
+    syscall(SYS_futex, lock_word_, FUTEX_WAIT_PRIVATE, c, &slice, nullptr, 0);  // EAGAIN, EINTR, ETIMEDOUT: look again
+    if (MonotonicNs() > give_up) return false;
+  }
+}
+
+// Returns whether a JavaScript thread waits in Atomics.wait: native code cannot wake it, so the
+// run loop returns kRunAnsweredWake for the vCPU thread to call Atomics.notify (after a failure,
+// the exit goes to JavaScript, which wakes one waiter before it converts again).
+bool QuietConversions::Unlock() {
+  const int32_t was = __atomic_exchange_n(lock_word_, kFree, __ATOMIC_SEQ_CST);
+  if (was == kNativeWaiters || was == kContended) syscall(SYS_futex, lock_word_, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+  return was == kContended;
 }
 
 }  // namespace tsvmm

@@ -4,7 +4,7 @@
 // limit, discard, a flag it clears whenever someone listens) and owns the state this writes: the
 // page-state map and the tally row are its SharedArrayBuffers (vmm/memory/pageState.ts,
 // counters.ts). Anything but a plain accepted request goes back to JavaScript untouched, which
-// answers it as before (refusals and their reasons, failures, a lock another thread holds).
+// answers it as before (refusals and their reasons, failures, a lock held past a pause or 20 ms).
 #pragma once
 
 #include <napi.h>
@@ -32,6 +32,8 @@ class QuietConversions {
   Outcome Answer(kvm_run* run, const VmShared& vm);
 
  private:
+  bool Lock(kvm_run* run);
+  bool Unlock();  // true: a JavaScript thread waits for the lock
   bool Convert(uint64_t first, uint64_t count, bool to_private, const VmShared& vm, uint64_t* changed);
 
   // References keep the SharedArrayBuffers (and so the pointers below) alive.

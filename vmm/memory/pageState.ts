@@ -19,7 +19,9 @@ export interface Run {
 const LOCK = 0;
 const PRIVATE_COUNT = 1;
 const HEADER_BYTES = 8;
-/** LOCK values: free, held, held with a thread waiting for it */
+/** LOCK values: free, held, held with a thread waiting for it. The vCPUs' run loops (native,
+ *  NativeVcpu.answerConversions) share the word and add 3: held, with a run loop waiting in
+ *  futex_wait; lock() and unlock() here treat it as held (those waiters look again every 200 µs). */
 const FREE = 0;
 const HELD = 1;
 const CONTENDED = 2;
