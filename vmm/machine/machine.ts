@@ -639,10 +639,10 @@ export class Machine {
   }
 
   /** Discard the private backing of pages (monitor/API punch), in order with conversions */
-  punch(gpa: bigint, size: bigint): Promise<bigint> {
-    if (!this.engine) return Promise.reject(new Error("this VM has no private memory"));
+  async punch(gpa: bigint, size: bigint): Promise<bigint> {
+    if (!this.engine) throw new Error("this VM has no private memory");
     const map = this.map!;
-    return new Promise((resolve) => resolve(this.engine!.hostOperation(() => this.memory!.punchPrivate(map.pageOf(gpa), Number(size >> PAGE_SHIFT)))));
+    return this.engine.hostOperation(() => this.memory!.punchPrivate(map.pageOf(gpa), Number(size >> PAGE_SHIFT)));
   }
 
   private makeTestSlot(gpa: bigint, create: boolean): TestSlot | string {
@@ -654,10 +654,9 @@ export class Machine {
   }
 
   /** Host-initiated conversions (source "cli", "monitor" or "api"); resolves to 0 or a positive errno. */
-  convert(gpa: bigint, size: bigint, to: "private" | "shared", source: "cli" | "monitor" | "api" = "cli"): Promise<number> {
-    if (!this.engine) return Promise.reject(new Error("this VM has no private memory"));
-    const request = { gpa, pages: size >> PAGE_SHIFT, attrs: to === "private" ? MAP_GPA_RANGE_ENCRYPTED : 0n };
-    return new Promise((resolve) => resolve(this.engine!.request(source, -1, request)));
+  async convert(gpa: bigint, size: bigint, to: "private" | "shared", source: "cli" | "monitor" | "api" = "cli"): Promise<number> {
+    if (!this.engine) throw new Error("this VM has no private memory");
+    return this.engine.request(source, -1, { gpa, pages: size >> PAGE_SHIFT, attrs: to === "private" ? MAP_GPA_RANGE_ENCRYPTED : 0n });
   }
 
   private console(bytes: Uint8Array): void {

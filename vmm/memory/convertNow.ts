@@ -26,7 +26,7 @@ export type Checked = Validated | { ok: false; errno: "EINVAL"; reason: string; 
 /** A request checked against the map, and a conversion to private against the always-shared RAM */
 export function checkRequest(map: PageStateMap, sharedLimit: bigint, r: ConversionRequest): Checked {
   const v = validateRequest(map, r);
-  if (v.ok && v.to === "private" && r.gpa < sharedLimit)
+  if (v.ok && intoAlwaysShared(v.to, Number(r.gpa), Number(sharedLimit)))
     return {
       ok: false,
       errno: "EINVAL",
@@ -34,6 +34,12 @@ export function checkRequest(map: PageStateMap, sharedLimit: bigint, r: Conversi
       reason: `[${hex(r.gpa)}, ...) reaches into the always-shared RAM below ${hex(sharedLimit)} (firmware, page tables, stacks, guest image)`,
     };
   return v;
+}
+
+/** A conversion to private that starts in the always-shared RAM: refused (numbers are exact here:
+ *  a valid request lies inside RAM, far below 2^53) */
+function intoAlwaysShared(to: PageState, gpa: number, sharedLimit: number): boolean {
+  return to === "private" && gpa < sharedLimit;
 }
 
 export const NOTHING_CHANGED: Converted = Object.freeze({ changed: 0, discarded: 0 });
@@ -96,7 +102,7 @@ export function answerRequest(c: Converter, source: Source, gpa: number, pages: 
   const first = firstPageOf(c.map, gpa, pages, attrs);
   const to: PageState = toPrivate(attrs) ? "private" : "shared";
   // checkRequest's refusals, without their reasons (nobody reads them here)
-  const ok = first >= 0 && !(to === "private" && gpa < c.sharedLimitNumber) && convertLocked(c, first, pages, to).refused === undefined;
+  const ok = first >= 0 && !intoAlwaysShared(to, gpa, c.sharedLimitNumber) && convertLocked(c, first, pages, to).refused === undefined;
   c.counters.count(ok ? keys[to] : keys.refused);
   return ok ? 0 : Errno.EINVAL;
 }
