@@ -2,8 +2,8 @@
 // attributes backend (KVM_SET_MEMORY_ATTRIBUTES needs no quiesce) and only while the machine allows
 // it (nobody listens for conversion events, the hypercall policy converts, no --prefault). A plain
 // accepted request is answered inside the native run loop (NativeVcpu.answerConversions) with no
-// return to JavaScript; the rest (a refusal, the map's lock held by another thread, a failed ioctl)
-// comes here and is checked and converted by the same code as the engine's (convertNow.ts). Both
+// return to JavaScript; the rest (a refusal, a failed ioctl, the map's lock still held at a pause
+// or after 20 ms) comes here and is checked and converted by the same code as the engine's (convertNow.ts). Both
 // use the same page-state map (shared memory, one lock) and count in this thread's row of the
 // shared tally. Anything else, including a failure here, goes to the machine as before. See
 // docs/exit-path.md.
