@@ -242,8 +242,8 @@ export interface NativeVcpu {
   /**
    * Answer the guest's conversion requests inside runUntilExit() from now on, by this plan (null:
    * stop). Only the runner's object uses it. A request it does not answer (plan.allowed[0] is 0,
-   * another hypercall, a request the checks refuse, the map's lock held by another thread, a
-   * failed ioctl) comes back as the exit it is.
+   * another hypercall, a request the checks refuse, a failed ioctl, the map's lock still held at a
+   * pause or stop or after 20 ms) comes back as the exit it is.
    */
   answerConversions(plan: NativeConversionPlan | null): void;
   /** Append console output to the VM's console buffer, the one the native fast path fills: from

@@ -191,9 +191,10 @@ bool QuietConversions::Lock(kvm_run* run) {
       continue;
     }
     // Mark it (kContended, JavaScript's mark, stays: its waiters must be woken too).
-    if (c == kHeld && !__atomic_compare_exchange_n(lock_word_, &c, kNativeWaiters, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
-      continue;
-    if (c == kHeld) c = kNativeWaiters;
+    if (c == kHeld) {
+      if (!__atomic_compare_exchange_n(lock_word_, &c, kNativeWaiters, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) continue;
+      c = kNativeWaiters;
+    }
     timespec slice{0, kWaitSliceNs};
     syscall(SYS_futex, lock_word_, FUTEX_WAIT_PRIVATE, c, &slice, nullptr, 0);  // EAGAIN, EINTR, ETIMEDOUT: look again
     if (MonotonicNs() > give_up) return false;

@@ -186,10 +186,10 @@ int VcpuCore::Run(int* failure_errno, QuietConversions* conversions) {
       if (pauses_ > 0 || stopped_) cv_.notify_all();  // a pause() or stop() waits for this
     }
 
+    if (wake) return kRunAnsweredWake;
     // A vCPU waiting for INIT/SIPI (KVM_MP_STATE_UNINITIALIZED, in-kernel APIC) blocks inside
     // KVM_RUN and returns EAGAIN once an APIC event woke it: enter again (through the top, so a
     // pause or stop that came meanwhile is honoured).
-    if (wake) return kRunAnsweredWake;
     if (rc < 0 && err == EAGAIN) continue;
     if (rc < 0 && err == EINTR) {
       // Our kick (loop: park or stop at the top), a stray signal (retry), or JS's own

@@ -287,12 +287,12 @@ test("answerConversions: a request the run loop does not answer comes back as th
       assert.throws(() => g.cpu.answerConversions({ ...plan, [key]: bad } as never), new RegExp(`answerConversions: plan\\.${key}`));
     g.cpu.answerConversions(plan);
     g.cpu.setSyncRegs(1); // KVM_SYNC_X86_REGS: the doorbell's request is read from kvm_run
-    const conversionsBefore = map.privatePages;
+    const privateBefore = map.privatePages;
     const cameBack = (why: string) => {
       assert.equal(g.cpu.runUntilExit(), 0, why);
       assert.equal(g.run.exitReason, KVM_EXIT_IO, why);
       assert.equal(g.run.io.port, 0xf8, why);
-      assert.equal(map.privatePages, conversionsBefore, `${why}: the map is unchanged`);
+      assert.equal(map.privatePages, privateBefore, `${why}: the map is unchanged`);
       assert.equal(Atomics.load(new Int32Array(map.buffer, 0, 1), 0), 0, `${why}: the map's lock is free`);
     };
     cameBack("allowed[0] is 0 (someone listens)");

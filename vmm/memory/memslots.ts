@@ -217,7 +217,7 @@ export class MemslotsBackend implements MemoryBackend {
       const offset = BigInt(run.first) << PAGE_SHIFT;
       const size = BigInt(run.count) << PAGE_SHIFT;
       (run.state === "private" ? this.shared : this.private).fallocate("punch", offset, size);
-      discarded += Number(size);
+      discarded += run.count * PAGE_BYTES;
     }
     return { discarded };
   }
